@@ -1,0 +1,124 @@
+"""The versioned msgpack wire format of an ``Event``.
+
+Layout (version 1), one msgpack array:
+``[1, kind, correlation_id, machine, definition_hash, steps, retries, state,
+event|nil, time, error_type|nil, error_message|nil, upgraded_from|nil,
+context(bin)]``. ``kind`` is a small integer (index into ``KINDS``). The
+user context is nested as its own msgpack document inside a bin field, so the
+fold and the router decode a record without touching the context.
+
+Decoding is strict: anything that is not exactly this shape raises
+``DecodeError`` and nothing in the bytes is interpreted further.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import msgpack
+
+from .errors import DecodeError, RecordTooLarge
+from .event import KINDS, Event
+
+VERSION = 1
+MAX_RECORD_BYTES = 1024 * 1024  # Kinesis: data + partition key must fit in 1 MiB
+_FIELDS = 14
+_KIND_CODE = {k: i for i, k in enumerate(KINDS)}
+_KIND_COUNT = len(KINDS)
+
+_packb = msgpack.packb
+_unpackb = msgpack.unpackb
+
+
+def encode(event: Event, limit: int = MAX_RECORD_BYTES) -> bytes:
+    data = _packb(
+        [
+            VERSION,
+            _KIND_CODE[event.kind],
+            event.correlation_id,
+            event.machine,
+            event.definition_hash,
+            event.steps,
+            event.retries,
+            event.state,
+            event.event,
+            event.time,
+            event.error_type,
+            event.error_message,
+            event.upgraded_from,
+            event.context_raw,
+        ],
+        use_bin_type=True,
+    )
+    size = len(data) + len(event.correlation_id.encode())
+    if size > limit:
+        raise RecordTooLarge(
+            f"record for machine {event.machine!r} ({event.correlation_id}) at step {event.steps} "
+            f"is {size} bytes, over the {limit}-byte limit: keep large data out of the user context "
+            f"(store it elsewhere and keep a key)"
+        )
+    return data
+
+
+def _bad(what: str, data: bytes) -> DecodeError:
+    head = data[:32].hex()
+    return DecodeError(f"not an fsmlog record ({what}); first bytes: {head} ({len(data)} bytes)")
+
+
+def decode(data: bytes) -> Event:
+    """Decode one record. Raises ``DecodeError`` for anything malformed."""
+    return Event(*decode_fields(data))
+
+
+def decode_fields(data: bytes) -> tuple:
+    """Validate one record and return ``Event``'s fields in order, without building the object.
+
+    The fold runs on these tuples so that a batch of a million records pays
+    for one ``Event`` per machine, not one per record.
+    """
+    if type(data) is not bytes:
+        if isinstance(data, (bytearray, memoryview)):
+            data = bytes(data)
+        else:
+            raise DecodeError(f"record data must be bytes, not {type(data).__name__}")
+    try:
+        f = _unpackb(data, raw=False, use_list=True, max_array_len=64, max_map_len=0, max_ext_len=0)
+    except Exception as exc:
+        raise _bad(f"msgpack: {exc}", data) from None
+    if type(f) is not list or len(f) != _FIELDS:
+        if type(f) is list and f and f[0] != VERSION and type(f[0]) is int:
+            raise _bad(f"unknown record version {f[0]}; this fsmlog reads version {VERSION}", data)
+        raise _bad("expected a 14-field array", data)
+    if f[0] != VERSION or type(f[0]) is not int:
+        raise _bad(f"unknown record version {f[0]!r}; this fsmlog reads version {VERSION}", data)
+    (_, kind, cid, machine, dhash, steps, retries, state, ev, time, etype, emsg, upg, ctx) = f
+    if type(kind) is not int or not 0 <= kind < _KIND_COUNT:
+        raise _bad(f"unknown kind code {kind!r}", data)
+    if type(cid) is not str or not cid:
+        raise _bad("correlation_id must be a non-empty string", data)
+    if type(machine) is not str or not machine:
+        raise _bad("machine must be a non-empty string", data)
+    if type(dhash) is not str:
+        raise _bad("definition_hash must be a string", data)
+    if type(steps) is not int or steps < 0 or type(retries) is not int or retries < 0:
+        raise _bad("steps and retries must be non-negative integers", data)
+    if type(state) is not str:
+        raise _bad("state must be a string", data)
+    if ev is not None and type(ev) is not str:
+        raise _bad("event must be a string or nil", data)
+    if type(time) is not float:
+        if type(time) is int:
+            time = float(time)
+        else:
+            raise _bad("time must be a number", data)
+    if (etype is not None and type(etype) is not str) or (emsg is not None and type(emsg) is not str):
+        raise _bad("error fields must be strings or nil", data)
+    if upg is not None and type(upg) is not str:
+        raise _bad("upgraded_from must be a string or nil", data)
+    if type(ctx) is not bytes:
+        raise _bad("context must be a msgpack bin", data)
+    return (KINDS[kind], cid, machine, dhash, steps, retries, state, ev, time, ctx, etype, emsg, upg)
+
+
+def decode_many(records: Iterable[bytes]) -> list[Event]:
+    return [decode(r) for r in records]

@@ -1,0 +1,44 @@
+"""The root of fsmlog's one error hierarchy, and the log layer's own errors.
+
+Every package adds its own subclasses (projections.errors, handlers.errors,
+replay.errors) so a caller can catch ``FsmlogError`` once and still tell a bad
+record from an unreachable service.
+"""
+
+from __future__ import annotations
+
+
+class FsmlogError(Exception):
+    """Anything fsmlog raises on purpose. Messages name what, where and the fix."""
+
+
+class EventlogError(FsmlogError):
+    """Errors of the log layer: records, codec, backends."""
+
+
+class DecodeError(EventlogError):
+    """Bytes that are not a valid fsmlog record. Nothing in them is ever executed."""
+
+
+class RecordTooLarge(EventlogError):
+    """A record over the stream's size limit, refused before sending."""
+
+
+class ContextValueError(EventlogError):
+    """A user-context value that cannot travel in the log (named by its key path)."""
+
+
+class SettingsError(EventlogError):
+    """A setting with an invalid value (the setting's name is in the message)."""
+
+
+class BackendError(EventlogError):
+    """A backing service call failed after its own retries."""
+
+
+class ServiceUnavailable(BackendError):
+    """A service that could not be reached or keeps refusing; failover may help."""
+
+
+class ChaosError(ServiceUnavailable):
+    """A fault injected on purpose by the AWS_CHAOS setting."""

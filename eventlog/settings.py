@@ -1,0 +1,154 @@
+"""Settings: the seed's names, read from a settings module or file and overridden by the environment.
+
+``FSMLOG_SETTINGS`` names either an importable Python module (``myapp.settings``)
+or a ``.py``, ``.yaml``/``.yml`` or ``.json`` file. Every setting may also be
+given as an environment variable of the same name (``FSMLOG_`` prefix
+accepted too); JSON values are parsed for the dict-valued ones. Nothing set:
+everything runs on the embedded SQLite file ``.fsmlog/local.db``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import SettingsError
+
+DEFAULT_SQLITE = "sqlite:///.fsmlog/local.db"
+
+SOURCES = ("STREAM", "CHECKPOINT", "RETRY", "ENVIRONMENT", "CACHE", "METRICS", "DEAD_LETTER")
+SOURCE_SETTINGS = tuple(f"{side}_{s}_SOURCE" for s in SOURCES for side in ("PRIMARY", "SECONDARY"))
+
+DEFAULTS: dict[str, Any] = {
+    **{name: None for name in SOURCE_SETTINGS},
+    "AWS_CHAOS": {},
+    "ENDPOINTS": {},
+    "AWS_REGION": None,
+    "SNAPSHOT_EVERY": 10,  # steps between snapshots (terminal states are always snapshotted)
+    "MAX_RETRIES": 5,  # default per-machine retry budget
+    "RETRY_BASE_SECONDS": 1.0,  # full-jitter exponential backoff: base ...
+    "RETRY_CAP_SECONDS": 300.0,  # ... and cap
+    "LEASE_SECONDS": 60.0,  # a lease outlives a crashed holder by at most this
+    "LEASE_WAIT_SECONDS": 30.0,  # how long a step waits for another worker's lease
+    "DEDUPE_SECONDS": 7 * 24 * 3600.0,  # how long idempotency flags are kept
+    "METRICS_NAMESPACE": "fsmlog",
+    "METRICS_EMF": False,  # also print CloudWatch Embedded Metric Format lines (zero API calls)
+    "DEBUG": False,  # log user context values and show tracebacks
+}
+
+_JSON = {"AWS_CHAOS", "ENDPOINTS"}
+_FLOAT = {"RETRY_BASE_SECONDS", "RETRY_CAP_SECONDS", "LEASE_SECONDS", "LEASE_WAIT_SECONDS", "DEDUPE_SECONDS"}
+_INT = {"SNAPSHOT_EVERY", "MAX_RETRIES"}
+_BOOL = {"DEBUG", "METRICS_EMF"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    values: Mapping[str, Any] = field(default_factory=dict)
+    origin: str = "defaults"
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.values.get(name, default)
+
+    def source(self, kind: str, side: str = "PRIMARY") -> str | None:
+        """The configured value of ``{side}_{kind}_SOURCE``: the primary falls back to the embedded
+        file; a missing secondary means no failover."""
+        value = self.values.get(f"{side}_{kind}_SOURCE")
+        if value is None and side == "PRIMARY":
+            return DEFAULT_SQLITE
+        return value
+
+    def replace(self, **changes: Any) -> Settings:
+        return Settings({**self.values, **_coerce_all(changes, "override")}, self.origin)
+
+
+def _coerce(name: str, value: Any, where: str) -> Any:
+    try:
+        if name in _JSON:
+            if isinstance(value, str):
+                value = json.loads(value) if value.strip() else {}
+            if not isinstance(value, dict):
+                raise ValueError("expected a JSON object")
+            return value
+        if name in _INT:
+            return int(value)
+        if name in _FLOAT:
+            return float(value)
+        if name in _BOOL:
+            if isinstance(value, str):
+                return value.strip().lower() in ("1", "true", "yes", "on")
+            return bool(value)
+    except (ValueError, TypeError) as exc:
+        raise SettingsError(f"setting {name} from {where} has an invalid value {value!r}: {exc}") from None
+    if value is not None and not isinstance(value, str):
+        raise SettingsError(f"setting {name} from {where} must be a string (an ARN or sqlite: URL)")
+    return value or None
+
+
+def _coerce_all(values: Mapping[str, Any], where: str) -> dict[str, Any]:
+    return {k: _coerce(k, v, where) for k, v in values.items() if k in DEFAULTS}
+
+
+def _from_file(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise SettingsError(f"FSMLOG_SETTINGS names {path}, which does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text) or {}
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        elif path.suffix == ".py":
+            spec = importlib.util.spec_from_file_location("fsmlog_user_settings", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)  # the user's own settings module, like Django's
+            data = {k: getattr(module, k) for k in dir(module) if k.isupper()}
+        else:
+            raise SettingsError(f"FSMLOG_SETTINGS file {path} must end in .py, .yaml, .yml or .json")
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise SettingsError(f"settings file {path} cannot be parsed: {exc}") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"settings file {path} must hold a mapping of setting names to values")
+    return data
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    env = os.environ if environ is None else environ
+    values = dict(DEFAULTS)
+    origin = "defaults"
+    ref = env.get("FSMLOG_SETTINGS")
+    if ref:
+        if any(ref.endswith(s) for s in (".py", ".yaml", ".yml", ".json")) or os.sep in ref:
+            raw = _from_file(Path(ref))
+        else:
+            try:
+                module = importlib.import_module(ref)
+            except ImportError as exc:
+                raise SettingsError(f"FSMLOG_SETTINGS names module {ref!r}, which cannot be imported: {exc}") from None
+            raw = {k: getattr(module, k) for k in dir(module) if k.isupper()}
+        unknown = sorted(k for k in raw if k not in DEFAULTS and k.endswith("_SOURCE"))
+        if unknown:
+            raise SettingsError(f"unknown setting(s) {', '.join(unknown)} in {ref}; known: {', '.join(SOURCE_SETTINGS)}")
+        values.update(_coerce_all(raw, ref))
+        origin = ref
+    for name in DEFAULTS:
+        for var in (name, f"FSMLOG_{name}"):
+            if var in env:
+                values[name] = _coerce(name, env[var], f"environment variable {var}")
+    if env.get("AWS_DEFAULT_REGION") and not values["AWS_REGION"]:
+        values["AWS_REGION"] = env["AWS_DEFAULT_REGION"]
+    values.update(_coerce_all(overrides, "override"))
+    return Settings(values, origin)

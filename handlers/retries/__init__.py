@@ -1,0 +1,34 @@
+"""Retry sources: where a failed step waits for its next attempt."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple, Protocol, runtime_checkable
+
+
+class DueRetry(NamedTuple):
+    handle: str  # what ``done`` takes to remove it
+    data: bytes  # the encoded retry record
+
+
+class ScheduledRetry(NamedTuple):
+    key: str  # correlation id
+    data: bytes  # the encoded retry record
+    due: float  # epoch seconds when it may run
+
+
+@runtime_checkable
+class RetryStore(Protocol):
+    """Failed steps waiting for their backoff to pass.
+
+    Stores that cannot delay (Kinesis, SNS) deliver at once; ``due`` then
+    returns nothing because their records arrive through the trigger.
+    """
+
+    name: str
+
+    def schedule(self, retries: Sequence[ScheduledRetry]) -> None: ...
+
+    def due(self, now: float, limit: int) -> list[DueRetry]: ...
+
+    def done(self, handles: Sequence[str]) -> None: ...
