@@ -55,7 +55,14 @@ def _ext_hook(code: int, data: bytes) -> Any:
             if zone is not None:
                 from zoneinfo import ZoneInfo
 
-                value = value.astimezone(ZoneInfo(zone))
+                # Same wall time and offset as written (astimezone would move times in a DST gap and
+                # overflow near datetime.min/max); the instant wins only if the zone's rules changed.
+                tz = ZoneInfo(zone)
+                offset = value.utcoffset()
+                local = value.replace(tzinfo=tz)
+                if local.utcoffset() != offset:
+                    local = local.replace(fold=1)
+                value = local if local.utcoffset() == offset else value.astimezone(tz)
             return value
         if code == EXT_DECIMAL:
             return Decimal(data.decode())
@@ -99,7 +106,10 @@ def encode_context(context: Mapping[str, Any], where: str = "") -> bytes:
     try:
         return msgpack.packb(context, default=_default, use_bin_type=True, strict_types=True, datetime=False)
     except (TypeError, ValueError, OverflowError) as exc:
-        found = _find_bad(context, "context")
+        try:
+            found = _find_bad(context, "context")
+        except RecursionError:  # a cycle or nesting too deep for msgpack: no single key to blame
+            found = None
         path, what = found if found else ("context", str(exc))
         raise ContextValueError(
             f"user context{where}: value at {path} is a {what}; allowed types are {ALLOWED}"

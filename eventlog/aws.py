@@ -1,0 +1,402 @@
+"""AWS plumbing shared by every AWS backend: ARNs, boto3 clients, retries, error mapping.
+
+boto3 is imported inside functions so that importing this module (and so the
+log layer) stays cheap for the embedded default. botocore's own retries are
+off: :func:`call` retries throttling and 5xx itself, with short jittered
+backoff, then raises ``ServiceUnavailable`` so failover can take over quickly
+instead of a Lambda burning its time budget inside botocore.
+
+Every real API call is counted in :data:`API_CALLS` keyed by
+``(service, Operation)``; benchmarks and tests read it.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import math
+import os
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple, TypeVar
+
+from .errors import BackendError, RecordTooLarge, ServiceUnavailable, SettingsError
+
+API_CALLS: collections.Counter = collections.Counter()
+
+# Retry policy of :func:`call` (throttling, 5xx, dropped connections) and of batch entries.
+ATTEMPTS = 5
+BACKOFF_BASE = 0.05  # seconds
+BACKOFF_CAP = 1.0  # seconds
+CONNECT_TIMEOUT = 3.0
+READ_TIMEOUT = 10.0
+
+THROTTLING_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "ThrottledException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "LimitExceededException",
+        "SlowDown",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "KMSThrottlingException",
+        "InternalFailure",
+        "InternalServerError",
+        "ServiceUnavailable",
+    }
+)
+MISSING_CODES = frozenset(
+    {
+        "ResourceNotFoundException",
+        "AWS.SimpleQueueService.NonExistentQueue",
+        "QueueDoesNotExist",
+        "NotFound",
+        "NotFoundException",
+    }
+)
+
+# the test seam for backoff sleeps (tests never wait on it for correctness)
+sleep: Callable[[float], None] = time.sleep
+
+T = TypeVar("T")
+
+
+class Arn(NamedTuple):
+    partition: str
+    service: str
+    region: str
+    account: str
+    resource_type: str  # "table", "stream", ... or "" (SQS queues, SNS topics)
+    resource: str  # the name after the type (may hold more "/" parts, e.g. a table's stream)
+
+    @property
+    def name(self) -> str:
+        """The resource's own name: table, stream, queue or topic."""
+        return self.resource.split("/", 1)[0]
+
+    def __str__(self) -> str:
+        sep = "/" if self.resource_type else ""
+        return f"arn:{self.partition}:{self.service}:{self.region}:{self.account}:{self.resource_type}{sep}{self.resource}"
+
+
+def parse_arn(arn: str, setting: str | None = None) -> Arn:
+    """Split an ARN; a malformed one raises ``SettingsError`` naming the value (and setting, if known)."""
+    where = f"setting {setting} value" if setting else "value"
+    parts = arn.split(":", 5) if isinstance(arn, str) else []
+    if len(parts) != 6 or parts[0] != "arn" or not parts[1] or not parts[2] or not parts[5]:
+        raise SettingsError(
+            f"{where} {arn!r} is not an AWS ARN; expected arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE, "
+            f"e.g. arn:aws:kinesis:us-east-1:123456789012:stream/fsmlog"
+        )
+    _, partition, service, region, account, rest = parts
+    if "/" in rest:
+        rtype, _, resource = rest.partition("/")
+    elif ":" in rest:
+        rtype, _, resource = rest.partition(":")
+    else:
+        rtype, resource = "", rest
+    if not resource:
+        raise SettingsError(f"{where} {arn!r} names no resource after {rtype!r}")
+    return Arn(partition, service, region, account, rtype, resource)
+
+
+def require(arn: Arn, service: str, resource_type: str, target: str) -> None:
+    """Refuse an ARN of the wrong service or resource type with a message naming the value."""
+    if arn.service != service or arn.resource_type != resource_type:
+        want = f"{resource_type}/NAME" if resource_type else "NAME"
+        raise SettingsError(
+            f"value {target!r} is not a {service} ARN of the form arn:aws:{service}:REGION:ACCOUNT:{want}"
+        )
+
+
+# --- clients -----------------------------------------------------------------------------------------
+
+_clients: dict[tuple[str, str, str | None], Any] = {}
+_clients_lock = threading.Lock()
+
+
+def endpoint_for(target: str | None, settings: Any) -> str | None:
+    endpoints = (settings.get("ENDPOINTS") if settings is not None else None) or {}
+    if target and target in endpoints:
+        return str(endpoints[target])
+    return os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def region_for(target: str | None, settings: Any) -> str:
+    if target and target.startswith("arn:"):
+        parts = target.split(":")
+        if len(parts) > 3 and parts[3]:
+            return parts[3]
+    region = settings.get("AWS_REGION") if settings is not None else None
+    return region or os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
+
+
+def _count(service: str, model: Any = None, **_: Any) -> None:
+    API_CALLS[(service, model.name)] += 1
+
+
+def client(service: str, arn_or_target: str | None, settings: Any) -> Any:
+    """A boto3 client for ``service``, cached per (service, region, endpoint); thread-safe to share."""
+    region = region_for(arn_or_target, settings)
+    endpoint = endpoint_for(arn_or_target, settings)
+    key = (service, region, endpoint)
+    found = _clients.get(key)
+    if found is not None:
+        return found
+    with _clients_lock:
+        found = _clients.get(key)
+        if found is None:
+            import boto3
+            from botocore.config import Config
+
+            config = Config(
+                connect_timeout=CONNECT_TIMEOUT,
+                read_timeout=READ_TIMEOUT,
+                retries={"mode": "standard", "max_attempts": 1},
+                max_pool_connections=32,
+                tcp_keepalive=True,
+            )
+            found = boto3.session.Session().client(
+                service, region_name=region, endpoint_url=endpoint, config=config
+            )
+            found.meta.events.register("before-call", functools.partial(_count, service))
+            _clients[key] = found
+    return found
+
+
+def clear_clients() -> None:
+    """Forget cached clients (tests that change credentials or endpoints)."""
+    with _clients_lock:
+        _clients.clear()
+
+
+# --- calls -------------------------------------------------------------------------------------------
+
+
+def _camel(operation: str) -> str:
+    return "".join(p[:1].upper() + p[1:] for p in operation.split("_")) if "_" in operation or operation.islower() else operation
+
+
+def error_code(exc: BaseException) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+def _status(exc: BaseException) -> int:
+    response = getattr(exc, "response", None) or {}
+    return int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Throttling, 5xx and lost connections: worth another try after a pause."""
+    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
+
+    if isinstance(exc, ClientError):
+        return error_code(exc) in THROTTLING_CODES or _status(exc) >= 500
+    return isinstance(exc, ConnectionError | HTTPClientError)
+
+
+def backoff(attempt: int) -> float:
+    """Full-jitter exponential backoff for ``attempt`` (1-based), capped short."""
+    import random
+
+    return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * (2 ** (attempt - 1))))
+
+
+def missing_message(service: str, resource: str) -> str:
+    return (
+        f"{service} resource {resource} does not exist (or is not visible to these credentials and region); "
+        f"create it with `fsmlog resources create`, or fix the setting that names it"
+    )
+
+
+def translate(exc: BaseException, service: str, operation: str, resource: str) -> BackendError:
+    """Turn a botocore error into fsmlog's: transient ones into ``ServiceUnavailable``."""
+    from botocore.exceptions import ClientError
+
+    op = _camel(operation)
+    if isinstance(exc, ClientError):
+        code = error_code(exc)
+        message = exc.response.get("Error", {}).get("Message", "") or str(exc)
+        if code in MISSING_CODES or (service == "sqs" and "NonExistentQueue" in code):
+            return BackendError(f"{op} failed: {missing_message(service, resource)} ({code}: {message})")
+        if is_transient(exc):
+            return ServiceUnavailable(
+                f"{service} {op} on {resource} kept failing after {ATTEMPTS} attempts: {code}: {message}"
+            )
+        return BackendError(f"{service} {op} on {resource} failed: {code}: {message}")
+    return ServiceUnavailable(f"{service} {op} on {resource} could not reach the service: {exc}")
+
+
+def call(fn: Callable[..., T], *args: Any, resource: str = "?", service: str | None = None,
+         operation: str | None = None, **kwargs: Any) -> T:
+    """Run one boto3 client method, retrying transient failures with jittered backoff.
+
+    ``fn`` is usually a bound client method (its client names the service, its
+    name the operation); ``resource`` (an ARN) goes into error messages.
+    """
+    import tenacity
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if service is None:
+        owner = getattr(fn, "__self__", None)
+        model = getattr(getattr(owner, "meta", None), "service_model", None)
+        service = getattr(model, "service_name", "aws")
+    if operation is None:
+        operation = getattr(fn, "__name__", "call")
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(ATTEMPTS),
+        wait=tenacity.wait_random_exponential(multiplier=BACKOFF_BASE, max=BACKOFF_CAP),
+        retry=tenacity.retry_if_exception(is_transient),
+        sleep=lambda s: sleep(s),
+        reraise=True,
+    )
+    try:
+        return retrying(fn, *args, **kwargs)
+    except (ClientError, BotoCoreError) as exc:
+        raise translate(exc, service, operation, resource) from exc
+
+
+def retried(service: str, resource_attr: str = "arn") -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Decorator form of :func:`call`: the whole method is retried as one unit (it must be safe to
+    repeat); ``resource_attr`` names the instance attribute holding the ARN for messages."""
+
+    def wrap(method: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(method)
+        def inner(self: Any, *args: Any, **kwargs: Any) -> T:
+            return call(functools.partial(method, self), *args, resource=str(getattr(self, resource_attr, "?")),
+                        service=service, operation=method.__name__, **kwargs)
+
+        return inner
+
+    return wrap
+
+
+@dataclass
+class Api:
+    """One backend's binding of a client to its resource: ``api("put_records", ...)``."""
+
+    service: str
+    arn: str
+    client: Any
+
+    def __call__(self, operation: str, **params: Any) -> Any:
+        return call(getattr(self.client, operation), resource=self.arn, **params)
+
+
+def api(service: str, target: str, settings: Any, client_override: Any = None) -> Api:
+    return Api(service, target, client_override if client_override is not None else client(service, target, settings))
+
+
+# --- batch entries -----------------------------------------------------------------------------------
+
+
+def send_entries(
+    entries: Sequence[T],
+    send: Callable[[list[T]], dict[int, tuple[str, str, bool]]],
+    *,
+    service: str,
+    operation: str,
+    resource: str,
+    attempts: int = ATTEMPTS,
+) -> None:
+    """Send ``entries`` with ``send`` until none is refused.
+
+    ``send`` gets a list and returns the refused ones by index into that list as
+    ``{i: (code, message, permanent)}``. Refused entries are resent (only those,
+    in order) with backoff; a permanent refusal (a sender fault) raises
+    ``BackendError`` at once, and refusals still left after ``attempts`` raise
+    ``ServiceUnavailable``. Nothing is ever dropped silently.
+    """
+    pending = list(range(len(entries)))
+    last: tuple[str, str, bool] = ("", "", False)
+    for attempt in range(1, attempts + 1):
+        failed = send([entries[i] for i in pending])
+        if not failed:
+            return
+        for code, message, permanent in failed.values():
+            last = (code, message, permanent)
+            if permanent:
+                raise BackendError(
+                    f"{service} {operation} on {resource} refused an entry: {code}: {message}"
+                )
+        pending = [pending[i] for i in sorted(failed)]
+        if attempt < attempts:
+            sleep(backoff(attempt))
+    raise ServiceUnavailable(
+        f"{service} {operation} on {resource}: {len(pending)} entr{'y' if len(pending) == 1 else 'ies'} "
+        f"still refused after {attempts} attempts ({last[0]}: {last[1]})"
+    )
+
+
+def chunks(items: Sequence[T], count: int, size: Callable[[T], int] | None = None,
+           max_bytes: int | None = None) -> Iterable[list[T]]:
+    """Consecutive groups of at most ``count`` items and (if given) ``max_bytes`` total size."""
+    group: list[T] = []
+    total = 0
+    for item in items:
+        n = size(item) if size is not None else 0
+        if group and (len(group) >= count or (max_bytes is not None and total + n > max_bytes)):
+            yield group
+            group, total = [], 0
+        group.append(item)
+        total += n
+    if group:
+        yield group
+
+
+# --- DynamoDB helpers ----------------------------------------------------------------------------------
+
+DYNAMODB_ITEM_BYTES = 400 * 1024
+_BLOB_ROOM = DYNAMODB_ITEM_BYTES - 8 * 1024  # the other attributes and names of one item
+_COMPRESS_OVER = 32 * 1024
+
+
+def pack_blob(data: bytes, what: str) -> dict[str, Any]:
+    """Attributes storing ``data`` in one DynamoDB item: zlib-compressed when large, refused when it still
+    does not fit (DynamoDB items are at most 400 KB)."""
+    if len(data) <= _COMPRESS_OVER:
+        return {"data": {"B": data}}
+    packed = zlib.compress(data, 6)
+    if len(packed) > _BLOB_ROOM:
+        raise RecordTooLarge(
+            f"{what} is {len(data)} bytes ({len(packed)} compressed), over DynamoDB's "
+            f"{DYNAMODB_ITEM_BYTES}-byte item limit"
+        )
+    return {"data": {"B": packed}, "enc": {"S": "zlib"}}
+
+
+def unpack_blob(item: dict[str, Any]) -> bytes:
+    raw = item["data"]["B"]
+    if item.get("enc", {}).get("S") == "zlib":
+        return zlib.decompress(raw)
+    return bytes(raw)
+
+
+def batch_write(ddb: Api, table: str, requests: Sequence[dict[str, Any]]) -> None:
+    """BatchWriteItem in groups of 25, resending UnprocessedItems with backoff until none are left."""
+    for group in chunks(requests, 25):
+        pending = list(group)
+        for attempt in range(1, ATTEMPTS + 2):
+            response = ddb("batch_write_item", RequestItems={table: pending})
+            pending = (response.get("UnprocessedItems") or {}).get(table, [])
+            if not pending:
+                break
+            if attempt > ATTEMPTS:
+                raise ServiceUnavailable(
+                    f"dynamodb BatchWriteItem on {ddb.arn}: {len(pending)} items still unprocessed "
+                    f"after {ATTEMPTS + 1} attempts"
+                )
+            sleep(backoff(attempt))
+
+
+def ceil_delay(due: float, now: float, cap: int) -> int:
+    """Whole seconds to wait from ``now`` until ``due``, within [0, cap]."""
+    return max(0, min(cap, math.ceil(due - now)))

@@ -1,0 +1,116 @@
+"""Memcached cache (Elasticache for Memcached or any memcached:// server).
+
+Memcached has no scripts, so a lease is built from its atomic primitives:
+``add`` takes a free lease, ``gets``/``cas`` re-takes one we hold or gives it
+back, and ``incr`` on a counter key stored without expiry yields the fence
+token. Memcached may still evict that counter under memory pressure or lose it
+on restart; it is then re-seeded from the clock in microseconds, so tokens keep
+increasing as long as fewer than a million acquisitions per second were made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+from urllib.parse import urlparse
+
+from eventlog.errors import BackendError, ServiceUnavailable, SettingsError
+from eventlog.settings import Settings
+
+PREFIX = "fsmlog:"
+_THIRTY_DAYS = 30 * 24 * 3600  # memcached reads larger expiries as absolute unix times
+_TRIES = 8  # lost add/cas races before giving up on one acquire
+
+
+def _expire(ttl_s: float) -> int:
+    seconds = max(1, int(-(-ttl_s // 1)))  # memcached counts whole seconds: round up
+    return int(time.time()) + seconds if seconds > _THIRTY_DAYS else seconds
+
+
+def _safe(key: str) -> str:
+    """Memcached keys are at most 250 bytes without spaces or control characters."""
+    full = PREFIX + key
+    raw = full.encode()
+    if len(raw) > 240 or any(b <= 32 or b == 127 for b in raw):
+        return PREFIX + "h:" + hashlib.sha256(raw).hexdigest()
+    return full
+
+
+class MemcachedCache:
+    """Leases with fence tokens and idempotency flags on Memcached."""
+
+    def __init__(self, url: str, *, name: str | None = None, timeout: float = 2.0) -> None:
+        from pymemcache.client.base import PooledClient
+
+        parsed = urlparse(url)
+        if parsed.scheme != "memcached" or not parsed.hostname:
+            raise SettingsError(f"cache source {name or url!r}: {url!r} is not a memcached://host:port URL")
+        self.name = name or url
+        self._client = PooledClient(
+            (parsed.hostname, parsed.port or 11211),
+            connect_timeout=timeout,
+            timeout=timeout,
+            no_delay=True,
+            default_noreply=False,
+        )
+
+    @classmethod
+    def from_target(cls, target: str, settings: Settings) -> MemcachedCache:
+        from .redis import elasticache_url
+
+        return cls(elasticache_url(target, settings, "memcached"), name=target)
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from pymemcache.exceptions import MemcacheError, MemcacheUnexpectedCloseError
+
+        try:
+            return fn(*args, **kwargs)
+        except (OSError, MemcacheUnexpectedCloseError) as exc:
+            raise ServiceUnavailable(f"memcached {self.name}: {what} failed: {exc}") from exc
+        except MemcacheError as exc:
+            raise BackendError(f"memcached {self.name}: {what} failed: {exc}") from exc
+
+    def _next_token(self, key: str) -> int:
+        counter = _safe(f"fence:{key}")
+        for _ in range(_TRIES):
+            token = self._call("incr", self._client.incr, counter, 1)
+            if token is not None:
+                return int(token)
+            seed = str(int(time.time() * 1_000_000)).encode()
+            self._call("add", self._client.add, counter, seed, expire=0)
+        raise BackendError(f"memcached {self.name}: fence counter for {key!r} keeps disappearing")
+
+    def acquire(self, key: str, owner: str, ttl_s: float) -> int | None:
+        lease = _safe(f"lease:{key}")
+        for _ in range(_TRIES):
+            value, cas = self._call("gets", self._client.gets, lease)
+            if value:
+                _, _, holder = value.decode().partition(":")
+                if holder != owner:
+                    return None
+            token = self._next_token(key)
+            held = f"{token}:{owner}".encode()
+            if value is None:
+                if self._call("add", self._client.add, lease, held, expire=_expire(ttl_s)):
+                    return token
+            elif self._call("cas", self._client.cas, lease, held, cas, expire=_expire(ttl_s)):
+                return token
+            # lost a race with another acquire/release; look again
+        raise BackendError(f"memcached {self.name}: acquire of {key!r} lost {_TRIES} races in a row")
+
+    def release(self, key: str, owner: str, token: int) -> None:
+        lease = _safe(f"lease:{key}")
+        value, cas = self._call("gets", self._client.gets, lease)
+        if value == f"{token}:{owner}".encode():
+            # memcached's delete takes no cas; a negative expiry makes the overwrite expire at once
+            self._call("cas", self._client.cas, lease, b"", cas, expire=-1)
+
+    def mark(self, key: str, ttl_s: float) -> bool:
+        return bool(self._call("add", self._client.add, _safe(f"flag:{key}"), b"1", expire=_expire(ttl_s)))
+
+    def marked(self, key: str) -> bool:
+        return self._call("get", self._client.get, _safe(f"flag:{key}")) is not None
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,34 @@
+"""The ``context`` an action receives: the user context as a dict, plus read-only machine facts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ActionContext(dict):
+    """A dict of the user context that also exposes, read-only, where the machine is.
+
+    Only the dict contents travel in the log; the attributes are rebuilt from
+    the record on every step.
+    """
+
+    __slots__ = ("_facts",)
+
+    def __init__(self, data: dict[str, Any], facts: dict[str, Any]):
+        super().__init__(data)
+        self._facts = facts
+
+    def _fact(name: str):  # noqa: N805 - builds read-only properties
+        return property(lambda self: self._facts[name], doc=f"The machine's {name.replace('_', ' ')} (read-only).")
+
+    correlation_id = _fact("correlation_id")
+    machine_name = _fact("machine_name")
+    steps = _fact("steps")
+    retries = _fact("retries")
+    max_retries = _fact("max_retries")
+    current_state = _fact("current_state")
+    current_event = _fact("current_event")
+    del _fact
+
+    def __repr__(self) -> str:
+        return f"ActionContext({dict.__repr__(self)}, {self._facts!r})"

@@ -1,0 +1,537 @@
+"""The dispatch engine: one step of a machine per record, written against the service interfaces only.
+
+For each record of a batch: decode it (a poison record is parked and the
+batch goes on), take the machine's lease (its fence token goes to the
+actions), skip it if the step already ran, run exit -> transition action ->
+entry -> do, follow ``local`` transitions in the same invocation, and buffer
+the next record. At the end of the batch every next record goes out in one
+``append``; only then are the steps marked done, snapshots written on the
+configured cadence, and the leases released. A crash anywhere before the
+mark means the step runs again (at-least-once, nothing lost); a step that was
+marked never runs again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import socket
+import time as _time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from eventlog.codec import decode, encode
+from eventlog.errors import BackendError, ContextValueError, DecodeError, RecordTooLarge
+from eventlog.event import ABORTED, COMPLETED, FAILED, RETRY, START, STEP, Event
+from eventlog.log import OutRecord, ReadableLog
+from eventlog.settings import Settings
+from projections.actions import resolve
+from projections.definition import Definitions, MachineDef, StateDef
+from projections.errors import ProjectionError
+from projections.fold import fold
+from projections.state import MachineState, Snapshot, decode_snapshot, encode_snapshot
+
+from .backoff import full_jitter
+from .context import ActionContext
+from .errors import HandlerError, LeaseBusy, NoTransition, PoisonRecord
+from .gate import Gate
+from .metrics import MetricBuffer
+from .retries import ScheduledRetry
+from .services import Services
+
+step_log = logging.getLogger("fsmlog.step")
+log = logging.getLogger("fsmlog.engine")
+
+LOCAL_CHAIN_LIMIT = 100  # local transitions followed in one invocation before going through the log
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One record of a batch as a trigger received it."""
+
+    position: str  # where it sits in its source (sequence number, offset, message id)
+    data: bytes
+    source: str  # the source's name (ARN or sqlite: URL)
+    item_id: str  # what Lambda's batchItemFailures names (sequence number or message id)
+
+
+@dataclass
+class BatchResult:
+    handled: int = 0
+    parked: int = 0
+    skipped: int = 0
+    failed_item_ids: list[str] = field(default_factory=list)
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _Step:
+    """A step that ran; its output waits for the batch's append."""
+
+    inbound: Inbound
+    record: Event
+    token: int
+    out: Event | None = None  # the next record for the log
+    out_data: bytes = b""
+    retry: Event | None = None  # or a retry record for the retry source
+    retry_data: bytes = b""
+    retry_due: float = 0.0
+    outcome: str = ""
+    error: str | None = None
+    started: float = 0.0
+    local_steps: int = 0
+
+
+class _ActionFailed(Exception):
+    def __init__(self, at: Event, error: BaseException, action: str):
+        self.at = at
+        self.error = error
+        self.action = action
+
+
+class Engine:
+    def __init__(
+        self,
+        definitions: Definitions,
+        services: Services,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = _time.time,
+        sleep: Callable[[float], None] = _time.sleep,
+        rng: random.Random | None = None,
+        worker_id: str | None = None,
+        on_step: Callable[[Event, Event | None, str], None] | None = None,
+    ):
+        self.definitions = definitions
+        self.services = services
+        self.settings = settings
+        self.clock = clock
+        self.sleep = sleep
+        self.rng = rng or random.Random()
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.gate = Gate(services.cache, self.worker_id, settings.LEASE_SECONDS, settings.DEDUPE_SECONDS)
+        self.metrics = MetricBuffer()
+        self.on_step = on_step
+        self.debug = bool(settings.DEBUG)
+        self._actions: dict[str, Callable[[Any, Any], Any]] = {}
+
+    # ---------------------------------------------------------------- starting and stopping machines
+
+    def start(self, machine: str, context: dict[str, Any] | None = None, correlation_id: str | None = None) -> str:
+        return self.start_many(machine, [context or {}], [correlation_id] if correlation_id else None)[0]
+
+    def start_many(
+        self, machine: str, contexts: Sequence[dict[str, Any]], correlation_ids: Sequence[str] | None = None
+    ) -> list[str]:
+        """Append one start record per context, in one append call."""
+        mdef = self.definitions.machine(machine)
+        now = self.clock()
+        ids = list(correlation_ids) if correlation_ids else [uuid.uuid4().hex for _ in contexts]
+        records = []
+        for cid, ctx in zip(ids, contexts):
+            ev = Event.create(START, cid, machine, mdef.hash, 0, 0, mdef.initial.name, None, now, ctx)
+            records.append(OutRecord(cid, encode(ev)))
+        self.services.log.append(records)
+        self.metrics.count("MachinesStarted", len(records), {"machine": machine})
+        self.flush_metrics()
+        return ids
+
+    def status(self, correlation_id: str) -> MachineState | None:
+        """Latest snapshot plus, where the log can be read back, the records after it."""
+        snap = self.load_snapshot(correlation_id)
+        state = snap.state if snap else None
+        log_ = self.services.log
+        if isinstance(log_, ReadableLog) or hasattr(log_, "read_key"):
+            tail = log_.read_key(correlation_id, after=snap.position if snap else None)
+            state = fold(state, (decode(r.data) for r in tail))
+        return state
+
+    def load_snapshot(self, correlation_id: str) -> Snapshot | None:
+        data = self.services.checkpoints.load(correlation_id)
+        return decode_snapshot(data) if data else None
+
+    def abort(self, correlation_id: str, reason: str = "") -> Event:
+        state = self.status(correlation_id)
+        if state is None:
+            raise HandlerError(f"no machine with id {correlation_id!r} in {self.services.log.name}")
+        if state.terminal:
+            raise HandlerError(
+                f"machine {state.machine!r} ({correlation_id}) already ended: {state.status} in state {state.state!r}"
+            )
+        self.gate.abort(correlation_id)  # any worker admits no further step of it
+        ev = state.last.evolve(
+            kind=ABORTED, time=self.clock(), error_type="Aborted", error_message=reason or "aborted by an operator",
+            upgraded_from=None,
+        )
+        positions = self.services.log.append([OutRecord(correlation_id, encode(ev))])
+        self._save_snapshot(ev, positions[0])
+        self.metrics.count("MachinesAborted", 1, {"machine": ev.machine})
+        self.flush_metrics()
+        return ev
+
+    # ---------------------------------------------------------------- the batch
+
+    def handle(self, records: Sequence[Inbound]) -> BatchResult:
+        """Handle a batch in order. Never raises for a bad record: it is parked and the batch goes on."""
+        result = BatchResult()
+        steps: list[_Step] = []
+        failed_cids: set[str] = set()
+        seen: set[tuple[str, int]] = set()
+        try:
+            for inbound in records:
+                try:
+                    record, mdef, ctx = self._parse(inbound)
+                except PoisonRecord as exc:
+                    self._park(inbound, str(exc), result)
+                    continue
+                cid = record.correlation_id
+                if cid in failed_cids:  # keep per-machine order: a later record waits for the failed one
+                    result.failed_item_ids.append(inbound.item_id)
+                    continue
+                if record.terminal or (cid, record.steps) in seen:
+                    result.skipped += 1
+                    continue
+                try:
+                    step = self._run(inbound, record, mdef, ctx)
+                except (LeaseBusy, BackendError) as exc:
+                    log.warning("%s: %s", record.describe(), exc)
+                    self.metrics.count("LeaseBusy" if isinstance(exc, LeaseBusy) else "ServiceErrors")
+                    failed_cids.add(cid)
+                    result.failed_item_ids.append(inbound.item_id)
+                    continue
+                if step is None:
+                    result.skipped += 1
+                    continue
+                seen.add((cid, record.steps))
+                steps.append(step)
+            self._commit(steps, result)
+        finally:
+            self.flush_metrics()
+        return result
+
+    def _parse(self, inbound: Inbound) -> tuple[Event, MachineDef | None, dict | None]:
+        try:
+            record = decode(inbound.data)
+        except DecodeError as exc:
+            raise PoisonRecord(f"undecodable record at {inbound.source} position {inbound.position}: {exc}") from None
+        if record.terminal:
+            return record, None, None
+        try:
+            mdef = self.definitions.machine(record.machine)
+            if record.definition_hash != mdef.hash:
+                mdef.check_record(record.state, record.event, record.definition_hash)
+        except ProjectionError as exc:
+            raise PoisonRecord(f"{record.describe()}: {exc}") from None
+        st = mdef.state(record.state)
+        if st is None:
+            raise PoisonRecord(f"{record.describe()}: machine {mdef.name!r} has no state {record.state!r}")
+        if record.event is not None and st.transition(record.event) is None:
+            raise PoisonRecord(
+                f"{record.describe()}: state {record.state!r} of machine {mdef.name!r} has no transition on "
+                f"event {record.event!r}"
+            )
+        try:
+            ctx = record.context
+        except DecodeError as exc:
+            raise PoisonRecord(f"{record.describe()}: {exc}") from None
+        return record, mdef, ctx
+
+    def _park(self, inbound: Inbound, reason: str, result: BatchResult) -> None:
+        self.services.dead_letters.park(reason, inbound.source, inbound.position, inbound.data, self.clock())
+        self.metrics.count("PoisonRecords")
+        result.parked += 1
+        result.outcomes.append({"position": inbound.position, "outcome": "parked", "reason": reason})
+        log.warning("parked record at %s %s: %s", inbound.source, inbound.position, reason)
+
+    # ---------------------------------------------------------------- one step
+
+    def _admit(self, record: Event):
+        deadline = None
+        delay = 0.02
+        while True:
+            adm = self.gate.begin(record.correlation_id, record.steps)
+            if adm.token is not None:
+                return adm
+            now = self.clock()
+            if deadline is None:
+                deadline = now + self.settings.LEASE_WAIT_SECONDS
+            if now >= deadline:
+                raise LeaseBusy(
+                    f"machine {record.machine!r} ({record.correlation_id}) is leased by another worker; "
+                    f"step {record.steps} will be retried"
+                )
+            self.sleep(min(delay, max(0.0, deadline - now)))
+            delay = min(delay * 2, 0.5)
+
+    def _run(self, inbound: Inbound, record: Event, mdef: MachineDef, ctx: dict) -> _Step | None:
+        adm = self._admit(record)
+        cid = record.correlation_id
+        if adm.done or adm.aborted:
+            self.gate.release(cid, adm.token)
+            self.metrics.count("DuplicateSteps" if adm.done else "AbortedSteps", 1, {"machine": mdef.name})
+            return None
+        step = _Step(inbound, record, adm.token, started=self.clock())
+        max_retries = mdef.max_retries if mdef.max_retries is not None else self.settings.MAX_RETRIES
+        upgraded = record.definition_hash if record.definition_hash != mdef.hash else None
+        obj = {
+            "source": inbound.source,
+            "position": inbound.position,
+            "fence_token": adm.token,
+            "lease_owner": self.worker_id,
+            "idempotency_key": f"{cid}:{record.steps}",
+        }
+        try:
+            out = self._execute(mdef, record, ctx, obj, max_retries, step)
+        except _ActionFailed as failure:
+            self._on_failure(step, mdef, failure, max_retries)
+        else:
+            if upgraded:
+                out = out.evolve(upgraded_from=upgraded)
+                self.metrics.count("DefinitionUpgrades", 1, {"machine": mdef.name})
+            self._set_out(step, out)
+        return step
+
+    def _action(self, dotted: str) -> Callable[[Any, Any], Any]:
+        fn = self._actions.get(dotted)
+        if fn is None:
+            fn = self._actions[dotted] = resolve(dotted)
+        return fn
+
+    def _call(self, dotted: str | None, ctx: ActionContext, obj: dict, at: Event) -> Any:
+        if not dotted:
+            return None
+        try:
+            return self._action(dotted)(ctx, obj)
+        except Exception as exc:  # an action's failure is the machine's, never the batch's
+            raise _ActionFailed(at, exc, dotted) from exc
+
+    def _execute(
+        self, mdef: MachineDef, record: Event, data: dict, obj: dict, max_retries: int, step: _Step
+    ) -> Event:
+        """Run the record's step (and any local steps after it); return the record to append."""
+        cur = record
+        facts = {
+            "correlation_id": record.correlation_id,
+            "machine_name": mdef.name,
+            "steps": record.steps,
+            "retries": record.retries,
+            "max_retries": max_retries,
+            "current_state": record.state,
+            "current_event": record.event,
+        }
+        ctx = ActionContext(data, facts)
+        for _ in range(LOCAL_CHAIN_LIMIT):
+            source: StateDef = mdef.state(cur.state)
+            if cur.event is None:  # start (or a retry of it): the initial state's entry and do
+                target = source
+                self._call(target.entry_action, ctx, obj, cur)
+            else:
+                tr = source.transition(cur.event)
+                target = mdef.state(tr.target)
+                self._call(source.exit_action, ctx, obj, cur)
+                self._call(tr.action, ctx, obj, cur)
+                facts["current_state"] = target.name
+                self._call(target.entry_action, ctx, obj, cur)
+            facts["current_state"] = target.name
+            nxt_event = self._call(target.do_action, ctx, obj, cur)
+            steps = cur.steps + 1
+            now = self.clock()
+            if target.final or nxt_event is None:
+                return self._record(COMPLETED, cur, target.name, None, steps, now, ctx)
+            if not isinstance(nxt_event, str):
+                err = NoTransition(
+                    f"machine {mdef.name!r}, state {target.name!r}: do_action {target.do_action} returned "
+                    f"{nxt_event!r} ({type(nxt_event).__name__}); it must return an event name or None"
+                )
+                return self._failed(cur, target.name, None, steps, now, ctx, err)
+            tr2 = target.transition(nxt_event)
+            if tr2 is None:
+                known = ", ".join(t.event for t in target.transitions) or "none"
+                err = NoTransition(
+                    f"machine {mdef.name!r}, state {target.name!r} has no transition on event {nxt_event!r} "
+                    f"(returned by {target.do_action}); its events: {known}"
+                )
+                return self._failed(cur, target.name, nxt_event, steps, now, ctx, err)
+            nxt = self._record(STEP, cur, target.name, nxt_event, steps, now, ctx)
+            if nxt.kind != STEP or not tr2.local:
+                return nxt
+            # a local transition: run the next step here, no log round trip
+            step.local_steps += 1
+            cur = nxt
+            facts.update(steps=steps, retries=0, current_state=target.name, current_event=nxt_event)
+            obj["idempotency_key"] = f"{record.correlation_id}:{steps}"
+        return cur
+
+    def _record(self, kind: str, cur: Event, state: str, event: str | None, steps: int, now: float,
+                ctx: ActionContext) -> Event:
+        try:
+            return Event.create(kind, cur.correlation_id, cur.machine, self.definitions.machine(cur.machine).hash,
+                                steps, 0, state, event, now, ctx)
+        except ContextValueError as exc:  # refused at the step that put it there: fail, do not retry
+            return self._failed(cur, state, event, steps, now, None, exc)
+
+    def _failed(self, cur: Event, state: str, event: str | None, steps: int, now: float,
+                ctx: ActionContext | None, exc: BaseException) -> Event:
+        raw = cur.context_raw
+        if ctx is not None:
+            try:
+                raw = Event.create(FAILED, cur.correlation_id, cur.machine, "", 0, 0, "", None, 0.0, ctx).context_raw
+            except ContextValueError:
+                pass
+        return Event(FAILED, cur.correlation_id, cur.machine, self.definitions.machine(cur.machine).hash, steps,
+                     0, state, event, now, raw,
+                     type(exc).__name__, str(exc))
+
+    def _on_failure(self, step: _Step, mdef: MachineDef, failure: _ActionFailed, max_retries: int) -> None:
+        at, exc = failure.at, failure.error
+        now = self.clock()
+        self.metrics.count("ActionErrors", 1, {"machine": mdef.name})
+        step.error = f"{type(exc).__name__}: {exc}"
+        if at.retries < max_retries:
+            attempt = at.retries + 1
+            delay = full_jitter(attempt, self.settings.RETRY_BASE_SECONDS, self.settings.RETRY_CAP_SECONDS, self.rng)
+            retry = at.evolve(kind=RETRY, retries=attempt,
+                              time=now, error_type=type(exc).__name__, error_message=str(exc)[:2000])
+            step.retry, step.retry_data, step.retry_due = retry, encode(retry), now + delay
+            step.outcome = "retry"
+            return
+        failed = Event(FAILED, at.correlation_id, at.machine, at.definition_hash, at.steps, at.retries, at.state,
+                       at.event, now, at.context_raw, type(exc).__name__,
+                       f"{failure.action} failed after {at.retries} retries: {exc}"[:4000])
+        self._set_out(step, failed)
+
+    def _set_out(self, step: _Step, out: Event) -> None:
+        try:
+            data = encode(out)
+        except RecordTooLarge as exc:
+            out = Event(FAILED, out.correlation_id, out.machine, out.definition_hash, out.steps, out.retries,
+                        out.state, out.event, out.time, step.record.context_raw, type(exc).__name__, str(exc))
+            data = encode(out)
+        step.out, step.out_data = out, data
+        step.outcome = out.kind
+
+    # ---------------------------------------------------------------- end of batch
+
+    def _commit(self, steps: list[_Step], result: BatchResult) -> None:
+        if not steps:
+            return
+        outs = [s for s in steps if s.out is not None]
+        retries = [s for s in steps if s.retry is not None]
+        try:
+            positions = self.services.log.append([OutRecord(s.out.correlation_id, s.out_data) for s in outs])
+            if retries:
+                self.services.retries.schedule(
+                    [ScheduledRetry(s.retry.correlation_id, s.retry_data, s.retry_due) for s in retries]
+                )
+        except BackendError as exc:
+            log.error("could not append the batch's %d record(s): %s", len(outs) + len(retries), exc)
+            self.metrics.count("ServiceErrors")
+            for s in steps:
+                result.failed_item_ids.append(s.inbound.item_id)
+                self._safe_release(s)
+            return
+        pos_of = {id(s): p for s, p in zip(outs, positions)}
+        every = max(1, int(self.settings.SNAPSHOT_EVERY))
+        for s in steps:
+            done = s.out is not None
+            try:
+                self.gate.end(s.record.correlation_id, s.record.steps, s.token, done)
+            except BackendError as exc:  # the record is appended; a re-run would be deduped by the fold
+                log.warning("could not mark %s done: %s", s.record.describe(), exc)
+            if done:
+                out = s.out
+                if out.terminal or out.steps // every != s.record.steps // every:
+                    self._save_snapshot(out, pos_of[id(s)])
+            self._account(s)
+            result.handled += 1
+            result.outcomes.append({"correlation_id": s.record.correlation_id, "outcome": s.outcome,
+                                    "steps": s.out.steps if s.out else s.record.steps})
+
+    def _safe_release(self, s: _Step) -> None:
+        try:
+            self.gate.release(s.record.correlation_id, s.token)
+        except BackendError:
+            pass  # the lease expires by itself
+
+    def _save_snapshot(self, out: Event, position: str) -> None:
+        snap = Snapshot(MachineState(out), position, out.definition_hash)
+        try:
+            self.services.checkpoints.save(out.correlation_id, snap.version, encode_snapshot(snap))
+        except BackendError as exc:  # snapshots only shorten rebuilds; the log has everything
+            log.warning("snapshot of %s not saved: %s", out.correlation_id, exc)
+            self.metrics.count("SnapshotErrors")
+
+    def _account(self, s: _Step) -> None:
+        rec = s.record
+        dims = {"machine": rec.machine}
+        if s.out is not None:
+            self.metrics.count("Transitions", 1 + s.local_steps, dims)
+            if s.out.kind == COMPLETED:
+                self.metrics.count("MachinesCompleted", 1, dims)
+            elif s.out.kind == FAILED:
+                self.metrics.count("MachinesFailed", 1, dims)
+        elif s.retry is not None:
+            self.metrics.count("StepsRetried", 1, dims)
+        if step_log.isEnabledFor(logging.INFO):
+            line = {
+                "correlation_id": rec.correlation_id,
+                "machine": rec.machine,
+                "state": rec.state,
+                "event": rec.event,
+                "steps": rec.steps,
+                "retries": rec.retries,
+                "duration_ms": round((self.clock() - s.started) * 1000, 3),
+                "outcome": s.outcome,
+            }
+            if s.out is not None:
+                line["next_state"] = s.out.state
+                line["next_event"] = s.out.event
+            if s.error:
+                line["error"] = s.error
+            if self.debug:
+                line["context"] = repr((s.out or s.retry).context)
+            step_log.info(json.dumps(line, default=str))
+        if self.on_step is not None:
+            self.on_step(rec, s.out or s.retry, s.outcome)
+
+    def flush_metrics(self) -> None:
+        try:
+            self.metrics.flush(self.services.metrics)
+        except BackendError as exc:
+            log.warning("metrics not sent: %s", exc)
+
+    # ---------------------------------------------------------------- the retry timer
+
+    def run_due_retries(self, limit: int = 100) -> int:
+        """Move retries whose backoff has passed from the retry source into the log."""
+        due = self.services.retries.due(self.clock(), limit)
+        if not due:
+            return 0
+        good, handles = [], []
+        for item in due:
+            try:
+                rec = decode(item.data)
+            except DecodeError as exc:
+                self.services.dead_letters.park(f"undecodable retry record: {exc}", self.services.retries.name,
+                                                item.handle, item.data, self.clock())
+                self.metrics.count("PoisonRecords")
+                handles.append(item.handle)
+                continue
+            good.append(OutRecord(rec.correlation_id, item.data))
+            handles.append(item.handle)
+        if good:
+            self.services.log.append(good)
+        self.services.retries.done(handles)
+        self.flush_metrics()
+        return len(good)
+
+    def requeue(self, data_items: Iterable[bytes]) -> int:
+        """Append retry records delivered by a retry queue's own trigger (SQS) to the log."""
+        out = [OutRecord(decode(d).correlation_id, d) for d in data_items]
+        if out:
+            self.services.log.append(out)
+        return len(out)

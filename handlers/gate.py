@@ -1,0 +1,67 @@
+"""The step gate: a machine's lease, its idempotency flags and its abort flag, over any ``Cache``.
+
+Keys: ``lease:<cid>`` (the lease, with fence token), ``done:<cid>:<steps>``
+(set once the step's next record is appended), ``abort:<cid>`` (set by
+``fsmlog abort``). A cache may offer ``begin_step``/``end_step`` that do the
+same in fewer round trips (one conditional write each); otherwise the gate
+composes them from the basic ``Cache`` calls.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from .cache import Cache
+
+
+class Admission(NamedTuple):
+    token: int | None  # fence token, None when the lease is held elsewhere
+    done: bool  # this step already ran to completion: skip it
+    aborted: bool  # the machine was aborted: run nothing more
+
+
+def lease_key(cid: str) -> str:
+    return f"lease:{cid}"
+
+
+def done_key(cid: str, steps: int) -> str:
+    return f"done:{cid}:{steps}"
+
+
+def abort_key(cid: str) -> str:
+    return f"abort:{cid}"
+
+
+class Gate:
+    def __init__(self, cache: Cache, owner: str, lease_s: float, dedupe_s: float):
+        self.cache = cache
+        self.owner = owner
+        self.lease_s = lease_s
+        self.dedupe_s = dedupe_s
+        self._fast = hasattr(cache, "begin_step") and hasattr(cache, "end_step")
+
+    def begin(self, cid: str, steps: int) -> Admission:
+        if self._fast:
+            token, done, aborted = self.cache.begin_step(cid, steps, self.owner, self.lease_s)
+            return Admission(token, done, aborted)
+        token = self.cache.acquire(lease_key(cid), self.owner, self.lease_s)
+        if token is None:
+            return Admission(None, False, False)
+        if self.cache.marked(done_key(cid, steps)):
+            return Admission(token, True, False)
+        return Admission(token, False, self.cache.marked(abort_key(cid)))
+
+    def end(self, cid: str, steps: int, token: int, done: bool) -> None:
+        """Record the step as done (when it is) and give the lease back."""
+        if self._fast:
+            self.cache.end_step(cid, steps, self.owner, token, done, self.dedupe_s)
+            return
+        if done:
+            self.cache.mark(done_key(cid, steps), self.dedupe_s)
+        self.cache.release(lease_key(cid), self.owner, token)
+
+    def release(self, cid: str, token: int) -> None:
+        self.end(cid, -1, token, False)
+
+    def abort(self, cid: str) -> None:
+        self.cache.mark(abort_key(cid), self.dedupe_s)
