@@ -400,3 +400,101 @@ def batch_write(ddb: Api, table: str, requests: Sequence[dict[str, Any]]) -> Non
 def ceil_delay(due: float, now: float, cap: int) -> int:
     """Whole seconds to wait from ``now`` until ``due``, within [0, cap]."""
     return max(0, min(cap, math.ceil(due - now)))
+
+
+def create_table(ddb: Api, table: str, keys: Sequence[tuple[str, str, str]], *,
+                 indexes: Sequence[tuple[str, Sequence[tuple[str, str, str]]]] = (), stream: bool = False) -> None:
+    """Create an on-demand table if it is missing and wait until it is ACTIVE.
+
+    ``keys`` are ``(name, "HASH"|"RANGE", "S"|"N"|"B")``; ``indexes`` are
+    ``(index name, keys)`` global secondary indexes projecting every attribute.
+    """
+    attrs: dict[str, str] = {}
+    for name, _, kind in [*keys, *(k for _, ks in indexes for k in ks)]:
+        attrs[name] = kind
+    params: dict[str, Any] = {
+        "TableName": table,
+        "KeySchema": [{"AttributeName": n, "KeyType": t} for n, t, _ in keys],
+        "AttributeDefinitions": [{"AttributeName": n, "AttributeType": k} for n, k in attrs.items()],
+        "BillingMode": "PAY_PER_REQUEST",
+    }
+    if indexes:
+        params["GlobalSecondaryIndexes"] = [
+            {"IndexName": name, "KeySchema": [{"AttributeName": n, "KeyType": t} for n, t, _ in ks],
+             "Projection": {"ProjectionType": "ALL"}}
+            for name, ks in indexes
+        ]
+    if stream:
+        params["StreamSpecification"] = {"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"}
+    try:
+        ddb("create_table", **params)
+    except BackendError as exc:
+        if "ResourceInUseException" not in str(exc):
+            raise
+    for _ in range(240):
+        if ddb("describe_table", TableName=table)["Table"]["TableStatus"] == "ACTIVE":
+            return
+        time.sleep(0.5)
+    raise ServiceUnavailable(f"dynamodb table {ddb.arn} did not become ACTIVE")
+
+
+# --- SNS / SQS message batches -------------------------------------------------------------------------
+
+MESSAGE_BYTES = 256 * 1024  # one SNS/SQS message, and one whole batch
+MESSAGE_BATCH = 10
+
+
+def b64len(n: int) -> int:
+    return 4 * ((n + 2) // 3)
+
+
+def send_messages(
+    items: Sequence[tuple[str, bytes, dict[str, Any]]],
+    send_batch: Callable[[list[dict[str, Any]]], dict[str, Any]],
+    *,
+    service: str,
+    operation: str,
+    resource: str,
+    body_key: str,
+    fifo: bool,
+) -> list[str]:
+    """Send ``(key, data, extra entry fields)`` as base64 bodies in batches of 10 / 256 KiB.
+
+    ``send_batch`` makes the call with a list of entries and returns the
+    response (``Successful``/``Failed``). Refused entries are resent (sender
+    faults raise at once). Returns the message ids in order. FIFO entries get
+    ``MessageGroupId`` = key and a content-derived deduplication id, so a resend
+    after an ambiguous failure is not delivered twice.
+    """
+    import base64
+    import hashlib
+
+    for key, data, extra in items:
+        size = b64len(len(data)) + sum(len(str(v)) for v in extra.values())
+        if size > MESSAGE_BYTES:
+            raise RecordTooLarge(
+                f"record for key {key!r} is {len(data)} bytes ({size} as a message), over the "
+                f"{MESSAGE_BYTES}-byte {service} message limit ({resource})"
+            )
+    ids = [""] * len(items)
+    entries: list[tuple[int, dict[str, Any]]] = []
+    for i, (key, data, extra) in enumerate(items):
+        entry = {body_key: base64.b64encode(data).decode("ascii"), **extra}
+        if fifo:
+            entry["MessageGroupId"] = key
+            entry["MessageDeduplicationId"] = hashlib.sha256(key.encode() + b"\0" + data).hexdigest()
+        entries.append((i, entry))
+
+    def send(group: list[tuple[int, dict[str, Any]]]) -> dict[int, tuple[str, str, bool]]:
+        response = send_batch([{"Id": str(n), **entry} for n, (_, entry) in enumerate(group)])
+        for ok in response.get("Successful", []):
+            ids[group[int(ok["Id"])][0]] = ok.get("MessageId", "")
+        return {
+            int(f["Id"]): (f.get("Code", ""), f.get("Message", ""), bool(f.get("SenderFault")))
+            for f in response.get("Failed", [])
+        }
+
+    size_of = lambda e: len(e[1][body_key]) + 200  # noqa: E731 - entry fields beside the body
+    for group in chunks(entries, MESSAGE_BATCH, size_of, MESSAGE_BYTES):
+        send_entries(group, send, service=service, operation=operation, resource=resource)
+    return ids

@@ -1,0 +1,40 @@
+"""Dead letters in the embedded SQLite file (see ``eventlog.embedded``); raw bytes kept exactly."""
+
+from __future__ import annotations
+
+import uuid
+
+from eventlog.embedded import EmbeddedBackend
+
+from . import DeadLetter
+
+_COLUMNS = "id, reason, source, position, data, time"
+
+
+def _letter(row: tuple) -> DeadLetter:
+    lid, reason, source, position, data, when = row
+    return DeadLetter(lid, reason, source, position, bytes(data), float(when))
+
+
+class SqliteDeadLetters(EmbeddedBackend):
+    def park(self, reason: str, source: str, position: str, data: bytes, time: float) -> str:
+        letter_id = uuid.uuid4().hex
+        self.db.execute(
+            f"INSERT INTO dead_letters ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+            (letter_id, reason, source, str(position), bytes(data), float(time)),
+        )
+        return letter_id
+
+    def list(self, limit: int = 100) -> list[DeadLetter]:
+        """Newest first (by parking time, then by insertion order)."""
+        rows = self.db.execute(
+            f"SELECT {_COLUMNS} FROM dead_letters ORDER BY time DESC, rowid DESC LIMIT ?", (int(limit),)
+        )
+        return [_letter(r) for r in rows]
+
+    def get(self, letter_id: str) -> DeadLetter | None:
+        rows = self.db.execute(f"SELECT {_COLUMNS} FROM dead_letters WHERE id = ?", (letter_id,))
+        return _letter(rows[0]) if rows else None
+
+    def remove(self, letter_id: str) -> None:
+        self.db.execute("DELETE FROM dead_letters WHERE id = ?", (letter_id,))

@@ -1,0 +1,61 @@
+"""DynamoDB checkpoints: one item per machine, written only over an older version.
+
+Table: hash key ``cid`` (S); attributes ``version`` (N), ``data`` (B; zlib-compressed
+with ``enc = "zlib"`` when large, as items are capped at 400 KB).
+
+API calls: ``save`` = one PutItem (conditional); ``load`` = one GetItem (strongly consistent).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eventlog import aws
+from eventlog.errors import BackendError
+
+
+class DynamoDBCheckpoints:
+    KEYS = (("cid", "HASH", "S"),)
+
+    def __init__(self, arn: str, settings: Any = None, *, client: Any = None) -> None:
+        parsed = aws.parse_arn(arn)
+        aws.require(parsed, "dynamodb", "table", arn)
+        self.arn = arn
+        self.name = arn
+        self.table = parsed.name
+        self._api = aws.api("dynamodb", arn, settings, client)
+
+    @classmethod
+    def from_target(cls, target: str, settings: Any) -> DynamoDBCheckpoints:
+        return cls(target, settings)
+
+    @classmethod
+    def create(cls, target: str, settings: Any) -> DynamoDBCheckpoints:
+        """Create the table (if missing); for ``fsmlog resources create`` and tests."""
+        store = cls(target, settings)
+        aws.create_table(store._api, store.table, cls.KEYS)
+        return store
+
+    def save(self, correlation_id: str, version: int, data: bytes) -> bool:
+        item = {"cid": {"S": correlation_id}, "version": {"N": str(int(version))},
+                **aws.pack_blob(data, f"snapshot of {correlation_id}")}
+        try:
+            self._api(
+                "put_item",
+                TableName=self.table,
+                Item=item,
+                ConditionExpression="attribute_not_exists(cid) OR #v < :v",
+                ExpressionAttributeNames={"#v": "version"},
+                ExpressionAttributeValues={":v": {"N": str(int(version))}},
+            )
+        except BackendError as exc:
+            if aws.error_code(exc.__cause__) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def load(self, correlation_id: str) -> bytes | None:
+        item = self._api(
+            "get_item", TableName=self.table, Key={"cid": {"S": correlation_id}}, ConsistentRead=True
+        ).get("Item")
+        return aws.unpack_blob(item) if item else None
