@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import inspect
+import reprlib
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -117,7 +118,7 @@ def _load(dotted: str) -> ActionCallable:
         target = getattr(module, attr)
     except AttributeError:
         names = [n for n in dir(module) if not n.startswith("_")]
-        close = difflib.get_close_matches(attr, names, n=1)
+        close = difflib.get_close_matches(attr, names, n=1, cutoff=0.75)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ActionImportError(dotted, f"module {module_name!r} has no attribute {attr!r}{hint}") from None
     return _as_callable(dotted, target)
@@ -152,7 +153,9 @@ def _as_callable(dotted: str, target: object) -> ActionCallable:
         fn = target  # type: ignore[assignment]
     else:
         raise ActionImportError(
-            dotted, f"is a {type(target).__name__}, not an Action subclass or a function (context, obj)"
+            dotted,
+            f"is not an Action subclass or a function (context, obj) but a value of type "
+            f"{type(target).__name__}: {reprlib.repr(target)}",
         )
     _check_signature(dotted, fn)
     return fn

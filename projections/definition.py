@@ -402,7 +402,7 @@ class _Loader:
         for key in mapping:
             if key in allowed:
                 continue
-            close = difflib.get_close_matches(str(key), allowed + suggest, n=1, cutoff=0.6)
+            close = difflib.get_close_matches(str(key), allowed + suggest, n=1, cutoff=0.75)
             hint = f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(allowed)})"
             self.report(f"{where}: unknown key {key!r}{hint}")
 
@@ -502,7 +502,7 @@ class _Loader:
             at = f"{source}, machines[{i}]"
             if name in self.defined_at:
                 self.problems.append(
-                    f"{where}: machine {name!r} defined more than once (also at {self.defined_at[name]})"
+                    f"{where}: defined more than once (also at {self.defined_at[name]})"
                 )
             else:
                 self.defined_at[name] = at
@@ -574,11 +574,13 @@ class _Loader:
             self.problems.append(
                 f"{where}: {len(initials)} initial states ({', '.join(map(repr, initials))}); exactly one is allowed"
             )
+        unknown_targets = False
         for s in states:
             swhere = f"{where}, state {s.name!r}"
             for t in s.transitions:
                 if t.target not in by_name:
-                    close = difflib.get_close_matches(t.target, list(by_name), n=1)
+                    unknown_targets = True
+                    close = difflib.get_close_matches(t.target, list(by_name), n=1, cutoff=0.75)
                     hint = f" (did you mean {close[0]!r}?)" if close else ""
                     self.problems.append(
                         f"{swhere}: transition on event {t.event!r} targets unknown state {t.target!r}{hint}"
@@ -597,8 +599,8 @@ class _Loader:
                     f"{where}, state {s.name!r}: not final and has no transitions, so no way out: "
                     "add transitions or mark it 'final: true'"
                 )
-        if len(initials) != 1:
-            return
+        if len(initials) != 1 or unknown_targets:
+            return  # a mistyped target probably meant a state that now looks unreachable
         seen = {initials[0]}
         todo = [initials[0]]
         while todo:
@@ -618,7 +620,7 @@ def _yaml_problem(source: str, exc: yaml.YAMLError) -> str:
         mark = exc.problem_mark or exc.context_mark
         at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         problem = exc.problem or str(exc)
-        if isinstance(exc, yaml.constructor.ConstructorError):
+        if isinstance(exc, yaml.constructor.ConstructorError) and "constructor for the tag" in problem:
             return (f"{source}: {at}{problem}: only plain YAML is allowed (definitions are read with "
                     "yaml.safe_load: mappings, lists, strings, numbers, booleans, null)")
         context = f" ({exc.context})" if exc.context else ""

@@ -137,7 +137,7 @@ def test_class_that_is_not_an_action():
 
 def test_non_callable():
     err = _error("fsmtest_actions.NOT_CALLABLE")
-    assert "is a int, not an Action subclass or a function" in err.reason
+    assert "is not an Action subclass or a function (context, obj) but a value of type int: 42" in err.reason
 
 
 def test_subclass_without_execute():
