@@ -159,7 +159,7 @@ def client(service: str, arn_or_target: str | None, settings: Any) -> Any:
             config = Config(
                 connect_timeout=CONNECT_TIMEOUT,
                 read_timeout=READ_TIMEOUT,
-                retries={"mode": "standard", "max_attempts": 1},
+                retries={"mode": "standard", "total_max_attempts": 1},  # one try: call() does the retrying
                 max_pool_connections=32,
                 tcp_keepalive=True,
             )
@@ -232,7 +232,9 @@ def translate(exc: BaseException, service: str, operation: str, resource: str) -
                 f"{service} {op} on {resource} kept failing after {ATTEMPTS} attempts: {code}: {message}"
             )
         return BackendError(f"{service} {op} on {resource} failed: {code}: {message}")
-    return ServiceUnavailable(f"{service} {op} on {resource} could not reach the service: {exc}")
+    if is_transient(exc):
+        return ServiceUnavailable(f"{service} {op} on {resource} could not reach the service: {exc}")
+    return BackendError(f"{service} {op} on {resource} failed: {exc}")  # credentials, parameters, ...
 
 
 def call(fn: Callable[..., T], *args: Any, resource: str = "?", service: str | None = None,

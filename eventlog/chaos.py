@@ -28,7 +28,7 @@ from typing import Any
 from .errors import ChaosError, SettingsError
 from .settings import SOURCES
 
-# method names of each interface, so the kind of an unnamed backend can be told from its shape
+# the public methods of each interface: these are the ones that fail on purpose
 INTERFACE_METHODS: dict[str, tuple[str, ...]] = {
     "STREAM": ("append", "read", "read_key"),
     "CHECKPOINT": ("save", "load"),
@@ -38,7 +38,16 @@ INTERFACE_METHODS: dict[str, tuple[str, ...]] = {
     "ENVIRONMENT": ("put", "get"),
     "METRICS": ("put",),
 }
-_DETECT_ORDER = ("CACHE", "DEAD_LETTER", "RETRY", "CHECKPOINT", "STREAM", "ENVIRONMENT", "METRICS")
+# the methods that tell a backend's kind when it is not given, most distinctive first
+_SIGNATURES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("CACHE", ("acquire", "release", "mark", "marked")),
+    ("DEAD_LETTER", ("park", "get", "remove")),
+    ("RETRY", ("schedule", "due", "done")),
+    ("CHECKPOINT", ("save", "load")),
+    ("STREAM", ("append",)),
+    ("ENVIRONMENT", ("put", "get")),
+    ("METRICS", ("put",)),
+)
 
 
 def service_name(target: str, settings: Any = None) -> str:
@@ -59,8 +68,8 @@ def service_name(target: str, settings: Any = None) -> str:
 
 def kind_of(backend: Any) -> str | None:
     """The setting kind a backend serves, told from the methods it has."""
-    for kind in _DETECT_ORDER:
-        if all(callable(getattr(backend, m, None)) for m in INTERFACE_METHODS[kind] if m != "read_key"):
+    for kind, methods in _SIGNATURES:
+        if all(callable(getattr(backend, m, None)) for m in methods):
             return kind
     return None
 
@@ -123,6 +132,8 @@ class ChaosProxy:
                 raise ChaosError(f"chaos: injected {exc_name} on {self._target} ({method})")
 
     def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("_"):  # also keeps unpickling from recursing before _backend is set
+            raise AttributeError(attr)
         value = getattr(self._backend, attr)
         if attr not in self._methods or not callable(value):
             return value

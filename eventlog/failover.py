@@ -94,8 +94,19 @@ class FailoverProxy:
             if close is not None:
                 close()
 
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def __getattr__(self, attr: str) -> Any:
-        if attr.startswith("_") or attr not in _INTERFACE:
+        if attr.startswith("_") or attr in ("primary", "secondary"):  # unset while unpickling
+            raise AttributeError(attr)
+        if attr not in _INTERFACE:
             return getattr(self.primary, attr)
         if not callable(getattr(self.primary, attr, None)):
             return getattr(self.primary, attr)

@@ -40,11 +40,12 @@ DEFAULTS: dict[str, Any] = {
     "DEDUPE_SECONDS": 7 * 24 * 3600.0,  # how long idempotency flags are kept
     "METRICS_NAMESPACE": "fsmlog",
     "METRICS_EMF": False,  # also print CloudWatch Embedded Metric Format lines (zero API calls)
+    "FAILOVER_COOLDOWN_SECONDS": 30.0,  # after a failover, how long new machines stay off the primary
     "DEBUG": False,  # log user context values and show tracebacks
 }
 
 _JSON = {"AWS_CHAOS", "ENDPOINTS"}
-_FLOAT = {"RETRY_BASE_SECONDS", "RETRY_CAP_SECONDS", "LEASE_SECONDS", "LEASE_WAIT_SECONDS", "DEDUPE_SECONDS"}
+_FLOAT = {"FAILOVER_COOLDOWN_SECONDS", "RETRY_BASE_SECONDS", "RETRY_CAP_SECONDS", "LEASE_SECONDS", "LEASE_WAIT_SECONDS", "DEDUPE_SECONDS"}
 _INT = {"SNAPSHOT_EVERY", "MAX_RETRIES"}
 _BOOL = {"DEBUG", "METRICS_EMF"}
 

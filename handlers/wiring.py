@@ -98,11 +98,11 @@ def open_source(kind: str, settings: Settings) -> Any:
     from eventlog.failover import with_failover
 
     primary_target = settings.source(kind, "PRIMARY")
-    primary = with_chaos(open_backend(kind, primary_target, settings), primary_target, settings)
+    primary = with_chaos(open_backend(kind, primary_target, settings), primary_target, settings, kind=kind)
     secondary_target = settings.source(kind, "SECONDARY")
     if not secondary_target or secondary_target == primary_target:
         return primary
-    secondary = with_chaos(open_backend(kind, secondary_target, settings), secondary_target, settings)
+    secondary = with_chaos(open_backend(kind, secondary_target, settings), secondary_target, settings, kind=kind)
     return with_failover(kind, primary, secondary, settings)
 
 

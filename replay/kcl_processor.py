@@ -153,7 +153,7 @@ class ReplayProcessor(processor.RecordProcessorBase):
             except CheckpointError as err:
                 name = err.value
                 if name in GIVE_UP:
-                    log.info("shard %s: checkpoint not possible (%s); stopping checkpoints", self.shard_id, name)
+                    log.warning("shard %s: checkpoint not possible (%s); giving up on this checkpoint", self.shard_id, name)
                     return False
                 if name in RETRYABLE and attempt < self.checkpoint_retries:
                     delay = self.backoff_s * (2 ** (attempt - 1))
@@ -185,7 +185,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=1000, help="records between checkpoints")
     parser.add_argument("--checkpoint-seconds", type=float, default=60.0, help="seconds between checkpoints")
     parser.add_argument("--log-file", default=None, help="log here instead of stderr")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--log-level", default="WARNING",
+                        help="the daemon logs every stderr line of ours as ERROR, so INFO is opt-in")
     args = parser.parse_args(argv)
 
     protocol_out = sys.stdout

@@ -2,35 +2,40 @@
 
 Definitions are plain dicts in the ``fsm.yaml`` shape (CONTRACT.md §1), without actions.
 
-The run model (what the engine appends for one machine, and what ``check_run`` verifies):
+The run model follows handlers/engine.py: what it appends for one machine, and what
+``check_run`` verifies.
 
 - ``start``: steps 0, retries 0, state = initial, event None. The event the initial do action
   returns rides on the next record: step 1, still in the initial state.
-- ``step`` n (n >= 1): the machine is in ``state`` and fires ``event``, an event of that state.
-  Firing it goes to ``target``; the next record is step n + 1 in ``target``.
-- a transition with ``local: true`` runs the next step in the same invocation, so that next
-  record is *not* appended: after a local transition fired at step n the log jumps to n + 2 (or
-  further, when transitions keep being local). A record that is appended is never the target
-  of a local transition; skipped steps are never retried (a retry is only of an appended step).
-- ``retry``: same steps/state/event as an appended step, retries 1, 2, ... up to
-  ``max_retries``; appended only after the attempt before it.
-- ``completed``: when a fired transition targets a final state: steps n + 1, retries 0,
-  state = that final state, event None. (A do action returning None in a non-final state also
-  completes a machine in the engine; the generator does not produce that case.)
-- ``failed``: at the steps/retries of the last attempt, in its state, event None,
-  ``error_type``/``error_message`` set.
-- ``aborted``: at the steps/retries of the last appended record, in its state, event None.
+- ``step`` n (n >= 1): the machine is in ``state`` and fires ``event``, an event of that state,
+  to its transition's ``target``; the next step is n + 1 in ``target``.
+- a step whose own transition is ``local: true`` is run by the invocation that produced it,
+  so its step record is *never appended*: the log jumps from n to n + 2 (or further along a
+  chain of local transitions). If such a skipped step fails, its ``retry`` (retries 1) is
+  appended all the same, with no retries-0 record before it.
+- ``retry``: same steps/state/event as the failed attempt, retries + 1, while
+  retries < ``max_retries``; then ``failed``.
+- ``completed``: a step whose target is final: steps n + 1, retries 0, state = the final
+  state, event None. (A do action returning None also completes, in a non-final state; the
+  generator does not produce that.)
+- ``failed``: steps/retries/state/event of the attempt that failed at ``max_retries``, with
+  ``error_type``/``error_message``.
+- ``aborted``: the last appended record with kind aborted (steps/retries/state/event kept),
+  error_type "Aborted".
+- a run may also stop anywhere (a machine still running; the log so far).
 
-Every run ends with its greatest record under the fold's order, so the expected fold of any
-permutation (with any duplicates) of a run is simply its last record.
+Appended records of a run grow strictly under the fold's order, so the fold of any
+permutation of a run, with any duplicates, is its last record (``MachineRun.expected``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from hypothesis import strategies as st
@@ -221,35 +226,34 @@ def machine_runs(
                                 clock[0], ctx, **extra))
 
     emit(START, 0, 0, table.initial, None)
-    steps, state, event = 0, table.initial, None
+    steps, state, event, appended = 0, table.initial, None, True
     while True:
         retries = 0
         for r in range(1, draw(st.integers(0, min(table.max_retries, 3))) + 1):
-            emit(RETRY, steps, r, state, event)
-            retries = r
+            emit(RETRY, steps, r, state, event, error_type="Boom", error_message=f"attempt {r - 1}")
+            retries, appended = r, True
         end = draw(st.sampled_from(["go", "go", "go", "stop", "fail", "abort"])) if steps < max_steps else "stop"
         if end == "stop":
             break
         if end == "fail":
-            emit(FAILED, steps, retries, state, None, error_type=draw(st.sampled_from(["ValueError", "Boom"])),
-                 error_message=draw(st.text(max_size=20)))
+            for r in range(retries + 1, table.max_retries + 1):
+                emit(RETRY, steps, r, state, event, error_type="Boom", error_message=f"attempt {r - 1}")
+            emit(FAILED, steps, table.max_retries, state, event,
+                 error_type=draw(st.sampled_from(["ValueError", "Boom"])), error_message=draw(st.text(max_size=20)))
             break
-        if end == "abort":
-            emit(ABORTED, steps, retries, state, None)
+        if end == "abort" and appended:
+            emit(ABORTED, steps, retries, state, event, error_type="Aborted", error_message="aborted by an operator")
             break
-        # the attempt succeeded: the next step (step 1 stays in the initial state after start)
-        if event is not None:
-            state, local = table.moves[state][event]
-            while state not in table.finals and local:  # skipped records of local transitions
-                steps += 1
-                event = draw(st.sampled_from(sorted(table.moves[state])))
-                state, local = table.moves[state][event]
-            if state in table.finals:
-                emit(COMPLETED, steps + 1, 0, state, None)
-                break
+        # this step succeeded: on to the next one
+        target = state if event is None else table.moves[state][event][0]
         steps += 1
-        event = draw(st.sampled_from(sorted(table.moves[state])))
-        emit(STEP, steps, 0, state, event)
+        if target in table.finals:
+            emit(COMPLETED, steps, 0, target, None)
+            break
+        state, event = target, draw(st.sampled_from(sorted(table.moves[target])))
+        appended = not table.moves[state][event][1]
+        if appended:
+            emit(STEP, steps, 0, state, event)
     return MachineRun(dict(machine), correlation_id, out)
 
 
@@ -284,54 +288,92 @@ def runs(draw: Any, max_instances: int = 4, max_steps: int = 12) -> Runs:
 
 
 def check_run(machine: Mapping[str, Any], events: list[Event]) -> None:
-    """Assert that one machine's distinct records fit the run model over ``machine``'s table.
+    """Assert that one machine's records fit the run model over ``machine``'s transition table.
 
-    Consecutive records (by steps) must be joined by transitions of the table where every step
-    the log skipped was entered by a local transition. Raises AssertionError naming the records.
+    Records of consecutive steps must be joined by the table, every step missing from the log
+    must have been a local one, and appended step records must not be local ones. Raises
+    AssertionError naming the record.
     """
     table = Table.of(machine)
-    by_step: dict[int, list[Event]] = {}
-    for e in set(events):
-        by_step.setdefault(e.steps, []).append(e)
+    dispatchable = {e for e in events if e.kind in (START, STEP, RETRY)}
+    attempts = {(e.steps, e.retries) for e in dispatchable}
+    at_step: dict[int, set[tuple[str, str | None]]] = {}
     for e in events:
-        assert e.machine == table.name, e.describe()
-        assert e.state in table.moves, f"{e.describe()}: no state {e.state!r}"
-        if e.kind in (START, STEP, RETRY):
-            if e.kind == START:
-                assert (e.steps, e.retries) == (0, 0), e.describe()
+        where = e.describe()
+        assert e.machine == table.name, where
+        assert e.state in table.moves, f"{where}: no state {e.state!r}"
+        if e.kind in (START, STEP, RETRY, FAILED):
+            at_step.setdefault(e.steps, set()).add((e.state, e.event))
             if e.steps == 0:
-                assert (e.state, e.event) == (table.initial, None), e.describe()
+                assert (e.state, e.event) == (table.initial, None), where
             else:
-                assert e.event in table.moves[e.state], f"{e.describe()}: no such event"
-        else:
-            assert e.event is None, e.describe()
-        if e.kind == COMPLETED:
-            assert e.state in table.finals, f"{e.describe()}: completed outside a final state"
-        if e.kind == FAILED:
-            assert e.error_type is not None and e.error_message is not None, e.describe()
-    for e in events:
-        if e.kind == RETRY:
-            assert any(o.kind in (START, STEP, RETRY) and o.retries == e.retries - 1 and o.state == e.state
-                       and o.event == e.event for o in by_step[e.steps]), f"{e.describe()}: retry of nothing"
+                assert e.event in table.moves[e.state], f"{where}: no such event"
+        if e.kind == START:
+            assert (e.steps, e.retries) == (0, 0), where
+        elif e.kind == STEP:
+            assert e.retries == 0 and not table.moves[e.state][e.event][1], f"{where}: a local step was appended"
+        elif e.kind == RETRY:
+            skipped_local = e.retries == 1 and e.steps > 0 and table.moves[e.state][e.event][1]
+            assert (e.steps, e.retries - 1) in attempts or skipped_local, f"{where}: retry of nothing"
+        elif e.kind == COMPLETED:
+            assert e.state in table.finals and e.event is None, f"{where}: completed outside a final state"
+        elif e.kind == FAILED:
+            assert e.error_type is not None and e.error_message is not None, where
+        elif e.kind == ABORTED:
+            assert any(d.key == e.key and (d.state, d.event) == (e.state, e.event) for d in dispatchable), where
+    for n, seen in at_step.items():
+        assert len(seen) == 1, f"step {n} recorded in different states/events: {sorted(map(str, seen))}"
 
-    dispatched = sorted({(e.steps, e.state, e.event) for e in events if e.kind in (START, STEP)})
-    ends = [e for e in events if e.kind == COMPLETED]
-    for (n, s, ev), (m, t, _) in zip(dispatched, dispatched[1:], strict=False):
-        assert t in _after(table, n, s, ev, m, last_local_ok=False), f"step {n} {s}/{ev} cannot lead to step {m} in {t}"
-    for c in ends:
-        before = [d for d in dispatched if d[0] < c.steps]
+    chain = sorted((n, *next(iter(seen))) for n, seen in at_step.items())
+    for (n, s, ev), (m, t, _) in zip(chain, chain[1:], strict=False):
+        assert t in _after(table, n, s, ev, m), f"step {n} ({s!r} on {ev!r}) cannot lead to step {m} in {t!r}"
+    for c in (e for e in events if e.kind == COMPLETED):
+        before = [x for x in chain if x[0] < c.steps]
         assert before, c.describe()
         n, s, ev = before[-1]
-        assert c.state in _after(table, n, s, ev, c.steps, last_local_ok=True), f"{c.describe()} unreachable"
+        assert c.state in _after(table, n, s, ev, c.steps), f"{c.describe()}: not reachable from step {n}"
 
 
-def _after(table: Table, n: int, state: str, event: str | None, m: int, *, last_local_ok: bool) -> set[str]:
-    """States the machine can be in at appended step ``m`` given appended step ``n`` fired ``event``."""
-    if event is None:  # start: step 1 stays in the initial state
-        return {state} if m == 1 else set()
-    target, local = table.moves[state][event]
-    frontier = {(target, local)}
-    for _ in range(m - n - 1):  # steps n+1 .. m-1 were skipped: each was entered locally
-        frontier = {table.moves[s][e] for s, was_local in frontier if was_local and s not in table.finals
-                    for e in table.moves[s]}
-    return {s for s, was_local in frontier if last_local_ok or not was_local}
+def _after(table: Table, n: int, state: str, event: str | None, m: int) -> set[str]:
+    """States step ``m`` can be in, given step ``n`` fired ``event`` from ``state`` and every step
+    in between was skipped (so was local)."""
+    states = {state if event is None else table.moves[state][event][0]}
+    for _ in range(m - n - 1):
+        states = {t for s in states if s not in table.finals for t, local in table.moves[s].values() if local}
+    return states
+
+
+# ---------------------------------------------------------------- exact comparison of context values
+
+
+def assert_same_value(a: Any, b: Any, path: str = "context") -> None:
+    """Assert ``b`` is ``a`` come back from the log: same types all the way down, same values.
+
+    Stricter than ``==``: Decimal keeps its digits and exponent, floats their sign of zero,
+    aware datetimes their wall time, offset, zone name and (where it matters) fold. A naive
+    datetime's fold is not kept (the wire form is its ISO text), and ``==`` ignores it too.
+    """
+    assert type(a) is type(b), f"{path}: {type(a).__name__} came back as {type(b).__name__}"
+    if type(a) is dict:
+        assert list(a) == list(b), f"{path}: keys {list(a)!r} came back as {list(b)!r}"
+        for k in a:
+            assert type(k) is type(next(x for x in b if x == k)), f"{path}: key {k!r} changed type"
+            assert_same_value(a[k], b[k], f"{path}[{k!r}]")
+    elif type(a) is list:
+        assert len(a) == len(b), f"{path}: length {len(a)} came back as {len(b)}"
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same_value(x, y, f"{path}[{i}]")
+    elif type(a) is float:
+        assert a == b and math.copysign(1.0, a) == math.copysign(1.0, b), f"{path}: {a!r} came back as {b!r}"
+    elif type(a) is Decimal:
+        assert a.as_tuple() == b.as_tuple(), f"{path}: {a!r} came back as {b!r}"
+    elif type(a) is dt.datetime:
+        assert a.replace(tzinfo=None, fold=0) == b.replace(tzinfo=None, fold=0), f"{path}: {a!r} came back as {b!r}"
+        assert a.utcoffset() == b.utcoffset(), f"{path}: offset of {a!r} came back as {b!r}"
+        assert getattr(a.tzinfo, "key", None) == getattr(b.tzinfo, "key", None), f"{path}: zone of {a!r} -> {b!r}"
+        assert (a.tzinfo is None) == (b.tzinfo is None), f"{path}: {a!r} came back as {b!r}"
+        if a.tzinfo is not None and a.replace(fold=1 - a.fold).utcoffset() != a.utcoffset():
+            assert a.fold == b.fold, f"{path}: fold of {a!r} came back as {b!r}"
+        assert a == b, f"{path}: {a!r} came back as {b!r}"
+    else:
+        assert a == b, f"{path}: {a!r} came back as {b!r}"

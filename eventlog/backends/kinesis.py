@@ -142,14 +142,18 @@ class KinesisLog:
         out: list[LogRecord] = []
         empty = 0
         while iterator and len(out) < limit:
-            page = self._api("get_records", ShardIterator=iterator, Limit=min(PAGE, limit - len(out)))
+            want = min(PAGE, limit - len(out))
+            page = self._api("get_records", ShardIterator=iterator, Limit=want)
             got = page.get("Records", [])
             for rec in got:
                 out.append(LogRecord(f"{shard_id}:{rec['SequenceNumber']}", rec["PartitionKey"], bytes(rec["Data"])))
             iterator = page.get("NextShardIterator")
+            caught_up = page.get("MillisBehindLatest", 0) == 0
+            if got and len(got) < want and caught_up:
+                break  # a short page at the tip: nothing more to fetch now
             if not got:
                 empty += 1
-                if page.get("MillisBehindLatest", 0) == 0 or empty >= MAX_EMPTY_PAGES:
+                if caught_up or empty >= MAX_EMPTY_PAGES:
                     break
         return out
 

@@ -124,10 +124,13 @@ class SqliteLog(EmbeddedBackend):
 
     def drained(self, consumer: str) -> bool:
         """True when ``consumer`` has handled every record currently in the log."""
-        with self.db.transaction() as conn:
-            head = conn.execute("SELECT COALESCE(MAX(position), 0) FROM log").fetchone()[0]
-            row = conn.execute("SELECT position FROM consumers WHERE name = ?", (consumer,)).fetchone()
-        return (row[0] if row else 0) >= head
+        # one statement reads one snapshot, without taking the write lock
+        rows = self.db.execute(
+            "SELECT COALESCE((SELECT position FROM consumers WHERE name = ?), 0) "
+            ">= COALESCE((SELECT MAX(position) FROM log), 0)",
+            (consumer,),
+        )
+        return bool(rows[0][0])
 
     # -- batch claims ----------------------------------------------------------------------
 

@@ -20,16 +20,15 @@ from typing import Any
 
 from eventlog.settings import Settings
 
-# what fsmlog.resources creates for this backend
-TABLE_SCHEMA: dict[str, Any] = {
-    "AttributeDefinitions": [{"AttributeName": "key", "AttributeType": "S"}],
-    "KeySchema": [{"AttributeName": "key", "KeyType": "HASH"}],
-}
 TTL_ATTRIBUTE = "ttl"
 
 
 class DynamoDBCache:
     """Leases and flags in one DynamoDB table named by ``arn:aws:dynamodb:REGION:ACCOUNT:table/NAME``."""
+
+    # the table fsmlog.resources creates: (name, key type, attribute type), and the TTL attribute
+    KEYS = (("key", "HASH", "S"),)
+    TTL_ATTRIBUTE = TTL_ATTRIBUTE
 
     def __init__(self, arn: str, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
         from eventlog.aws import client, parse_arn, require
@@ -45,6 +44,19 @@ class DynamoDBCache:
     @classmethod
     def from_target(cls, target: str, settings: Settings) -> DynamoDBCache:
         return cls(target, settings)
+
+    @classmethod
+    def create(cls, target: str, settings: Settings) -> DynamoDBCache:
+        """Create the table with TTL on ``ttl`` (if missing); for tests. Deployments use fsmlog.resources."""
+        from eventlog.aws import api, call, create_table
+
+        cache = cls(target, settings)
+        create_table(api("dynamodb", target, settings, cache._client), cache.table, cls.KEYS)
+        ttl = call(cache._client.describe_time_to_live, resource=target, TableName=cache.table)
+        if ttl.get("TimeToLiveDescription", {}).get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
+            call(cache._client.update_time_to_live, resource=target, TableName=cache.table,
+                 TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE})
+        return cache
 
     def _conditional(self, operation: str, **params: Any) -> dict[str, Any] | None:
         """One call that may fail its condition: ``None`` then, throttling retried by ``call``."""

@@ -28,25 +28,26 @@ def _expire(ttl_s: float) -> int:
     return int(time.time()) + seconds if seconds > _THIRTY_DAYS else seconds
 
 
-def _safe(key: str) -> str:
+def _safe(prefix: str, key: str) -> str:
     """Memcached keys are at most 250 bytes without spaces or control characters."""
-    full = PREFIX + key
+    full = prefix + key
     raw = full.encode()
     if len(raw) > 240 or any(b <= 32 or b == 127 for b in raw):
-        return PREFIX + "h:" + hashlib.sha256(raw).hexdigest()
+        return prefix + "h:" + hashlib.sha256(raw).hexdigest()
     return full
 
 
 class MemcachedCache:
     """Leases with fence tokens and idempotency flags on Memcached."""
 
-    def __init__(self, url: str, *, name: str | None = None, timeout: float = 2.0) -> None:
+    def __init__(self, url: str, *, name: str | None = None, timeout: float = 2.0, prefix: str = PREFIX) -> None:
         from pymemcache.client.base import PooledClient
 
         parsed = urlparse(url)
         if parsed.scheme != "memcached" or not parsed.hostname:
             raise SettingsError(f"cache source {name or url!r}: {url!r} is not a memcached://host:port URL")
         self.name = name or url
+        self.prefix = prefix
         self._client = PooledClient(
             (parsed.hostname, parsed.port or 11211),
             connect_timeout=timeout,
@@ -72,7 +73,7 @@ class MemcachedCache:
             raise BackendError(f"memcached {self.name}: {what} failed: {exc}") from exc
 
     def _next_token(self, key: str) -> int:
-        counter = _safe(f"fence:{key}")
+        counter = _safe(self.prefix, f"fence:{key}")
         for _ in range(_TRIES):
             token = self._call("incr", self._client.incr, counter, 1)
             if token is not None:
@@ -82,7 +83,7 @@ class MemcachedCache:
         raise BackendError(f"memcached {self.name}: fence counter for {key!r} keeps disappearing")
 
     def acquire(self, key: str, owner: str, ttl_s: float) -> int | None:
-        lease = _safe(f"lease:{key}")
+        lease = _safe(self.prefix, f"lease:{key}")
         for _ in range(_TRIES):
             value, cas = self._call("gets", self._client.gets, lease)
             if value:
@@ -100,17 +101,17 @@ class MemcachedCache:
         raise BackendError(f"memcached {self.name}: acquire of {key!r} lost {_TRIES} races in a row")
 
     def release(self, key: str, owner: str, token: int) -> None:
-        lease = _safe(f"lease:{key}")
+        lease = _safe(self.prefix, f"lease:{key}")
         value, cas = self._call("gets", self._client.gets, lease)
         if value == f"{token}:{owner}".encode():
             # memcached's delete takes no cas; a negative expiry makes the overwrite expire at once
             self._call("cas", self._client.cas, lease, b"", cas, expire=-1)
 
     def mark(self, key: str, ttl_s: float) -> bool:
-        return bool(self._call("add", self._client.add, _safe(f"flag:{key}"), b"1", expire=_expire(ttl_s)))
+        return bool(self._call("add", self._client.add, _safe(self.prefix, f"flag:{key}"), b"1", expire=_expire(ttl_s)))
 
     def marked(self, key: str) -> bool:
-        return self._call("get", self._client.get, _safe(f"flag:{key}")) is not None
+        return self._call("get", self._client.get, _safe(self.prefix, f"flag:{key}")) is not None
 
     def close(self) -> None:
         self._client.close()

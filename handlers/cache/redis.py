@@ -1,6 +1,6 @@
 """Redis cache (Elasticache for Redis or any redis:// server): leases and flags in one round trip each.
 
-Keys: ``fsmlog:{<key>}:lease`` holds ``"<token>:<owner>"`` with a PX expiry and
+Keys (``fsmlog:`` is the default prefix): ``fsmlog:{<key>}:lease`` holds ``"<token>:<owner>"`` with a PX expiry and
 ``fsmlog:{<key>}:fence`` is the fence counter, which never expires. The braces
 are a cluster hash tag, so both keys of one lease live in the same slot and one
 Lua script can touch both atomically. Should the counter ever be lost (a server
@@ -86,10 +86,12 @@ def _describe_endpoint(target: str, kind: str, ident: str, settings: Settings, s
 class RedisCache:
     """Leases with fence tokens and idempotency flags on Redis."""
 
-    def __init__(self, url: str, *, name: str | None = None, socket_timeout: float = 2.0) -> None:
+    def __init__(self, url: str, *, name: str | None = None, socket_timeout: float = 2.0,
+                 prefix: str = PREFIX) -> None:
         import redis
 
         self.name = name or url
+        self.prefix = prefix
         self._redis = redis
         self._client = redis.Redis.from_url(
             url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
@@ -113,9 +115,8 @@ class RedisCache:
         except errors.RedisError as exc:
             raise BackendError(f"redis {self.name}: {what} failed: {exc}") from exc
 
-    @staticmethod
-    def _keys(key: str) -> tuple[str, str]:
-        return f"{PREFIX}{{{key}}}:lease", f"{PREFIX}{{{key}}}:fence"
+    def _keys(self, key: str) -> tuple[str, str]:
+        return f"{self.prefix}{{{key}}}:lease", f"{self.prefix}{{{key}}}:fence"
 
     def acquire(self, key: str, owner: str, ttl_s: float) -> int | None:
         token = self._call("acquire", self._acquire, keys=list(self._keys(key)), args=[owner, _ms(ttl_s)])
@@ -126,10 +127,10 @@ class RedisCache:
         self._call("release", self._release, keys=[lease], args=[f"{token}:{owner}"])
 
     def mark(self, key: str, ttl_s: float) -> bool:
-        return bool(self._call("mark", self._client.set, f"{PREFIX}flag:{key}", b"1", nx=True, px=_ms(ttl_s)))
+        return bool(self._call("mark", self._client.set, f"{self.prefix}flag:{key}", b"1", nx=True, px=_ms(ttl_s)))
 
     def marked(self, key: str) -> bool:
-        return bool(self._call("marked", self._client.exists, f"{PREFIX}flag:{key}"))
+        return bool(self._call("marked", self._client.exists, f"{self.prefix}flag:{key}"))
 
     def close(self) -> None:
         self._client.close()

@@ -36,11 +36,12 @@ class SqliteCache(EmbeddedBackend):
             held = conn.execute("SELECT owner, expires FROM leases WHERE key = ?", (key,)).fetchone()
             if held is not None and held[0] != owner and held[1] > now:
                 return None
-            token = conn.execute(
-                "INSERT INTO fence (key, token) VALUES (?, 1) "
-                "ON CONFLICT (key) DO UPDATE SET token = token + 1 RETURNING token",
+            # (no RETURNING: it needs SQLite 3.35, newer than some distributions' Python ships)
+            conn.execute(
+                "INSERT INTO fence (key, token) VALUES (?, 1) ON CONFLICT (key) DO UPDATE SET token = token + 1",
                 (key,),
-            ).fetchone()[0]
+            )
+            token = conn.execute("SELECT token FROM fence WHERE key = ?", (key,)).fetchone()[0]
             conn.execute(
                 "INSERT INTO leases (key, owner, token, expires) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, token = excluded.token, "

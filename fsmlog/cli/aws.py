@@ -1,0 +1,52 @@
+"""Commands for AWS deployments: create/delete the resources the settings name, render the template."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import settings_for
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("resources", help="create or delete every AWS resource the settings name")
+    p.add_argument("action", choices=("create", "delete"))
+    p.add_argument("--shards", type=int, default=1, help="Kinesis shards for a created stream (default 1)")
+    p.set_defaults(func=cmd_resources)
+
+    p = sub.add_parser("template", help="print (or write) the deployment template for the settings")
+    p.add_argument("--out", default=None, metavar="FILE", help="write to FILE instead of stdout")
+    p.set_defaults(func=cmd_template)
+
+
+def cmd_resources(args: argparse.Namespace) -> int:
+    from fsmlog.resources import create_resources, delete_resources  # boto3 only when asked for
+
+    settings = settings_for(args)
+    if args.action == "create":
+        lines = create_resources(settings, shards=args.shards)
+    else:
+        lines = delete_resources(settings)
+    for line in lines:
+        print(line)
+    if not lines:
+        print("nothing to do: the settings name no AWS resource fsmlog creates", file=sys.stderr)
+    return 0
+
+
+def cmd_template(args: argparse.Namespace) -> int:
+    from fsmlog.template import render_template
+
+    text = render_template(settings_for(args))
+    if not isinstance(text, str):
+        text = json.dumps(text, indent=2)
+    if not text.endswith("\n"):
+        text += "\n"
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0

@@ -1,0 +1,329 @@
+"""Commands about machines: run, start, worker, status, history, abort, validate, graph."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from eventlog.codec import decode
+from eventlog.errors import DecodeError, FsmlogError
+
+from . import UsageError, load_definitions, local_log, open_runtime, readable_log
+from . import output as out
+
+READ_PAGE = 5000
+TABLE_ROWS = 50
+TAIL_RECORDS = 10
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="start machines and drive them to the end with an in-process worker")
+    p.add_argument("fsm", metavar="FSM.yaml")
+    p.add_argument("--machine", required=True, help="machine name from FSM.yaml")
+    p.add_argument("--context", default=None, help="initial user context as a JSON object")
+    p.add_argument("--count", type=int, default=1, help="how many machines to start (default 1)")
+    p.add_argument("--json", action="store_true", help="print one JSON document with every final status")
+    p.add_argument("--timeout", type=float, default=120.0, help="give up after this many seconds (default 120)")
+    p.add_argument("--batch", type=int, default=100, help="records per batch (default 100)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("start", help="append a start record for one machine and print its id")
+    p.add_argument("fsm", metavar="FSM.yaml")
+    p.add_argument("--machine", required=True)
+    p.add_argument("--context", default=None, help="initial user context as a JSON object")
+    p.add_argument("--id", default=None, help="correlation id to use (default: a new random one)")
+    p.set_defaults(func=cmd_start)
+
+    p = sub.add_parser("worker", help="run the local worker (the Lambda trigger's stand-in) until Ctrl-C")
+    p.add_argument("fsm", metavar="FSM.yaml")
+    p.add_argument("--batch", type=int, default=100, help="records per batch (default 100)")
+    p.add_argument("--once", action="store_true", help="handle what is there (and due retries), then exit")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("status", help="one machine's state, or a table of every machine in the embedded log")
+    p.add_argument("id", nargs="?", default=None)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("history", help="every record of one machine, with its folded state after each")
+    p.add_argument("id")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("abort", help="stop a running machine (no further step runs)")
+    p.add_argument("id")
+    p.add_argument("--reason", default="", help="recorded in the aborted record")
+    p.set_defaults(func=cmd_abort)
+
+    p = sub.add_parser("validate", help="check an FSM.yaml: print every problem, or 'ok' with hashes")
+    p.add_argument("fsm", metavar="FSM.yaml")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("graph", help="print a machine as Graphviz DOT or Mermaid")
+    p.add_argument("fsm", metavar="FSM.yaml")
+    p.add_argument("--machine", default=None, help="machine name (default: every machine)")
+    p.add_argument("--id", default=None, help="highlight this running machine's current state")
+    p.add_argument("--format", choices=("dot", "mermaid"), default="dot")
+    p.set_defaults(func=cmd_graph)
+
+
+def _context(text: str | None) -> dict[str, Any]:
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--context is not valid JSON ({exc.msg} at character {exc.pos}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"--context must be a JSON object like '{{\"amount\": 10}}', got {type(value).__name__}")
+    return value
+
+
+# ---------------------------------------------------------------- run
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    if args.count < 1:
+        raise UsageError("--count must be at least 1")
+    context = _context(args.context)
+    definitions = load_definitions(args.fsm)
+    definitions.machine(args.machine)  # unknown machine: one clear error before anything is written
+    pending: set[str] = set()
+    con = out.console()
+
+    def on_step(record, nxt, outcome: str) -> None:
+        if not args.json:
+            con.print(out.transition_line(record, nxt, outcome))
+        if nxt is not None and nxt.terminal:
+            pending.discard(record.correlation_id)
+
+    from handlers.worker import Worker
+
+    with open_runtime(args, definitions, fsm_path=args.fsm, on_step=on_step) as rt:
+        log = local_log(rt, "fsmlog run")
+        engine = rt.engine
+        ids = engine.start_many(args.machine, [context] * args.count)
+        pending.update(ids)
+        if not args.json:
+            con.print(f"started {len(ids)} {args.machine!r} machine(s) on {log.name}", style="bold")
+        deadline = time.monotonic() + args.timeout
+
+        def refresh() -> None:  # machines another process moved (or aborted) end here too
+            for cid in list(pending):
+                state = engine.status(cid)
+                if state is not None and state.terminal:
+                    pending.discard(cid)
+
+        worker = Worker(engine, log, batch_size=args.batch)
+        worker.run(until=lambda: not pending or time.monotonic() > deadline, on_idle=refresh)
+        if pending:
+            refresh()
+        states = {cid: engine.status(cid) for cid in ids}
+    timed_out = bool(pending)
+    final = [s for s in states.values() if s is not None]
+    counts = out.status_counts(final)
+    ok = not timed_out and all(s.status == "completed" for s in final) and len(final) == len(ids)
+    if args.json:
+        out.print_json({
+            "machine": args.machine,
+            "count": len(ids),
+            "ok": ok,
+            "timed_out": timed_out,
+            "counts": counts,
+            "machines": [s.as_dict() for s in final],
+        })
+    else:
+        con.print(out.counts_text(counts))
+        if worker.stats.retries_moved:
+            con.print(f"retries run: {worker.stats.retries_moved}", style="yellow")
+    if timed_out:
+        raise FsmlogError(
+            f"timed out after {args.timeout:g}s with {len(pending)} of {len(ids)} machine(s) still running "
+            f"(e.g. {sorted(pending)[0]}); raise --timeout or see `fsmlog status ID`"
+        )
+    return 0 if ok else 1
+
+
+# ---------------------------------------------------------------- start / worker
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    context = _context(args.context)
+    definitions = load_definitions(args.fsm)
+    with open_runtime(args, definitions, fsm_path=args.fsm) as rt:
+        cid = rt.engine.start(args.machine, context, args.id)
+    print(cid)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from rich.live import Live
+
+    from handlers.worker import Worker
+
+    definitions = load_definitions(args.fsm)
+    outcomes: dict[str, int] = {}
+
+    def on_step(record, nxt, outcome: str) -> None:
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+
+    with open_runtime(args, definitions, fsm_path=args.fsm, on_step=on_step) as rt:
+        log = local_log(rt, "fsmlog worker")
+        worker = Worker(rt.engine, log, batch_size=args.batch)
+
+        def counter() -> str:
+            s = worker.stats
+            parts = [f"batches {s.batches}", f"records {s.handled}", f"skipped {s.skipped}", f"parked {s.parked}",
+                     f"failed {s.failed}", f"retries run {s.retries_moved}"]
+            parts += [f"{k} {v}" for k, v in sorted(outcomes.items())]
+            return "  ".join(parts)
+
+        if args.once:
+            worker.run_until_drained()
+            print(counter())
+            return 0
+        con = out.err_console()
+        con.print(f"worker {worker.owner} on {log.name} (Ctrl-C to stop)", style="bold")
+        with Live(counter(), console=con, refresh_per_second=4, transient=False) as live:
+            worker.run(on_batch=lambda result: live.update(counter()), on_idle=lambda: live.update(counter()))
+            live.update(counter())
+        con.print("stopped", style="bold")
+    return 0
+
+
+# ---------------------------------------------------------------- status / history / abort
+
+
+def _all_states(log) -> list:
+    from projections.fold import fold_records
+
+    states: dict = {}
+    after = None
+    while True:
+        page = log.read(after, READ_PAGE)
+        if not page:
+            break
+        states = fold_records(states, (r.data for r in page))
+        after = page[-1].position
+    return sorted(states.values(), key=lambda s: s.time, reverse=True)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with open_runtime(args) as rt:
+        if args.id is None:
+            states = _all_states(readable_log(rt, "fsmlog status"))
+            counts = out.status_counts(states)
+            if args.json:
+                out.print_json({"log": rt.log.name, "counts": counts, "machines": [s.as_dict() for s in states]})
+                return 0
+            con = out.console()
+            shown = states[:TABLE_ROWS]
+            title = f"{len(states)} machine(s) in {rt.log.name}"
+            if len(states) > len(shown):
+                title += f" (newest {len(shown)} shown)"
+            con.print(out.machines_table(shown, title))
+            con.print(out.counts_text(counts))
+            return 0
+        state = rt.engine.status(args.id)
+        if state is None:
+            raise FsmlogError(f"no machine with id {args.id!r} in {rt.log.name}; `fsmlog status` lists them")
+        snap = rt.engine.load_snapshot(args.id)
+        log = rt.log
+        tail = log.read_key(args.id, after=snap.position if snap else None) if hasattr(log, "read_key") else []
+        tail = tail[-TAIL_RECORDS:]
+        if args.json:
+            out.print_json({
+                "machine": state.as_dict(),
+                "context": state.context,
+                "snapshot": None if snap is None else {"position": snap.position, "version": snap.version,
+                                                       "state": snap.state.as_dict()},
+                "tail": [{"position": r.position, **out.event_dict(decode(r.data), with_context=False)}
+                         for r in tail],
+            })
+            return 0
+        con = out.console()
+        con.print(out.machines_table([state], f"machine {args.id}"))
+        con.print(f"context: {json.dumps(state.context, default=str)}")
+        if snap is not None:
+            con.print(f"snapshot: position {snap.position}, {snap.state.status} @ {snap.state.state} "
+                      f"(steps {snap.state.steps})", style="dim")
+        else:
+            con.print("snapshot: none yet", style="dim")
+        if tail:
+            rows = [(r.position, decode(r.data), None) for r in tail]
+            con.print(out.records_table(rows, "log after the snapshot"))
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from projections.fold import fold
+
+    with open_runtime(args) as rt:
+        records = readable_log(rt, "fsmlog history").read_key(args.id)
+    if not records:
+        raise FsmlogError(f"no records of machine {args.id!r} in the log; `fsmlog status` lists machines")
+    rows = []
+    folded = None
+    for r in records:
+        try:
+            ev = decode(r.data)
+        except DecodeError as exc:
+            raise FsmlogError(f"record at position {r.position} of {args.id!r} cannot be decoded: {exc}") from None
+        folded = fold(folded, [ev])
+        rows.append((r.position, ev, folded))
+    if args.json:
+        out.print_json([{"position": p, "record": out.event_dict(ev), "folded": f.as_dict()} for p, ev, f in rows])
+        return 0
+    out.console().print(out.records_table(rows, f"history of {args.id} ({len(rows)} records)"))
+    return 0
+
+
+def cmd_abort(args: argparse.Namespace) -> int:
+    with open_runtime(args) as rt:
+        ev = rt.engine.abort(args.id, args.reason)
+    out.console().print(f"aborted {args.id} ({ev.machine}) in state {ev.state!r} at step {ev.steps}")
+    return 0
+
+
+# ---------------------------------------------------------------- validate / graph
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from projections.errors import DefinitionError
+
+    try:
+        definitions = load_definitions(args.fsm)
+    except DefinitionError as exc:
+        for problem in exc.problems:
+            out.err_console().print(f"error: {problem}", markup=False)
+        return 1
+    con = out.console()
+    con.print(f"ok: {len(definitions)} machines", markup=False)
+    for name in definitions:
+        m = definitions.machine(name)
+        con.print(f"  {name}  {m.hash}  {len(m.states)} states", markup=False)
+    return 0
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from fsmlog.graph import render
+
+    definitions = load_definitions(args.fsm)
+    current = None
+    names = list(definitions)
+    if args.id is not None:
+        with open_runtime(args, definitions, fsm_path=args.fsm) as rt:
+            state = rt.engine.status(args.id)
+        if state is None:
+            raise FsmlogError(f"no machine with id {args.id!r} in the log; `fsmlog status` lists machines")
+        if args.machine and args.machine != state.machine:
+            raise UsageError(f"machine {args.id} is a {state.machine!r}, not a {args.machine!r}")
+        names, current = [state.machine], state.state
+    elif args.machine is not None:
+        definitions.machine(args.machine)
+        names = [args.machine]
+    texts = [render(definitions.machine(n), args.format, current) for n in names]
+    print("\n".join(texts), end="")
+    return 0

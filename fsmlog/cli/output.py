@@ -1,0 +1,144 @@
+"""How the CLI shows things: live transition lines, machine tables, JSON documents."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from eventlog.event import COMPLETED, FAILED, RETRY, Event
+from projections.state import MachineState
+
+STATUS_STYLE = {"completed": "green", "failed": "bold red", "aborted": "magenta", "running": "cyan"}
+OUTCOME_STYLE = {"completed": "green", "failed": "bold red", "retry": "yellow", "step": "white", "aborted": "magenta"}
+
+_console: Console | None = None
+_err_console: Console | None = None
+
+
+def console() -> Console:
+    global _console
+    if _console is None:
+        _console = Console(highlight=False, soft_wrap=True)
+    return _console
+
+
+def err_console() -> Console:
+    global _err_console
+    if _err_console is None:
+        _err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+    return _err_console
+
+
+def print_json(document: Any) -> None:
+    """One JSON document on stdout (plain: no colour codes, whatever the terminal)."""
+    sys.stdout.write(json.dumps(document, indent=2, default=str, sort_keys=False) + "\n")
+    sys.stdout.flush()
+
+
+def short_id(cid: str) -> str:
+    return cid if len(cid) <= 12 else cid[:8]
+
+
+def clock_time(t: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(t)) + f".{int((t % 1) * 1000):03d}"
+
+
+def transition_line(record: Event, out: Event | None, outcome: str) -> Text:
+    """``time  id  state --event--> state  (retries)  outcome`` for one handled record."""
+    line = Text()
+    line.append(clock_time(out.time if out is not None else record.time), style="dim")
+    line.append("  ")
+    line.append(f"{short_id(record.correlation_id):<8}", style="bold")
+    line.append("  ")
+    line.append(record.state)
+    line.append(f" --{record.event or 'start'}--> ", style="dim")
+    if out is None:
+        line.append("?")
+    elif out.kind == RETRY:
+        line.append("(failed)", style="yellow")
+    else:
+        line.append(out.state)
+        local = out.steps - record.steps - 1
+        if local > 0:
+            line.append(f" (+{local} local)", style="dim")
+    if record.retries:
+        line.append(f"  [attempt {record.retries + 1}]", style="yellow")
+    line.append("  ")
+    if out is not None and out.kind == RETRY:
+        line.append(f"will retry (attempt {out.retries + 1})", style="yellow")
+        line.append(f"  {out.error_type}: {out.error_message}", style="yellow")
+        return line
+    line.append(outcome, style=OUTCOME_STYLE.get(outcome, ""))
+    if out is not None and out.kind == FAILED:
+        line.append(f"  {out.error_type}: {out.error_message}", style="red")
+    elif out is not None and out.kind not in (COMPLETED,) and out.event:
+        line.append(f"  next: {out.event}", style="dim")
+    return line
+
+
+def event_dict(ev: Event, with_context: bool = True) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "kind": ev.kind,
+        "machine": ev.machine,
+        "steps": ev.steps,
+        "retries": ev.retries,
+        "state": ev.state,
+        "event": ev.event,
+        "time": ev.time,
+        "definition_hash": ev.definition_hash,
+    }
+    if ev.error_type is not None:
+        d["error_type"] = ev.error_type
+        d["error_message"] = ev.error_message
+    if ev.upgraded_from is not None:
+        d["upgraded_from"] = ev.upgraded_from
+    if with_context:
+        d["context"] = ev.context
+    return d
+
+
+def status_counts(states: Iterable[MachineState]) -> dict[str, int]:
+    counts = Counter(s.status for s in states)
+    return {k: counts[k] for k in ("running", "completed", "failed", "aborted") if counts[k]}
+
+
+def counts_text(counts: dict[str, int]) -> Text:
+    text = Text()
+    for i, (status, n) in enumerate(counts.items()):
+        if i:
+            text.append("  ")
+        text.append(f"{status}: {n}", style=STATUS_STYLE.get(status, ""))
+    return text or Text("no machines", style="dim")
+
+
+def machines_table(states: list[MachineState], title: str | None = None) -> Table:
+    table = Table(title=title, show_lines=False)
+    for col in ("id", "machine", "status", "state", "steps", "retries", "updated", "error"):
+        table.add_column(col, overflow="fold")
+    for s in states:
+        table.add_row(
+            s.correlation_id, s.machine, Text(s.status, style=STATUS_STYLE.get(s.status, "")), s.state,
+            str(s.steps), str(s.retries), clock_time(s.time), s.error or "",
+        )
+    return table
+
+
+def records_table(rows: list[tuple[str, Event, MachineState | None]], title: str | None = None) -> Table:
+    """Log records with, for each, the machine as folded after it."""
+    table = Table(title=title)
+    for col in ("position", "time", "kind", "steps", "retries", "state", "event", "error", "folded"):
+        table.add_column(col, overflow="fold")
+    for position, ev, folded in rows:
+        error = f"{ev.error_type}: {ev.error_message}" if ev.error_type else ""
+        after = f"{folded.status} @ {folded.state} (steps {folded.steps})" if folded else ""
+        table.add_row(position, clock_time(ev.time), ev.kind, str(ev.steps), str(ev.retries), ev.state,
+                      ev.event or "", error, after)
+    return table

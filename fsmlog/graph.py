@@ -1,0 +1,101 @@
+"""Machine definitions as diagrams: Graphviz DOT and Mermaid text.
+
+Both show every state (initial with an arrow from a start dot, final ones
+double-bordered), every transition labelled with its event (and its action,
+``local`` ones dashed), and optionally one state highlighted: where a running
+machine currently is.
+"""
+
+from __future__ import annotations
+
+import re
+
+from projections.definition import MachineDef
+
+HIGHLIGHT = "#ffd54f"
+
+
+def _dot_id(name: str) -> str:
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _short(dotted: str | None) -> str:
+    return dotted.rsplit(".", 1)[-1] if dotted else ""
+
+
+def to_dot(machine: MachineDef, current: str | None = None) -> str:
+    """Graphviz DOT for ``machine``; ``current`` (a state name) is filled in."""
+    lines = [
+        f"digraph {_dot_id(machine.name)} {{",
+        "  rankdir=LR;",
+        '  node [shape=box, style="rounded"];',
+        '  __start [shape=point, label=""];',
+    ]
+    for s in machine.states:
+        attrs = []
+        label = s.name
+        if s.do_action:
+            label += f"\\ndo: {_short(s.do_action)}"
+        attrs.append(f"label={_dot_id(label)}")
+        if s.final:
+            attrs.append("peripheries=2")
+        if s.name == current:
+            attrs.append(f'style="rounded,filled,bold", fillcolor="{HIGHLIGHT}"')
+        lines.append(f"  {_dot_id(s.name)} [{', '.join(attrs)}];")
+    lines.append(f"  __start -> {_dot_id(machine.initial.name)};")
+    for s in machine.states:
+        for t in s.transitions:
+            label = t.event + (f" / {_short(t.action)}" if t.action else "")
+            attrs = [f"label={_dot_id(label)}"]
+            if t.local:
+                attrs.append("style=dashed")
+            lines.append(f"  {_dot_id(s.name)} -> {_dot_id(t.target)} [{', '.join(attrs)}];")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _mermaid_id(name: str, ids: dict[str, str]) -> str:
+    """Mermaid state ids must be plain words; other names get an id plus a label."""
+    if name not in ids:
+        base = re.sub(r"\W", "_", name) or "state"
+        if base[0].isdigit():
+            base = "s_" + base
+        candidate, n = base, 1
+        while candidate in ids.values():
+            n += 1
+            candidate = f"{base}_{n}"
+        ids[name] = candidate
+    return ids[name]
+
+
+def _mermaid_label(text: str) -> str:
+    return text.replace(":", "#58;").replace(";", "#59;")
+
+
+def to_mermaid(machine: MachineDef, current: str | None = None) -> str:
+    """Mermaid ``stateDiagram-v2`` text for ``machine``; ``current`` gets a highlight class."""
+    ids: dict[str, str] = {}
+    lines = ["stateDiagram-v2", f"  %% machine {machine.name} ({machine.hash})"]
+    for s in machine.states:
+        sid = _mermaid_id(s.name, ids)
+        if sid != s.name:
+            lines.append(f"  state \"{s.name}\" as {sid}")
+    lines.append(f"  [*] --> {_mermaid_id(machine.initial.name, ids)}")
+    for s in machine.states:
+        for t in s.transitions:
+            label = t.event + (f" / {_short(t.action)}" if t.action else "") + (" (local)" if t.local else "")
+            lines.append(f"  {ids[s.name]} --> {_mermaid_id(t.target, ids)} : {_mermaid_label(label)}")
+        if s.final:
+            lines.append(f"  {ids[s.name]} --> [*]")
+    if current is not None and current in ids:
+        lines.append(f"  classDef current fill:{HIGHLIGHT},stroke:#333,stroke-width:3px")
+        lines.append(f"  class {ids[current]} current")
+    return "\n".join(lines) + "\n"
+
+
+def render(machine: MachineDef, fmt: str = "dot", current: str | None = None) -> str:
+    if fmt == "dot":
+        return to_dot(machine, current)
+    if fmt == "mermaid":
+        return to_mermaid(machine, current)
+    raise ValueError(f"unknown graph format {fmt!r}; use dot or mermaid")

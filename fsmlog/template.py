@@ -1,0 +1,230 @@
+"""An AWS SAM template for the settings: resources, the worker Lambda, its triggers and a least-privilege role.
+
+The template creates the same resources as ``fsmlog resources create`` (streams,
+tables with their keys/indexes/TTL/streams, queues, topics), one function that
+every stream source triggers (Kinesis and DynamoDB streams with
+``ReportBatchItemFailures``, bisection and ``TRIM_HORIZON``; SQS; SNS), the
+one-minute retry timer invoking the same function, and an explicit IAM role:
+only the actions fsmlog's backends call, only on the resources above (CloudWatch
+``PutMetricData`` cannot be scoped to a resource, so it is scoped to the
+namespace). An explicit role also stops SAM from attaching its broad managed
+policies for the event sources.
+
+Elasticache clusters are not created here: they need the account's VPC,
+subnets and security groups, which belong to the network stack.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import yaml
+
+from eventlog.settings import DEFAULTS, SOURCE_SETTINGS, Settings
+
+from .resources import Resource, TableSpec, named_resources
+
+FUNCTION = "Worker"
+ROLE = "WorkerRole"
+LOG_GROUP = "WorkerLogGroup"
+FUNCTION_TIMEOUT_S = 300
+QUEUE_VISIBILITY_S = 900  # SQS event sources need at least the function's timeout
+
+# DynamoDB item actions per source kind (the union applies to a table serving several kinds)
+TABLE_ACTIONS: dict[str, tuple[str, ...]] = {
+    "STREAM": ("BatchWriteItem", "PutItem", "GetItem", "Query"),
+    "CHECKPOINT": ("GetItem", "PutItem", "UpdateItem"),
+    "RETRY": ("BatchWriteItem", "PutItem", "UpdateItem", "DeleteItem", "GetItem", "Query"),
+    "CACHE": ("GetItem", "PutItem", "UpdateItem"),
+    "ENVIRONMENT": ("GetItem", "PutItem"),
+    "DEAD_LETTER": ("PutItem", "GetItem", "DeleteItem", "Scan", "Query"),
+}
+TABLE_STREAM_ACTIONS = ("DescribeStream", "GetRecords", "GetShardIterator", "ListStreams")
+KINESIS_ACTIONS = ("PutRecord", "PutRecords", "DescribeStream", "DescribeStreamSummary", "GetRecords",
+                   "GetShardIterator", "ListShards", "SubscribeToShard")
+SQS_ACTIONS = ("SendMessage", "SendMessageBatch", "ReceiveMessage", "DeleteMessage", "DeleteMessageBatch",
+               "ChangeMessageVisibility", "ChangeMessageVisibilityBatch", "GetQueueUrl", "GetQueueAttributes")
+SNS_ACTIONS = ("Publish",)
+STREAM_EVENT = {
+    "StartingPosition": "TRIM_HORIZON",
+    "BatchSize": 100,
+    "MaximumBatchingWindowInSeconds": 1,
+    "BisectBatchOnFunctionError": True,
+    "FunctionResponseTypes": ["ReportBatchItemFailures"],
+}
+
+
+def _camel(setting: str) -> str:
+    return "".join(part.capitalize() for part in setting.lower().split("_"))
+
+
+def _kinds(res: Resource) -> list[str]:
+    """``PRIMARY_CACHE_SOURCE`` -> ``CACHE`` for every setting naming the resource."""
+    return [s.split("_", 1)[1].rsplit("_", 1)[0] for s in res.settings]
+
+
+def _getatt(logical: str, attr: str = "Arn") -> dict[str, Any]:
+    return {"Fn::GetAtt": [logical, attr]}
+
+
+def _resource_arn(res: Resource, logical: str) -> dict[str, Any]:
+    return {"Ref": logical} if res.service == "sns" else _getatt(logical)
+
+
+def _table(name: str, spec: TableSpec) -> dict[str, Any]:
+    from .resources import create_table_params
+
+    props = create_table_params(name, spec)
+    if spec.stream:
+        props["StreamSpecification"] = {"StreamViewType": "NEW_IMAGE"}  # CloudFormation has no StreamEnabled
+    if spec.ttl_attribute:
+        props["TimeToLiveSpecification"] = {"AttributeName": spec.ttl_attribute, "Enabled": True}
+    return props
+
+
+def _cfn_resource(res: Resource) -> dict[str, Any]:
+    from eventlog.aws import parse_arn
+
+    name = parse_arn(res.arn).name
+    stateful = {"DeletionPolicy": "Retain", "UpdateReplacePolicy": "Retain"}
+    if res.service == "kinesis":
+        return {"Type": "AWS::Kinesis::Stream", **stateful,
+                "Properties": {"Name": name, "ShardCount": 1, "RetentionPeriodHours": 168,
+                               "StreamEncryption": {"EncryptionType": "KMS", "KeyId": "alias/aws/kinesis"}}}
+    if res.service == "dynamodb":
+        assert res.table is not None
+        return {"Type": "AWS::DynamoDB::Table", **stateful, "Properties": _table(name, res.table)}
+    if res.service == "sqs":
+        props: dict[str, Any] = {"QueueName": name, "VisibilityTimeout": QUEUE_VISIBILITY_S,
+                                 "MessageRetentionPeriod": 1209600, "SqsManagedSseEnabled": True}
+        if name.endswith(".fifo"):
+            props["FifoQueue"] = True
+        return {"Type": "AWS::SQS::Queue", **stateful, "Properties": props}
+    props = {"TopicName": name}
+    if name.endswith(".fifo"):
+        props["FifoTopic"] = True
+    return {"Type": "AWS::SNS::Topic", "Properties": props}
+
+
+def _statements(res: Resource, logical: str) -> list[dict[str, Any]]:
+    arn = _resource_arn(res, logical)
+    if res.service == "kinesis":
+        return [{"Effect": "Allow", "Action": [f"kinesis:{a}" for a in KINESIS_ACTIONS], "Resource": arn}]
+    if res.service == "sqs":
+        return [{"Effect": "Allow", "Action": [f"sqs:{a}" for a in SQS_ACTIONS], "Resource": arn}]
+    if res.service == "sns":
+        return [{"Effect": "Allow", "Action": [f"sns:{a}" for a in SNS_ACTIONS], "Resource": arn}]
+    actions: list[str] = []
+    for kind in _kinds(res):
+        actions += [a for a in TABLE_ACTIONS[kind] if a not in actions]
+    resources: list[Any] = [arn]
+    assert res.table is not None
+    if res.table.indexes:
+        resources.append({"Fn::Sub": f"${{{logical}.Arn}}/index/*"})
+    out = [{"Effect": "Allow", "Action": [f"dynamodb:{a}" for a in actions], "Resource": resources}]
+    if res.table.stream:
+        out.append({"Effect": "Allow", "Action": [f"dynamodb:{a}" for a in TABLE_STREAM_ACTIONS],
+                    "Resource": {"Fn::Sub": f"${{{logical}.Arn}}/stream/*"}})
+    return out
+
+
+def _event(res: Resource, logical: str) -> dict[str, Any] | None:
+    """The trigger for a stream source (and for Kinesis/SNS retry sources, which deliver at once)."""
+    kinds = _kinds(res)
+    if "STREAM" not in kinds and not ("RETRY" in kinds and res.service in ("kinesis", "sns")):
+        return None
+    if res.service == "kinesis":
+        return {"Type": "Kinesis", "Properties": {"Stream": _getatt(logical), **STREAM_EVENT}}
+    if res.service == "dynamodb":
+        return {"Type": "DynamoDB", "Properties": {"Stream": _getatt(logical, "StreamArn"), **STREAM_EVENT}}
+    if res.service == "sqs":
+        return {"Type": "SQS", "Properties": {"Queue": _getatt(logical), "BatchSize": 10,
+                                              "FunctionResponseTypes": ["ReportBatchItemFailures"]}}
+    return {"Type": "SNS", "Properties": {"Topic": {"Ref": logical}}}
+
+
+def _environment(settings: Settings, logical_of: dict[str, str], resources: dict[str, Resource]) -> dict[str, Any]:
+    env: dict[str, Any] = {}
+    for setting in SOURCE_SETTINGS:
+        value = settings.get(setting)
+        if not value:
+            continue
+        res = resources.get(value)
+        env[setting] = _resource_arn(res, logical_of[value]) if res is not None else str(value)
+    for name, default in DEFAULTS.items():
+        if name in SOURCE_SETTINGS or name in ("ENDPOINTS", "AWS_REGION"):
+            continue
+        value = settings.get(name, default)
+        if value == default and name != "METRICS_NAMESPACE":
+            continue
+        env[name] = json.dumps(value) if isinstance(value, dict) else str(value)
+    return env
+
+
+def render_template(settings: Settings, *, handler: str = "handlers.lambda_handler", code_uri: str = ".",
+                    runtime: str = "python3.11", shards: int = 1) -> str:
+    """The SAM template (YAML) deploying fsmlog for ``settings``."""
+    named = named_resources(settings)
+    resources: dict[str, Any] = {}
+    logical_of: dict[str, str] = {}
+    statements: list[dict[str, Any]] = []
+    events: dict[str, Any] = {}
+    for res in named:
+        logical = _camel(res.settings[0])
+        logical_of[res.arn] = logical
+        resources[logical] = _cfn_resource(res)
+        if res.service == "kinesis":
+            resources[logical]["Properties"]["ShardCount"] = shards
+        statements += _statements(res, logical)
+        event = _event(res, logical)
+        if event is not None:
+            events[f"{logical}Trigger"] = event
+    events["RetryTimer"] = {"Type": "Schedule", "Properties": {
+        "Schedule": "rate(1 minute)", "Description": "fsmlog: run retries whose backoff has passed"}}
+
+    namespace = str(settings.get("METRICS_NAMESPACE") or "fsmlog")
+    if any(str(settings.get(s) or "").split(":")[2:3] == ["cloudwatch"] for s in SOURCE_SETTINGS):
+        statements.append({"Effect": "Allow", "Action": ["cloudwatch:PutMetricData"], "Resource": "*",
+                           "Condition": {"StringEquals": {"cloudwatch:namespace": namespace}}})
+    statements.append({"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                       "Resource": _getatt(LOG_GROUP)})
+
+    resources[LOG_GROUP] = {"Type": "AWS::Logs::LogGroup", "Properties": {
+        "LogGroupName": {"Fn::Sub": "/aws/lambda/${AWS::StackName}-worker"}, "RetentionInDays": 30}}
+    resources[ROLE] = {"Type": "AWS::IAM::Role", "Properties": {
+        "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}]},
+        "Policies": [{"PolicyName": "fsmlog-worker",
+                      "PolicyDocument": {"Version": "2012-10-17", "Statement": statements}}],
+    }}
+    resources[FUNCTION] = {"Type": "AWS::Serverless::Function", "DependsOn": [LOG_GROUP], "Properties": {
+        "FunctionName": {"Fn::Sub": "${AWS::StackName}-worker"},
+        "Description": "fsmlog worker: runs machine steps from the stream and due retries",
+        "Handler": handler,
+        "Runtime": runtime,
+        "CodeUri": code_uri,
+        "Timeout": FUNCTION_TIMEOUT_S,
+        "MemorySize": 512,
+        "Role": _getatt(ROLE),
+        "Environment": {"Variables": _environment(settings, logical_of, {r.arn: r for r in named})},
+        "Events": events,
+    }}
+    template = {
+        "AWSTemplateFormatVersion": "2010-09-09",
+        "Transform": "AWS::Serverless-2016-10-31",
+        "Description": "fsmlog: finite-state-machine workflows on AWS Lambda, event-sourced",
+        "Resources": resources,
+        "Outputs": {
+            "WorkerFunctionArn": {"Value": _getatt(FUNCTION)},
+            "WorkerRoleArn": {"Value": _getatt(ROLE)},
+        },
+    }
+    return yaml.dump(template, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Plain YAML without anchors/aliases (the triggers share their settings dict)."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True

@@ -1,0 +1,85 @@
+"""DynamoDB dead letters: poison records parked with reason, source and position.
+
+Table: hash key ``id`` (S); attributes ``reason`` (S), ``source`` (S),
+``position`` (S), ``time`` (N), ``data`` (B, the raw record; zlib-compressed
+with ``enc = "zlib"`` when large, exactly restored by ``get``). Ids start with
+the parking time (zero-padded microseconds) so they sort by time; ``list`` gives newest first.
+
+API calls: ``park`` = one PutItem; ``list`` = one Scan per page of at most
+``limit`` items (sorted newest first by the client; a list of a big table is a
+sample, which is what an operator's first look needs); ``get`` = one GetItem;
+``remove`` = one DeleteItem.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from eventlog import aws
+
+from . import DeadLetter
+
+
+class DynamoDBDeadLetters:
+    KEYS = (("id", "HASH", "S"),)
+
+    def __init__(self, arn: str, settings: Any = None, *, client: Any = None) -> None:
+        parsed = aws.parse_arn(arn)
+        aws.require(parsed, "dynamodb", "table", arn)
+        self.arn = arn
+        self.name = arn
+        self.table = parsed.name
+        self._api = aws.api("dynamodb", arn, settings, client)
+
+    @classmethod
+    def from_target(cls, target: str, settings: Any) -> DynamoDBDeadLetters:
+        return cls(target, settings)
+
+    @classmethod
+    def create(cls, target: str, settings: Any) -> DynamoDBDeadLetters:
+        """Create the table (if missing); for ``fsmlog resources create`` and tests."""
+        store = cls(target, settings)
+        aws.create_table(store._api, store.table, cls.KEYS)
+        return store
+
+    def park(self, reason: str, source: str, position: str, data: bytes, time: float) -> str:
+        letter_id = f"{int(time * 1_000_000):020d}-{uuid.uuid4().hex[:12]}"
+        item = {
+            "id": {"S": letter_id},
+            "reason": {"S": reason},
+            "source": {"S": source},
+            "position": {"S": position},
+            "time": {"N": repr(float(time))},
+            **aws.pack_blob(bytes(data), f"dead letter from {source} at {position}"),
+        }
+        self._api("put_item", TableName=self.table, Item=item)
+        return letter_id
+
+    @staticmethod
+    def _letter(item: dict[str, Any]) -> DeadLetter:
+        def text(name: str) -> str:
+            return item.get(name, {}).get("S", "")
+
+        return DeadLetter(item["id"]["S"], text("reason"), text("source"), text("position"),
+                          aws.unpack_blob(item), float(item["time"]["N"]))
+
+    def list(self, limit: int = 100) -> list[DeadLetter]:
+        out: list[DeadLetter] = []
+        params: dict[str, Any] = {"TableName": self.table, "Limit": max(1, limit)}
+        while len(out) < limit:
+            page = self._api("scan", **params)
+            out.extend(self._letter(i) for i in page.get("Items", []))
+            last = page.get("LastEvaluatedKey")
+            if not last:
+                break
+            params["ExclusiveStartKey"] = last
+        return sorted(out, key=lambda d: d.id, reverse=True)[:limit]
+
+    def get(self, letter_id: str) -> DeadLetter | None:
+        item = self._api("get_item", TableName=self.table, Key={"id": {"S": letter_id}},
+                         ConsistentRead=True).get("Item")
+        return self._letter(item) if item else None
+
+    def remove(self, letter_id: str) -> None:
+        self._api("delete_item", TableName=self.table, Key={"id": {"S": letter_id}})
