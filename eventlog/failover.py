@@ -39,10 +39,11 @@ _STEP_SUFFIX = re.compile(r"^(.*):\d+$")
 FAILOVERS: Counter[str] = Counter()
 
 _CACHE_METHODS = frozenset({"acquire", "release", "mark", "marked"})
+_STEP_METHODS = frozenset({"begin_step", "end_step"})  # the step gate's fast path: first argument is the cid
 _CONFIRM_EMPTY = {"get": None, "load": None, "marked": False}
 _INTERFACE = frozenset({
     "append", "read", "read_key", "save", "load", "schedule", "due", "done",
-    "acquire", "release", "mark", "marked", "put", "get", "park", "list", "remove",
+    "acquire", "release", "mark", "marked", "put", "get", "park", "list", "remove", "begin_step", "end_step",
 })
 
 
@@ -110,6 +111,8 @@ class FailoverProxy:
             return getattr(self.primary, attr)
         if not callable(getattr(self.primary, attr, None)):
             return getattr(self.primary, attr)
+        if attr in _STEP_METHODS and not callable(getattr(self.secondary, attr, None)):
+            raise AttributeError(attr)  # both sides must offer the fast gate, or the gate composes basic calls
 
         def failing_over(*args: Any, **kwargs: Any) -> Any:
             return self._call(attr, args, kwargs)
@@ -134,7 +137,7 @@ class FailoverProxy:
             if side == "secondary":
                 self.failovers += 1
                 FAILOVERS[self.kind] += 1
-            if cid is None or method != "acquire":
+            if cid is None or method not in ("acquire", "begin_step"):
                 return
             if side == "secondary":
                 self._sticky[cid] = None
@@ -156,6 +159,8 @@ class FailoverProxy:
             key = args[0] if args else kwargs.get("key")
             if isinstance(key, str):
                 cid = machine_of(key)
+        elif method in _STEP_METHODS and args and isinstance(args[0], str):
+            cid = args[0]
         order = self._order(method, cid)
         errors: dict[str, BackendError] = {}
         for i, side in enumerate(order):

@@ -42,7 +42,9 @@ from hypothesis import strategies as st
 
 from eventlog.event import ABORTED, COMPLETED, FAILED, RETRY, START, STEP, Event
 
-IDENT = st.from_regex(r"[a-z][a-z0-9_]{0,7}", fullmatch=True)
+_LOWER = "abcdefghijklmnopqrstuvwxyz"
+IDENT = st.builds(str.__add__, st.sampled_from(_LOWER), st.text(_LOWER + "0123456789_", max_size=7))
+"""Names for machines, states and events: ``[a-z][a-z0-9_]{0,7}``."""
 EVENT_NAMES = ("ok", "next", "fail", "retry", "done", "back", "loop", "go", "reject", "skip")
 INT64 = st.integers(-(2**63), 2**64 - 1)
 
@@ -100,8 +102,12 @@ small_contexts = st.dictionaries(
 # ---------------------------------------------------------------- definitions
 
 
+_EVENT_NAME = st.sampled_from(EVENT_NAMES) | IDENT
+_LOCAL = st.sampled_from([None, False, True])
+
+
 def _fresh_event(draw: Any, taken: Mapping[str, Any]) -> str:
-    base = draw(st.sampled_from(EVENT_NAMES) | IDENT)
+    base = draw(_EVENT_NAME)
     name, i = base, 1
     while name in taken:
         name, i = f"{base}_{i}", i + 1
@@ -120,7 +126,7 @@ def machine_definitions(draw: Any, name: str | None = None) -> dict[str, Any]:
 
     def add(src: str, target: str) -> None:
         t: dict[str, Any] = {"event": _fresh_event(draw, table[src]), "target": target}
-        local = draw(st.sampled_from([None, False, True]))
+        local = draw(_LOCAL)
         if local is not None:
             t["local"] = local
         table[src][t["event"]] = t

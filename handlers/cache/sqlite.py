@@ -50,6 +50,43 @@ class SqliteCache(EmbeddedBackend):
             )
         return int(token)
 
+    def begin_step(self, cid: str, steps: int, owner: str, ttl_s: float) -> tuple[int | None, bool, bool]:
+        """The step gate in one transaction: take ``lease:<cid>`` and read the step's done flag and the
+        machine's abort flag (see ``handlers.gate``)."""
+        now = self.clock()
+        key = f"lease:{cid}"
+        with self.db.transaction() as conn:
+            held = conn.execute("SELECT owner, expires FROM leases WHERE key = ?", (key,)).fetchone()
+            if held is not None and held[0] != owner and held[1] > now:
+                return None, False, False
+            conn.execute(
+                "INSERT INTO fence (key, token) VALUES (?, 1) ON CONFLICT (key) DO UPDATE SET token = token + 1",
+                (key,),
+            )
+            token = conn.execute("SELECT token FROM fence WHERE key = ?", (key,)).fetchone()[0]
+            conn.execute(
+                "INSERT INTO leases (key, owner, token, expires) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, token = excluded.token, "
+                "expires = excluded.expires",
+                (key, owner, token, now + ttl_s),
+            )
+            flags = {row[0] for row in conn.execute(
+                "SELECT key FROM flags WHERE key IN (?, ?) AND expires > ?",
+                (f"done:{cid}:{steps}", f"abort:{cid}", now),
+            )}
+        return int(token), f"done:{cid}:{steps}" in flags, f"abort:{cid}" in flags
+
+    def end_step(self, cid: str, steps: int, owner: str, token: int, done: bool, dedupe_s: float) -> None:
+        """Mark the step done (when it is) and release the lease, in one transaction."""
+        now = self.clock()
+        with self.db.transaction() as conn:
+            if done:
+                key = f"done:{cid}:{steps}"
+                conn.execute("DELETE FROM flags WHERE key = ? AND expires <= ?", (key, now))
+                conn.execute("INSERT OR IGNORE INTO flags (key, expires) VALUES (?, ?)", (key, now + dedupe_s))
+            conn.execute("DELETE FROM leases WHERE key = ? AND owner = ? AND token = ?",
+                         (f"lease:{cid}", owner, int(token)))
+
     def release(self, key: str, owner: str, token: int) -> None:
         self.db.execute("DELETE FROM leases WHERE key = ? AND owner = ? AND token = ?", (key, owner, int(token)))
 

@@ -47,7 +47,7 @@ def item(rec: Any, index: int) -> Inbound | Bad | None:
     try:
         raw = unbase64(value, "NewImage.data.B")
     except ValueError as exc:
-        return Bad(position, text_bytes(value if value is not None else image), source, item_id, str(exc))
+        return Bad(position, text_bytes(value) if isinstance(value, str) else raw_json(rec), source, item_id, str(exc))
     enc = image.get("enc")
     if isinstance(enc, dict) and enc.get("S") == "zlib":
         try:

@@ -39,7 +39,7 @@ def item(rec: Any, index: int) -> Inbound | Bad:
     try:
         raw = unbase64(data, "kinesis.data")
     except ValueError as exc:
-        return Bad(position, text_bytes(data), source, item_id, str(exc))
+        return Bad(position, text_bytes(data) if isinstance(data, str) else raw_json(rec), source, item_id, str(exc))
     if len(raw) > MAX_RECORD_BYTES:
         return Bad(position, raw, source, item_id,
                    f"record is {len(raw)} bytes, over the {MAX_RECORD_BYTES}-byte record limit")

@@ -37,6 +37,29 @@ def _source(rec: Any) -> Any:
     return rec.get("eventSource") or rec.get("EventSource")
 
 
+ARN_SERVICES = {"kinesis": "kinesis", "dynamodb": "dynamodb", "sqs": "sqs", "sns": "sns"}
+
+
+def _batch_kind(records: list[Any]) -> str:
+    """The trigger of a batch. Lambda never mixes sources in one batch, but a damaged record may claim
+    another source: every record votes with its event source and its source ARN's service, the most
+    votes win (the first one seen on a tie), and the records that disagree are parked by the trigger."""
+    votes: dict[str, int] = {}
+    for rec in records:
+        kind = RECORD_SOURCES.get(_source(rec))  # type: ignore[arg-type]
+        if kind is not None:
+            votes[kind] = votes.get(kind, 0) + 1
+        if isinstance(rec, dict):
+            arn = rec.get("eventSourceARN") or rec.get("EventSubscriptionArn")
+            parts = arn.split(":") if isinstance(arn, str) else []
+            by_arn = ARN_SERVICES.get(parts[2]) if len(parts) > 2 and parts[0] == "arn" else None
+            if by_arn is not None:
+                votes[by_arn] = votes.get(by_arn, 0) + 1
+    if not votes:
+        return "records"
+    return max(votes, key=lambda k: votes[k])  # dicts keep insertion order: ties go to the first seen
+
+
 def classify(event: Any) -> str:
     """The trigger an event belongs to: kinesis, dynamodb, sqs, sns, records (none known),
     stepfunctions, timer or apigateway."""
@@ -44,11 +67,7 @@ def classify(event: Any) -> str:
         raise UnknownEvent(f"fsmlog cannot handle an event of type {type(event).__name__}; expected a JSON object")
     records = event.get("Records")
     if isinstance(records, list):
-        for rec in records:
-            kind = RECORD_SOURCES.get(_source(rec))  # type: ignore[arg-type]
-            if kind is not None:
-                return kind
-        return "records"
+        return _batch_kind(records)
     if "fsmlog" in event:
         return "stepfunctions"
     if event.get("detail-type") == "Scheduled Event" or event.get("source") == "aws.events":

@@ -65,7 +65,7 @@ def item(rec: Any, index: int) -> Inbound | Bad:
     try:
         raw = unbase64(_payload(body), "SQS message body")
     except ValueError as exc:
-        return Bad(message_id, text_bytes(body), source, message_id, str(exc))
+        return Bad(message_id, text_bytes(body) if isinstance(body, str) else raw_json(rec), source, message_id, str(exc))
     if len(raw) > MAX_RECORD_BYTES:
         return Bad(message_id, raw, source, message_id, f"record is over the {MAX_RECORD_BYTES}-byte record limit")
     return Inbound(message_id, raw, source, message_id)

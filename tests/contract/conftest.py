@@ -28,7 +28,6 @@ except ImportError:
 try:  # Redis / Memcached / DynamoDB caches and CloudWatch metrics, which need servers
     from tests.contract import cache_factories as _caches
     from tests.contract.cache_factories import CACHE_FACTORIES
-    from tests.fixtures.cache_servers import *  # noqa: F403 - redis_url, memcached_url for those factories
 except ImportError:
     _caches, CACHE_FACTORIES = None, {}
 

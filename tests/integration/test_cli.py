@@ -1,0 +1,156 @@
+"""The ``fsmlog`` command line end to end, as subprocesses on an embedded file in a temp dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+ORDERS = ROOT / "examples" / "orders" / "fsm.yaml"
+DOCUMENTS = ROOT / "examples" / "documents" / "fsm.yaml"
+
+
+@pytest.fixture
+def fsmlog(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FSMLOG_") and not k.endswith("_SOURCE")}
+    env.update(PYTHONPATH=str(ROOT), ORDERS_GATEWAY_DB=str(tmp_path / "gateway.db"), COLUMNS="200")
+    db = str(tmp_path / "cli.db")
+
+    def run(*args: str, db_path: str | None = db) -> subprocess.CompletedProcess:
+        argv = [sys.executable, "-m", "fsmlog.cli"] + (["--db", db_path] if db_path else []) + list(args)
+        return subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+
+    return run
+
+
+def one_error_line(proc: subprocess.CompletedProcess) -> str:
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+def test_run_shows_each_transition_including_the_retry(fsmlog):
+    proc = fsmlog("run", str(ORDERS), "--machine", "order", "--count", "3")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "started 3 'order' machine(s)" in out
+    assert out.count("PaymentGatewayTimeout") == 3  # every payment's first attempt times out ...
+    assert out.count("[attempt 2]") == 3  # ... and its retry goes through
+    assert out.count("notifying --notified--> done") == 3
+    assert "completed: 3" in out
+
+
+def test_run_json_prints_one_document(fsmlog):
+    proc = fsmlog("run", str(ORDERS), "--machine", "order", "--count", "2", "--json",
+                  "--context", '{"sku": "book-42", "quantity": 2, "amount": "39.90", "customer": "ada@example.com"}')
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["ok"] is True and doc["counts"] == {"completed": 2}
+    assert [m["state"] for m in doc["machines"]] == ["done", "done"]
+
+
+def test_run_exits_1_when_a_machine_ends_badly(fsmlog, tmp_path):
+    (tmp_path / "boom.py").write_text("def explode(context, obj):\n    raise ValueError('no way')\n")
+    (tmp_path / "boom.yaml").write_text(
+        "machines:\n- name: boom\n  max_retries: 0\n  states:\n  - name: a\n    initial: true\n"
+        "    do_action: boom.explode\n    transitions:\n    - {event: ok, target: b}\n  - name: b\n    final: true\n")
+    proc = fsmlog("run", "boom.yaml", "--machine", "boom", "--json")
+    assert proc.returncode == 1
+    (machine,) = json.loads(proc.stdout)["machines"]
+    assert machine["status"] == "failed" and "ValueError" in machine["error"]
+
+
+def test_start_worker_once_status_history(fsmlog):
+    proc = fsmlog("start", str(DOCUMENTS), "--machine", "document", "--context",
+                  json.dumps({"text": "# Plan\n\nWe ship the worker first. Then the command line follows it."}))
+    assert proc.returncode == 0, proc.stderr
+    cid = proc.stdout.strip()
+    assert len(cid) == 32
+
+    status = json.loads(fsmlog("status", cid, "--json").stdout)
+    assert status["machine"]["status"] == "running" and status["machine"]["state"] == "uploaded"
+
+    proc = fsmlog("worker", str(DOCUMENTS), "--once")
+    assert proc.returncode == 0, proc.stderr
+    assert "completed 1" in proc.stdout
+
+    status = json.loads(fsmlog("status", cid, "--json").stdout)
+    assert status["machine"]["status"] == "completed" and status["machine"]["state"] == "published"
+    assert status["context"]["published"]["slug"] == "plan"
+
+    history = json.loads(fsmlog("history", cid, "--json").stdout)
+    assert [h["record"]["kind"] for h in history] == ["start", "step", "step", "completed"]
+    assert history[0]["folded"]["status"] == "running" and history[-1]["folded"]["status"] == "completed"
+
+    table = fsmlog("status")
+    assert table.returncode == 0 and cid in table.stdout and "completed: 1" in table.stdout
+    assert "published" in fsmlog("history", cid).stdout
+
+
+def test_validate_reports_every_problem_one_line_each(fsmlog, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("machines:\n- name: m\n  states:\n  - name: a\n    initial: true\n"
+                   "    transitions:\n    - {event: go, target: nowhere}\n  - name: b\n    final: true\n"
+                   "- name: n\n  max_retries: -1\n  states:\n  - name: lonely\n    initial: true\n"
+                   "    final: true\n")
+    proc = fsmlog("validate", str(bad), db_path=None)
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) >= 2 and all(line.startswith("error: ") for line in lines)
+    assert any("nowhere" in line for line in lines) and any("max_retries" in line for line in lines)
+
+    ok = fsmlog("validate", str(ORDERS), db_path=None)
+    assert ok.returncode == 0 and ok.stdout.startswith("ok: 1 machines")
+
+
+def test_errors_are_one_clear_line(fsmlog, tmp_path):
+    line = one_error_line(fsmlog("run", str(ORDERS), "--machine", "nope"))
+    assert "unknown machine 'nope'" in line and "'order'" in line
+
+    missing = fsmlog("run", str(tmp_path / "missing.yaml"), "--machine", "order")
+    assert missing.returncode == 1 and "not found" in one_error_line(missing)
+
+    usage = fsmlog("run", str(ORDERS), "--machine", "order", "--context", "{not json")
+    assert usage.returncode == 2 and "--context is not valid JSON" in usage.stderr
+    assert "Traceback" not in usage.stderr
+
+    assert "no machine with id 'ghost'" in one_error_line(fsmlog("status", "ghost"))
+
+    debug = fsmlog("--debug", "status", "ghost")
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_graph_dot_mermaid_and_highlight(fsmlog):
+    dot = fsmlog("graph", str(ORDERS), db_path=None)
+    assert dot.returncode == 0 and dot.stdout.startswith('digraph "order"')
+    assert '"charging" -> "rejected" [label="declined / ReleaseStock"]' in dot.stdout
+    assert '"received" -> "reserving" [label="valid", style=dashed]' in dot.stdout  # local transition
+
+    mermaid = fsmlog("graph", str(DOCUMENTS), "--format", "mermaid", db_path=None)
+    assert mermaid.stdout.startswith("stateDiagram-v2")
+    assert "revising --> reviewing : revised" in mermaid.stdout
+
+    cid = fsmlog("start", str(ORDERS), "--machine", "order").stdout.strip()
+    highlighted = fsmlog("graph", str(ORDERS), "--id", cid, "--format", "mermaid")
+    assert highlighted.returncode == 0, highlighted.stderr
+    assert "class received current" in highlighted.stdout
+
+
+def test_abort(fsmlog):
+    cid = fsmlog("start", str(ORDERS), "--machine", "order").stdout.strip()
+    proc = fsmlog("abort", cid, "--reason", "customer cancelled")
+    assert proc.returncode == 0, proc.stderr
+    assert f"aborted {cid}" in proc.stdout
+    status = json.loads(fsmlog("status", cid, "--json").stdout)["machine"]
+    assert status["status"] == "aborted" and status["error"] == "Aborted: customer cancelled"
+    # a worker coming by afterwards runs nothing of it
+    assert fsmlog("worker", str(ORDERS), "--once").returncode == 0
+    assert json.loads(fsmlog("status", cid, "--json").stdout)["machine"]["status"] == "aborted"
+    assert "already ended" in one_error_line(fsmlog("abort", cid))
