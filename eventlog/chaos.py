@@ -33,7 +33,7 @@ INTERFACE_METHODS: dict[str, tuple[str, ...]] = {
     "STREAM": ("append", "read", "read_key"),
     "CHECKPOINT": ("save", "load"),
     "RETRY": ("schedule", "due", "done"),
-    "CACHE": ("acquire", "release", "mark", "marked", "begin_step", "end_step"),
+    "CACHE": ("acquire", "release", "mark", "marked", "begin_step", "end_step", "abort_machine"),
     "DEAD_LETTER": ("park", "list", "get", "remove"),
     "ENVIRONMENT": ("put", "get"),
     "METRICS": ("put",),

@@ -39,11 +39,12 @@ _STEP_SUFFIX = re.compile(r"^(.*):\d+$")
 FAILOVERS: Counter[str] = Counter()
 
 _CACHE_METHODS = frozenset({"acquire", "release", "mark", "marked"})
-_STEP_METHODS = frozenset({"begin_step", "end_step"})  # the step gate's fast path: first argument is the cid
+_STEP_METHODS = frozenset({"begin_step", "end_step", "abort_machine"})  # the step gate's fast path: first argument is the cid
 _CONFIRM_EMPTY = {"get": None, "load": None, "marked": False}
 _INTERFACE = frozenset({
     "append", "read", "read_key", "save", "load", "schedule", "due", "done",
     "acquire", "release", "mark", "marked", "put", "get", "park", "list", "remove", "begin_step", "end_step",
+    "abort_machine",
 })
 
 

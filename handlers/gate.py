@@ -2,9 +2,11 @@
 
 Keys: ``lease:<cid>`` (the lease, with fence token), ``done:<cid>:<steps>``
 (set once the step's next record is appended), ``abort:<cid>`` (set by
-``fsmlog abort``). A cache may offer ``begin_step``/``end_step`` that do the
-same in fewer round trips (one conditional write each); otherwise the gate
-composes them from the basic ``Cache`` calls.
+``fsmlog abort``). A cache may offer the fast path — ``begin_step(cid, steps,
+owner, ttl_s) -> (token|None, done, aborted)``, ``end_step(cid, steps, owner,
+token, done, dedupe_s)`` and ``abort_machine(cid, dedupe_s)`` — doing the same
+in one round trip each; otherwise the gate composes them from the basic
+``Cache`` calls (three calls to begin, two to end).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class Gate:
         self.owner = owner
         self.lease_s = lease_s
         self.dedupe_s = dedupe_s
-        self._fast = hasattr(cache, "begin_step") and hasattr(cache, "end_step")
+        self._fast = all(hasattr(cache, m) for m in ("begin_step", "end_step", "abort_machine"))
 
     def begin(self, cid: str, steps: int) -> Admission:
         if self._fast:
@@ -64,4 +66,7 @@ class Gate:
         self.end(cid, -1, token, False)
 
     def abort(self, cid: str) -> None:
-        self.cache.mark(abort_key(cid), self.dedupe_s)
+        if self._fast:
+            self.cache.abort_machine(cid, self.dedupe_s)
+        else:
+            self.cache.mark(abort_key(cid), self.dedupe_s)

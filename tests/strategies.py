@@ -223,11 +223,13 @@ def machine_runs(
     table = Table.of(machine)
     dhash = definition_hash(machine)
     clock = [draw(st.floats(1.6e9, 1.8e9))]
+    tick = draw(st.floats(0.001, 30.0))
+    pool = st.sampled_from(draw(st.lists(context_strategy, min_size=1, max_size=4)))  # contexts the run goes through
     out: list[Event] = []
 
     def emit(kind: str, steps: int, retries: int, state: str, event: str | None, **extra: Any) -> None:
-        clock[0] += draw(st.floats(0.001, 30.0))
-        ctx = draw(context_strategy)
+        clock[0] += tick
+        ctx = draw(pool)
         out.append(Event.create(kind, correlation_id, table.name, dhash, steps, retries, state, event,
                                 clock[0], ctx, **extra))
 

@@ -87,6 +87,9 @@ class SqliteCache(EmbeddedBackend):
             conn.execute("DELETE FROM leases WHERE key = ? AND owner = ? AND token = ?",
                          (f"lease:{cid}", owner, int(token)))
 
+    def abort_machine(self, cid: str, dedupe_s: float) -> None:
+        self.mark(f"abort:{cid}", dedupe_s)
+
     def release(self, key: str, owner: str, token: int) -> None:
         self.db.execute("DELETE FROM leases WHERE key = ? AND owner = ? AND token = ?", (key, owner, int(token)))
 

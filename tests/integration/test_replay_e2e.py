@@ -206,19 +206,20 @@ def _interleave(*histories: list[Event]) -> list[Event]:
     return out
 
 
-def test_kinesis_rebuild_from_snapshot_and_shard_tail_equals_the_full_fold(moto_server, aws_settings, tmp_path):
+def test_kinesis_rebuild_from_snapshot_and_shard_tail_equals_the_full_fold(moto_server, tmp_path):
     from eventlog import aws
-    from eventlog.backends.kinesis import KinesisLog, hash_key
+    from eventlog.backends.kinesis import KinesisLog
     from handlers.wiring import open_services
+    from tests.fixtures.servers import make_resources, settings_for
 
+    arns = make_resources(moto_server, "kinesis", "checkpoints", shards=2)
     local = f"sqlite:///{tmp_path.resolve() / 'local.db'}"
-    settings = aws_settings.replace(PRIMARY_CACHE_SOURCE=local, PRIMARY_METRICS_SOURCE=local)
-    arn = settings.source("STREAM")
-    stream = arn.rpartition("/")[2]
-    client = aws.client("kinesis", arn, settings)
-    # two shards: split the stream's one shard in the middle of the hash space
-    shard0 = client.list_shards(StreamName=stream)["Shards"][0]["ShardId"]
-    client.split_shard(StreamName=stream, ShardToSplit=shard0, NewStartingHashKey=str(2 ** 127))
+    settings = settings_for(moto_server, PRIMARY_STREAM_SOURCE=arns["kinesis"],
+                            PRIMARY_CHECKPOINT_SOURCE=arns["checkpoints"],
+                            **{f"PRIMARY_{k}_SOURCE": local for k in ("RETRY", "CACHE", "ENVIRONMENT", "METRICS",
+                                                                      "DEAD_LETTER")})
+    stream = arns["kinesis"].rpartition("/")[2]
+    client = aws.client("kinesis", arns["kinesis"], settings)
     services = open_services(settings)
     assert isinstance(services.log, KinesisLog)
 
@@ -239,31 +240,25 @@ def test_kinesis_rebuild_from_snapshot_and_shard_tail_equals_the_full_fold(moto_
         assert services.checkpoints.save(cid, state.version, encode_snapshot(snap))
         got = rebuild(cid, services, settings=settings)
         assert got.snapshot_state == state
-        assert list(got.tail_events) == events[cut:]
+        assert list(got.tail_events) == events[cut:]  # exactly the shard tail after the snapshot
         assert got.rebuilt_state == whole.states[cid]
         assert got.position == at[events[-1]]
 
-    # reshard: split the shard holding k-1 (a running machine), then k-1 moves on; the rebuild starts
-    # on the snapshot's (now closed) shard and follows the child that holds k-1's hash key
-    cid = "k-1"
-    events = histories[cid]
-    before = {s["ShardId"] for s in client.list_shards(StreamName=stream)["Shards"]}
-    parent = at[events[-1]].rpartition(":")[0]
-    rng = next(s["HashKeyRange"] for s in client.list_shards(StreamName=stream)["Shards"] if s["ShardId"] == parent)
-    middle = (int(rng["StartingHashKey"]) + int(rng["EndingHashKey"])) // 2
-    client.split_shard(StreamName=stream, ShardToSplit=parent, NewStartingHashKey=str(middle))
-    children = [s for s in client.list_shards(StreamName=stream)["Shards"] if s["ShardId"] not in before]
-    assert {s.get("ParentShardId") for s in children} == {parent}
-    more = [Event.create(STEP, cid, "order", "h1", s, 0, f"s{s}", "go", 1_700_000_500.0 + s, {"i": s})
-            for s in range(events[-1].steps + 1, events[-1].steps + 4)]
-    new_positions = services.log.append([OutRecord(cid, encode(e)) for e in more])
-    home = next(s["ShardId"] for s in children
-                if int(s["HashKeyRange"]["StartingHashKey"]) <= hash_key(cid) <= int(s["HashKeyRange"]["EndingHashKey"]))
-    assert {p.rpartition(":")[0] for p in new_positions} == {home}
-
-    got = rebuild(cid, services, settings=settings)
-    assert got.rebuilt_state == fold(None, events + more)
-    assert got.rebuilt_state.steps == more[-1].steps
-    assert [e for e in got.tail_events if e in more] == more
-    assert got.position.rpartition(":")[0] == home
+    # reshard: merge the two shards. The walk goes on from the snapshot's (now closed) shard into the
+    # child it names as ParentShardId or AdjacentParentShardId. (moto copies both parents' records into
+    # the child and keeps routing new records to the closed parent; the fold absorbs the copies.)
+    shards = sorted(s["ShardId"] for s in client.list_shards(StreamName=stream)["Shards"])
+    client.merge_shards(StreamName=stream, ShardToMerge=shards[0], AdjacentShardToMerge=shards[1])
+    child = next(s for s in client.list_shards(StreamName=stream)["Shards"] if s["ShardId"] not in shards)
+    assert {child.get("ParentShardId"), child.get("AdjacentParentShardId")} == set(shards)
+    for cid in ("k-1", "k-2"):
+        events = histories[cid]
+        more = [Event.create(STEP, cid, "order", "h1", s, 0, f"s{s}", "go", 1_700_000_900.0 + s, {"i": s})
+                for s in range(events[-1].steps + 1, events[-1].steps + 4)] if cid == "k-1" else []
+        if more:
+            services.log.append([OutRecord(cid, encode(e)) for e in more])
+        got = rebuild(cid, services, settings=settings)
+        assert got.rebuilt_state == fold(None, events + more)
+        assert got.position.rpartition(":")[0] == child["ShardId"]  # the child was read, after the parent
+        assert set(more) <= set(got.tail_events)
     services.close()

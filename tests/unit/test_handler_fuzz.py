@@ -143,7 +143,7 @@ def bad_items(draw):
         return ("bad", "base64", text, text.encode("utf-8", "surrogatepass"))
     if how == "no_data":
         value = draw(st.one_of(st.none(), st.integers(), st.lists(st.integers(), max_size=2)))
-        return ("bad", "no_data", value, json.dumps(value, sort_keys=True).encode())
+        return ("bad", "no_data", value, None)  # no payload: the dead letter keeps the whole record
     if how == "source":
         return ("bad", "source", draw(st.sampled_from(["aws:s3", "aws:sqs", "", None, 42])), None)
     return ("bad", "not_a_record", draw(st.one_of(st.integers(), st.text(max_size=10), st.none())), None)
@@ -165,8 +165,9 @@ def build_event(items: list) -> tuple[dict, list[bytes]]:
             records.append(value)
             expected.append(json.dumps(value, sort_keys=True).encode())
         else:
-            records.append(kinesis_record(seq, value))
-            expected.append(raw)
+            rec = kinesis_record(seq, value)
+            records.append(rec)
+            expected.append(raw if raw is not None else json.dumps(rec, sort_keys=True).encode())
     return {"Records": records}, expected
 
 
