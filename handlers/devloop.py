@@ -118,6 +118,7 @@ def local_endpoints(settings: Settings, environ: dict[str, str] | None = None) -
     from moto.server import ThreadedMotoServer
 
     port = _free_port()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per emulated API call otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     url = f"http://127.0.0.1:{port}"

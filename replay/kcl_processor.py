@@ -153,7 +153,8 @@ class ReplayProcessor(processor.RecordProcessorBase):
             except CheckpointError as err:
                 name = err.value
                 if name in GIVE_UP:
-                    log.warning("shard %s: checkpoint not possible (%s); giving up on this checkpoint", self.shard_id, name)
+                    log.warning("shard %s: checkpoint not possible (%s); giving up on this checkpoint",
+                                self.shard_id, name)
                     return False
                 if name in RETRYABLE and attempt < self.checkpoint_retries:
                     delay = self.backoff_s * (2 ** (attempt - 1))

@@ -12,6 +12,7 @@ import shlex
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from .errors import ReplayError
 
@@ -103,6 +104,35 @@ def write_properties(
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(text)
     return text
+
+
+def write_properties_for(
+    settings: Any,
+    path: str | Path,
+    *,
+    application_name: str = "fsmlog-replay",
+    state_path: str | Path | None = None,
+    **options: Any,
+) -> str:
+    """``write_properties`` for the Kinesis stream that ``PRIMARY_STREAM_SOURCE`` names.
+
+    Region and stream come from the ARN; an ``ENDPOINTS`` entry for the stream
+    (a local emulator) is used for both Kinesis and the lease table's DynamoDB.
+    """
+    from eventlog import aws
+
+    target = settings.source("STREAM", "PRIMARY")
+    arn = aws.parse_arn(target, "PRIMARY_STREAM_SOURCE") if target and target.startswith("arn:") else None
+    if arn is None or arn.service != "kinesis" or arn.resource_type != "stream":
+        raise ReplayError(
+            f"PRIMARY_STREAM_SOURCE is {target!r}; the KCL application reads a Kinesis stream, so set it to "
+            f"the stream's ARN (arn:aws:kinesis:REGION:ACCOUNT:stream/NAME)"
+        )
+    endpoint = aws.endpoint_for(target, settings)
+    return write_properties(
+        path, stream_name=arn.name, application_name=application_name, region=aws.region_for(target, settings),
+        kinesis_endpoint=endpoint, dynamodb_endpoint=endpoint, state_path=state_path, **options,
+    )
 
 
 def _escape(value: str) -> str:

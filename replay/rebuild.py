@@ -244,3 +244,29 @@ def redispatch(
                         error_type="Redispatched", error_message=reason)
     services.log.append([OutRecord(last.correlation_id, encode(retry))])
     return retry
+
+
+def redispatch_many(
+    correlation_ids: list[str],
+    services: Any,
+    clock: Callable[[], float] = time.time,
+    *,
+    settings: Any = None,
+    dry_run: bool = True,
+) -> list[tuple[Rebuilt, Event | None]]:
+    """Rebuild each machine afresh and (unless ``dry_run``) redispatch it; what ``scan --redispatch`` runs.
+
+    Each machine is rebuilt right before its redispatch, so one that moved on
+    since the scan (or ended) is redispatched at its current step, or not at all.
+    With ``dry_run`` the records that would be appended are returned, not appended.
+    """
+    out: list[tuple[Rebuilt, Event | None]] = []
+    for cid in correlation_ids:
+        rebuilt = rebuild(cid, services, settings=settings)
+        if dry_run:
+            last = rebuilt.rebuilt_state.last
+            would = None if last.terminal else last.evolve(kind=RETRY, retries=last.retries + 1, time=float(clock()))
+            out.append((rebuilt, would))
+        else:
+            out.append((rebuilt, redispatch(rebuilt, services, clock)))
+    return out

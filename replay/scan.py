@@ -34,6 +34,35 @@ from .errors import ReplayError
 
 ProgressFn = Callable[[int], None]
 
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """``"90"``, ``"90s"``, ``"15m"``, ``"2h"``, ``"1d"``, ``"1h30m"`` -> seconds (for ``--stalled-after``)."""
+    value = text.strip().lower()
+    if not value:
+        raise ReplayError("empty duration; use e.g. 90s, 15m, 2h or 1d")
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    total = 0.0
+    number = ""
+    for ch in value:
+        if ch.isdigit() or ch == ".":
+            number += ch
+        elif ch in _UNITS and number:
+            try:
+                total += float(number) * _UNITS[ch]
+            except ValueError:
+                raise ReplayError(f"duration {text!r}: {number!r} is not a number") from None
+            number = ""
+        else:
+            raise ReplayError(f"duration {text!r} is not understood; use e.g. 90s, 15m, 2h, 1d or 1h30m")
+    if number:
+        raise ReplayError(f"duration {text!r} ends without a unit (s, m, h or d)")
+    return total
+
 
 @dataclass(frozen=True, slots=True)
 class Stalled:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import time
+from dataclasses import asdict
 from typing import Any
 
 from eventlog.event import TERMINAL
@@ -80,6 +82,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
             for line in create_resources(settings):
                 out.err_console().print(f"local AWS: {line}", style="dim")
         engine = runtime.build_engine(settings, definitions, on_step=on_step)
+        if not args.debug:  # the transition lines say it; the JSON step lines are for CloudWatch
+            logging.getLogger("fsmlog.step").setLevel(logging.WARNING)
         try:
             loop = DevLoop(engine, batch_size=args.batch, timer_every_s=args.timer)
             ids: list[str] = []
@@ -106,7 +110,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
                 return len(ended) == len(ids)
 
             finished = loop.run(until=done, timeout_s=args.timeout)
-            return _report(args, ids, ended, finished)
+            return _report(args, ids, ended, finished, loop.stats)
         finally:
             runtime.reset(close=False)
             engine.services.close()
@@ -115,7 +119,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
             server.stop()
 
 
-def _report(args: argparse.Namespace, ids: list[str], ended: dict[str, Any], finished: bool) -> int:
+def _report(args: argparse.Namespace, ids: list[str], ended: dict[str, Any], finished: bool, stats: Any) -> int:
     kinds = {cid: (ended[cid].kind if cid in ended else "running") for cid in ids}
     failed = [cid for cid, k in kinds.items() if k not in ("completed", "running")]
     if args.json:
@@ -127,6 +131,7 @@ def _report(args: argparse.Namespace, ids: list[str], ended: dict[str, Any], fin
                      "error_message": ended[cid].error_message} if cid in ended else {})}
                 for cid in ids
             ],
+            "stats": asdict(stats),
         })
     else:
         counts: dict[str, int] = {}

@@ -10,17 +10,49 @@ Items (hash key ``key``, a string):
   against ``expires`` because TTL deletion can lag by days.
 
 The prefixes keep a flag from ever overwriting a lease's counter.
+
+The step gate's fast path (``begin_step`` / ``end_step`` / ``abort_machine``,
+see ``handlers.gate``) costs one UpdateItem per call in the common case. It
+keeps the machine's flags on its lease item ``L|lease:<cid>`` — the same item
+and fence counter ``acquire("lease:<cid>")`` uses, so mixing the two paths
+never hands out a smaller token:
+
+* ``done`` is the machine's done high-water mark, the greatest ``steps``
+  marked done, alive while ``done_until`` (epoch seconds) has not passed. A
+  machine's steps only grow (each record is the next one's predecessor), so
+  once step n is done every record with ``steps <= n`` is a redelivery or a
+  duplicate: one number covers them all. DynamoDB expressions have no
+  ``max``, so the mark is raised under a condition (``done < steps``); the
+  rare end whose mark is already as high (a duplicate) takes a second call.
+  An expired mark may be replaced by a lower one (the dedupe window is over,
+  as for an expired flag).
+* ``aborted_until``: the machine was aborted, until that time.
+
+These live apart from the ``F|done:<cid>:<steps>`` / ``F|abort:<cid>`` flags of the
+composed path; ``begin_step`` does not see those (the engine uses one path per cache).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import Any
 
+from eventlog.errors import BackendError
 from eventlog.settings import Settings
 
 TTL_ATTRIBUTE = "ttl"
+_END_TRIES = 4  # refused end_step updates (each one means another writer changed the item) before giving up
+
+
+def _alive(item: dict[str, Any], attribute: str, now: float) -> bool:
+    return attribute in item and float(item[attribute]["N"]) >= now
+
+
+def _covers(item: dict[str, Any], steps: int, now: float) -> bool:
+    """Whether the item's unexpired done mark says step ``steps`` is done."""
+    return "done" in item and int(item["done"]["N"]) >= steps and _alive(item, "done_until", now)
 
 
 class DynamoDBCache:
@@ -74,7 +106,24 @@ class DynamoDBCache:
         return call(attempt, resource=self.arn, service="dynamodb", operation=operation,
                     TableName=self.table, **params)
 
-    def acquire(self, key: str, owner: str, ttl_s: float) -> int | None:
+    def _update_or_old(self, **params: Any) -> tuple[bool, dict[str, Any]]:
+        """One conditional UpdateItem: ``(True, new attributes)``, or ``(False, the item as it was)``
+        when the condition failed (the old item comes with the refusal, at no extra call)."""
+        from eventlog.aws import call
+
+        refused = self._client.exceptions.ConditionalCheckFailedException
+
+        def attempt(**kw: Any) -> tuple[bool, dict[str, Any]]:
+            try:
+                return True, self._client.update_item(**kw).get("Attributes", {})
+            except refused as exc:
+                return False, exc.response.get("Item", {})
+
+        return call(attempt, resource=self.arn, service="dynamodb", operation="update_item",
+                    TableName=self.table, ReturnValuesOnConditionCheckFailure="ALL_OLD", **params)
+
+    def _take(self, key: str, owner: str, ttl_s: float, returned: str) -> dict[str, Any] | None:
+        """The lease update ``acquire`` and ``begin_step`` share (one item, one fence counter)."""
         now = self._clock()
         response = self._conditional(
             "update_item",
@@ -88,11 +137,13 @@ class DynamoDBCache:
                 ":exp": {"N": repr(now + ttl_s)},
                 ":now": {"N": repr(now)},
             },
-            ReturnValues="UPDATED_NEW",
+            ReturnValues=returned,
         )
-        if response is None:
-            return None
-        return int(response["Attributes"]["token"]["N"])
+        return None if response is None else response["Attributes"]
+
+    def acquire(self, key: str, owner: str, ttl_s: float) -> int | None:
+        item = self._take(key, owner, ttl_s, "UPDATED_NEW")
+        return None if item is None else int(item["token"]["N"])
 
     def release(self, key: str, owner: str, token: int) -> None:
         self._conditional(
@@ -103,6 +154,66 @@ class DynamoDBCache:
             ExpressionAttributeNames={"#t": "token", "#o": "owner", "#e": "expires"},
             ExpressionAttributeValues={":me": {"S": owner}, ":tok": {"N": str(int(token))}},
         )
+
+    # ---------------------------------------------------------------- the step gate's fast path
+
+    def begin_step(self, cid: str, steps: int, owner: str, ttl_s: float) -> tuple[int | None, bool, bool]:
+        """Take ``lease:<cid>`` as ``acquire`` does and read the done mark and abort flag: one UpdateItem."""
+        item = self._take(f"lease:{cid}", owner, ttl_s, "ALL_NEW")
+        if item is None:
+            return None, False, False
+        now = self._clock()
+        return int(item["token"]["N"]), _covers(item, steps, now), _alive(item, "aborted_until", now)
+
+    def end_step(self, cid: str, steps: int, owner: str, token: int, done: bool, dedupe_s: float) -> None:
+        """Raise the done mark to ``steps`` (when done) and release the lease if ``(owner, token)`` still
+        hold it: one UpdateItem in the common case (we hold it and the step is new).
+
+        A stale holder's release is ignored but its mark still counts: its step's
+        next record was appended, so the step is done whoever holds the lease now.
+        """
+        key = f"lease:{cid}"
+        if not done:
+            self.release(key, owner, token)
+            return
+        now = self._clock()
+        values = {":me": {"S": owner}, ":tok": {"N": str(int(token))}, ":s": {"N": str(int(steps))},
+                  ":until": {"N": repr(now + dedupe_s)}, ":now": {"N": repr(now)}}
+        names = {"#o": "owner", "#e": "expires", "#t": "token", "#d": "done", "#du": "done_until"}
+        held = "#o = :me AND #t = :tok"
+        lower = "(attribute_not_exists(#d) OR #d < :s OR #du < :now)"
+        covered = "#d >= :s AND #du >= :now"
+        # first guess the common case; a refusal returns the item as it was, which picks the next try
+        old: dict[str, Any] = {"owner": {"S": owner}, "token": {"N": str(int(token))}}
+        for _ in range(_END_TRIES):
+            holds = old.get("owner", {}).get("S") == owner and int(old.get("token", {}).get("N", -1)) == int(token)
+            raise_mark = not _covers(old, steps, now)
+            if holds and raise_mark:
+                update, condition = "SET #d = :s, #du = :until REMOVE #o, #e", f"{held} AND {lower}"
+            elif holds:  # a duplicate's end: the mark already covers it; refresh its window
+                update, condition = "SET #du = :until REMOVE #o, #e", f"{held} AND {covered}"
+            elif raise_mark:  # a stale holder: record the step, leave the lease alone
+                update, condition = "SET #d = :s, #du = :until", lower
+            else:
+                return
+            used = set(re.findall(r"[#:]\w+", f"{update} {condition}"))  # DynamoDB refuses unused ones
+            ok, old = self._update_or_old(Key={"key": {"S": f"L|{key}"}}, UpdateExpression=update,
+                                          ConditionExpression=condition, ExpressionAttributeNames={n: names[n] for n in names if n in used},
+                                          ExpressionAttributeValues={v: values[v] for v in values if v in used})
+            if ok:
+                return
+        raise BackendError(f"dynamodb {self.arn}: end of step {steps} of {cid!r} kept racing other writers")
+
+    def abort_machine(self, cid: str, dedupe_s: float) -> None:
+        """Flag the machine aborted for ``dedupe_s``: one UpdateItem on its lease item."""
+        from eventlog.aws import call
+
+        call(self._client.update_item, resource=self.arn, TableName=self.table,
+             Key={"key": {"S": f"L|lease:{cid}"}}, UpdateExpression="SET #a = :until",
+             ExpressionAttributeNames={"#a": "aborted_until"},
+             ExpressionAttributeValues={":until": {"N": repr(self._clock() + dedupe_s)}})
+
+    # ---------------------------------------------------------------- flags
 
     def mark(self, key: str, ttl_s: float) -> bool:
         now = self._clock()

@@ -21,7 +21,7 @@ from eventlog.codec import encode
 from eventlog.event import COMPLETED, START, STEP, Event
 from eventlog.log import OutRecord
 from eventlog.settings import load_settings
-from replay.kcl_properties import launch_command, write_properties
+from replay.kcl_properties import launch_command, write_properties_for
 from replay.scan import ProjectionFile, scan_projections
 from tests.fixtures.h2c_moto import running
 
@@ -100,8 +100,12 @@ def test_daemon_folds_the_stream_and_scan_lists_the_stalled_machines(tmp_path, h
 
     state = tmp_path / "projections.db"
     props = tmp_path / "replay.properties"
-    write_properties(props, stream_name=stream, application_name=f"{stream}-app", region=REGION,
-                     kinesis_endpoint=h2c_endpoint, dynamodb_endpoint=h2c_endpoint, state_path=state)
+    text = write_properties_for(settings.replace(PRIMARY_STREAM_SOURCE=arn), props,
+                                application_name=f"{stream}-app", state_path=state)
+    for line in (f"streamName = {stream}", f"regionName = {REGION}", f"kinesisEndpoint = {h2c_endpoint}",
+                 f"dynamoDBEndpoint = {h2c_endpoint}", "retrievalMode = POLLING", "metricsLevel = NONE",
+                 "initialPositionInStream = TRIM_HORIZON"):
+        assert line in text.splitlines()
     daemon_log = tmp_path / "daemon.log"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with open(daemon_log, "wb") as out:

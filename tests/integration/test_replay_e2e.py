@@ -19,7 +19,6 @@ import os
 import sqlite3
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 

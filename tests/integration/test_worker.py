@@ -106,7 +106,8 @@ def test_worker_processes_drive_machines_to_completion_each_step_once(tmp_path, 
         give_up = time.monotonic() + 120  # a guard against hanging, not a speed check
         while time.monotonic() < give_up:
             states = _all_states(services.log)
-            if len(states) == MACHINES and all(s.terminal for s in states.values()):
+            done = len(states) == MACHINES and all(s.terminal for s in states.values())
+            if done and services.log.drained("fsmlog-worker"):  # the terminal records consumed too
                 break
             time.sleep(0.1)
     finally:

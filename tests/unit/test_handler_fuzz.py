@@ -171,7 +171,7 @@ def build_event(items: list) -> tuple[dict, list[bytes]]:
     return {"Records": records}, expected
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(items=st.lists(st.one_of(good_items(), bad_items()), min_size=1, max_size=12),
        through_router=st.booleans())
 def test_bad_records_are_parked_and_good_ones_in_the_same_batch_handled(items, through_router):

@@ -1,0 +1,1 @@
+"""Committed golden logs and the test that folds them."""
