@@ -236,14 +236,20 @@ def redispatch(
     with external effects use ``obj["idempotency_key"]`` (stable across both).
     Returns the appended record, or ``None`` for a machine that has ended.
     """
-    state = rebuilt.rebuilt_state
+    retry = retry_record(rebuilt.rebuilt_state, clock, reason=reason)
+    if retry is not None:
+        services.log.append([OutRecord(retry.correlation_id, encode(retry))])
+    return retry
+
+
+def retry_record(state: MachineState, clock: Callable[[], float] = time.time, *,
+                 reason: str = "no progress; redispatched by fsmlog replay") -> Event | None:
+    """The record ``redispatch`` appends for ``state`` (``None`` for an ended machine)."""
     if state.terminal:
         return None
     last = state.last
-    retry = last.evolve(kind=RETRY, retries=last.retries + 1, time=float(clock()),
-                        error_type="Redispatched", error_message=reason)
-    services.log.append([OutRecord(last.correlation_id, encode(retry))])
-    return retry
+    return last.evolve(kind=RETRY, retries=last.retries + 1, time=float(clock()),
+                       error_type="Redispatched", error_message=reason)
 
 
 def redispatch_many(
@@ -264,9 +270,7 @@ def redispatch_many(
     for cid in correlation_ids:
         rebuilt = rebuild(cid, services, settings=settings)
         if dry_run:
-            last = rebuilt.rebuilt_state.last
-            would = None if last.terminal else last.evolve(kind=RETRY, retries=last.retries + 1, time=float(clock()))
-            out.append((rebuilt, would))
+            out.append((rebuilt, retry_record(rebuilt.rebuilt_state, clock)))
         else:
             out.append((rebuilt, redispatch(rebuilt, services, clock)))
     return out

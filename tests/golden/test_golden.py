@@ -85,3 +85,19 @@ def test_make_golden_rebuilds_the_committed_bytes():
     from tests.golden.make_golden import main
 
     assert main([]) == 0
+
+
+def test_golden_logs_are_runs_of_valid_machines():
+    """The logs are what the engine would append for the machines they name (see make_golden)."""
+    from projections.definition import from_dict
+    from tests.golden.make_golden import DOC, ORDER
+    from tests.strategies import check_run
+
+    machines = {"order": ORDER, "doc": DOC}
+    defs = from_dict({"machines": [ORDER, DOC]}, source="golden", check_actions=False)
+    assert sorted(defs) == ["doc", "order"]
+    for name in NAMES:
+        events = [decode(r) for r in committed(name)[0]]
+        for cid in {e.correlation_id for e in events}:
+            mine = [e for e in events if e.correlation_id == cid]
+            check_run(machines[mine[0].machine], mine)

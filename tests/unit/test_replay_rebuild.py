@@ -18,10 +18,11 @@ from eventlog.log import OutRecord
 from eventlog.settings import load_settings
 from handlers.wiring import open_services
 from projections.definition import from_dict
-from projections.fold import fold
+from projections.fold import fold, fold_all
 from projections.state import Snapshot, encode_snapshot
 from replay.errors import ReplayError, UnknownCorrelationId
-from replay.rebuild import rebuild, redispatch
+from replay.rebuild import rebuild, redispatch, redispatch_many
+from replay.scan import parse_duration, scan
 from tests.strategies import runs
 
 SOURCES = ("STREAM", "CHECKPOINT", "RETRY", "CACHE", "ENVIRONMENT", "METRICS", "DEAD_LETTER")
@@ -177,3 +178,45 @@ def test_any_snapshot_cut_of_any_history_rebuilds_to_the_full_fold(generated, da
                 assert list(got.tail_events) == mine[cut:]
         finally:
             svc.close()
+
+
+def test_redispatch_many_is_a_dry_run_unless_told(services):
+    append_interleaved(services, history("m-1", 2), history("m-2", 1, complete=True))
+    before = len(services.log.read(None, 100))
+
+    planned = redispatch_many(["m-1", "m-2"], services, clock=lambda: 5.0)
+    assert len(services.log.read(None, 100)) == before  # nothing appended
+    (r1, would1), (r2, would2) = planned
+    assert would1.kind == RETRY and would1.retries == 1 and would1.steps == r1.rebuilt_state.steps
+    assert would2 is None and r2.rebuilt_state.status == "completed"
+
+    done = redispatch_many(["m-1", "m-2"], services, clock=lambda: 5.0, dry_run=False)
+    assert [ev for _, ev in done] == [would1, None]
+    assert len(services.log.read(None, 100)) == before + 1
+
+
+def test_scan_skips_bad_records_and_lists_stalled_machines_by_age(services):
+    stuck = history("m-old", 2, t0=1_000.0)
+    fresh = history("m-new", 2, t0=9_000.0)
+    ended = history("m-end", 1, t0=1_000.0, complete=True)
+    append_interleaved(services, stuck, fresh, ended)
+    services.log.append([OutRecord("junk", b"\xc1")])
+
+    result = scan(services.log, services.checkpoints, now=9_300.0, stalled_after_s=600, batch=4)
+
+    assert result.records == len(stuck) + len(fresh) + len(ended) + 1 and result.bad_records == 1
+    assert result.states == fold_all({}, stuck + fresh + ended)
+    assert [(s.correlation_id, s.stuck_s) for s in result.stalled] == [("m-old", 9_300.0 - stuck[-1].time)]
+    assert result.stalled[0].as_row()["last_event"] == "go"
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("90", 90.0), ("90s", 90.0), ("15m", 900.0), ("2h", 7200.0),
+                                               ("1d", 86400.0), ("1h30m", 5400.0)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "soon", "15q", "5m3", "m"])
+def test_bad_durations_are_replay_errors(text):
+    with pytest.raises(ReplayError):
+        parse_duration(text)
