@@ -51,7 +51,7 @@ def advance(context, obj):
 
 
 def definition(steps: int) -> dict:
-    """``steps`` handled records per machine: the start, steps - 2 step records, then the final transition."""
+    """``steps`` handled records per machine: the start, then steps - 1 step records (the last one completes)."""
     states = [{"name": f"s{i}", "initial": i == 0, "do_action": "bench.aws.advance",
                "transitions": [{"event": "next", "target": f"s{i + 1}"}]} for i in range(steps - 1)]
     states.append({"name": f"s{steps - 1}", "final": True})
