@@ -274,3 +274,9 @@ def test_no_context_is_the_empty_context(ctx):
     e = Event.create(STEP, "c", "m", "h", 1, 0, "s", "e", 0.0, ctx)
     assert e.context == {}
     assert e.context_raw == encode_context({})
+
+
+@pytest.mark.xfail(strict=True, reason="Python 3.11 fromisoformat drops sub-second UTC offsets; the value shifts")
+def test_sub_second_fixed_offsets_do_not_round_trip_yet():
+    value = dt.datetime(2000, 1, 1, tzinfo=dt.timezone(dt.timedelta(microseconds=500000)))
+    assert roundtrip({"d": value})["d"] == value
