@@ -186,7 +186,13 @@ class Engine:
                 try:
                     record, mdef, ctx = self._parse(inbound)
                 except PoisonRecord as exc:
-                    self._park(inbound, str(exc), result)
+                    try:
+                        self._park(inbound, str(exc), result)
+                    except BackendError as park_exc:  # hand it back; the steps already run still commit
+                        log.warning("could not park the record at %s %s: %s", inbound.source, inbound.position,
+                                    park_exc)
+                        self.metrics.count("ServiceErrors")
+                        result.failed_item_ids.append(inbound.item_id)
                     continue
                 cid = record.correlation_id
                 if cid in failed_cids:  # keep per-machine order: a later record waits for the failed one

@@ -134,7 +134,7 @@ def kinesis_tail(log: Any, key: str, after: str | None, *, settings: Any = None)
             raise BadPosition(
                 f"snapshot position {after!r} names shard {shard_id}, which stream {log.stream} no longer keeps; "
                 f"the records after it have passed retention (refresh snapshots more often than the retention: "
-                f"`fsmlog replay scan --refresh-snapshots`)"
+                f"`fsmlog replay scan --refresh-snapshots-older-than`)"
             )
         queue = [(shard_id, seq)]
     else:

@@ -1,0 +1,441 @@
+"""``fsmlog replay``: rebuild one machine from snapshot + log, find stalled machines, launch the KCL app.
+
+``machine ID`` folds the machine's latest snapshot with the log after it and
+shows both side by side; ``scan`` folds the whole log (or the projection file
+the KCL daemon writes) and lists machines that stopped moving; both only look
+unless ``--redispatch`` is given, which appends the pending step again as a
+retry (the engine's idempotency flag makes a step that already ran a no-op).
+``kcl-properties`` writes the MultiLangDaemon's properties for the configured
+Kinesis stream and prints the command that starts it.
+
+The fold needs no definitions, so none of these need an FSM.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.text import Text
+
+from eventlog.errors import FsmlogError
+
+from . import UsageError, load_definitions, open_runtime
+from . import output as out
+
+STALLED_ROWS = 50  # rows of the stalled table (--json lists every one)
+EXIT_STALLED = 3  # --fail-on-stalled: the scan found stalled machines
+DEFAULT_PROPERTIES = "fsmlog-replay.properties"
+DEFAULT_APPLICATION = "fsmlog-replay"
+DEFAULT_STATE = ".fsmlog/replay-projections.db"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("replay", help="rebuild machines from snapshot + log, find and redispatch stalled ones")
+    cmds = p.add_subparsers(dest="replay_command", metavar="ACTION")
+
+    c = cmds.add_parser("machine", help="rebuild one machine from its latest snapshot + the log after it "
+                                        "(dry run unless --redispatch)")
+    c.add_argument("id", help="correlation id")
+    c.add_argument("--redispatch", action="store_true",
+                   help="append the pending step again as a retry (retries + 1)")
+    c.add_argument("--fsm", metavar="FSM.yaml", default=None,
+                   help="optional: check the machine is still defined there (and read settings beside it)")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_machine)
+
+    c = cmds.add_parser("scan", help="read the whole log, summarize machines and list the stalled ones")
+    c.add_argument("--stalled-after", default="15m", metavar="DURATION",
+                   help="running with no record for longer than this is stalled: 90s, 15m, 2h, 1d (default 15m)")
+    c.add_argument("--redispatch", action="store_true", help="redispatch every stalled machine")
+    c.add_argument("--refresh-snapshots-older-than", default=None, metavar="DURATION",
+                   help="write a fresh snapshot for machines whose snapshot is behind and older than this")
+    c.add_argument("--projections", default=None, metavar="PATH",
+                   help="read the projection file the KCL daemon writes instead of the log")
+    c.add_argument("--fail-on-stalled", action="store_true",
+                   help=f"exit {EXIT_STALLED} when any machine is stalled (for cron and CI)")
+    c.add_argument("--json", action="store_true", help="one JSON document on stdout (progress stays on stderr)")
+    c.set_defaults(func=cmd_scan)
+
+    c = cmds.add_parser("kcl-properties", help="write the KCL MultiLangDaemon properties for the Kinesis stream "
+                                               "and print the command that launches it")
+    c.add_argument("--out", default=DEFAULT_PROPERTIES, metavar="PATH",
+                   help=f"properties file to write (default {DEFAULT_PROPERTIES})")
+    c.add_argument("--application", default=DEFAULT_APPLICATION, metavar="NAME",
+                   help=f"KCL application name, also its DynamoDB lease table (default {DEFAULT_APPLICATION})")
+    c.add_argument("--state", default=DEFAULT_STATE, metavar="PATH",
+                   help=f"projection file the daemon's processors write (default {DEFAULT_STATE})")
+    c.set_defaults(func=cmd_kcl_properties)
+
+    p.set_defaults(func=lambda args: _usage())
+
+
+def _usage() -> int:
+    raise UsageError("replay needs an action: machine ID, scan or kcl-properties")
+
+
+# ---------------------------------------------------------------- shared
+
+
+def human_duration(seconds: float) -> str:
+    """``45s``, ``15m``, ``12m 5s``, ``3h 20m``, ``2d 4h``: two units at most, enough to judge a stall."""
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        big, unit, rest, small = s // 60, "m", s % 60, "s"
+    elif s < 86400:
+        big, unit, rest, small = s // 3600, "h", s % 3600 // 60, "m"
+    else:
+        big, unit, rest, small = s // 86400, "d", s % 86400 // 3600, "h"
+    return f"{big}{unit}" + (f" {rest}{small}" if rest else "")
+
+
+def _duration(text: str, option: str) -> float:
+    from replay.errors import ReplayError
+    from replay.scan import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ReplayError as exc:
+        raise UsageError(f"{option}: {exc}") from None
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def _readable(rt: Any) -> Any:
+    from replay.rebuild import readable
+
+    return readable(rt.log)
+
+
+# ---------------------------------------------------------------- machine
+
+
+def _state_fields(state: Any, position: str | None, now: float) -> dict[str, str]:
+    if state is None:
+        return {}
+    return {
+        "machine": state.machine,
+        "status": state.status,
+        "state": state.state,
+        "event": state.event or "",
+        "steps": str(state.steps),
+        "retries": str(state.retries),
+        "last record": state.last.kind,
+        "updated": f"{_when(state.time)} ({human_duration(now - state.time)} ago)",
+        "error": state.error or "",
+        "definition hash": state.definition_hash,
+        "log position": position or "",
+    }
+
+
+def comparison_table(rebuilt: Any, now: float) -> Any:
+    """field | snapshot | rebuilt, with the fields the tail changed highlighted."""
+    from rich.table import Table
+
+    snap_pos = rebuilt.snapshot.position if rebuilt.snapshot is not None else None
+    before = _state_fields(rebuilt.snapshot_state, snap_pos, now)
+    after = _state_fields(rebuilt.rebuilt_state, rebuilt.position, now)
+    title = f"machine {rebuilt.correlation_id}: snapshot vs. rebuilt"
+    table = Table(title=title)
+    table.add_column("field", style="bold")
+    table.add_column("snapshot", overflow="fold")
+    table.add_column("rebuilt", overflow="fold")
+    for name, value in after.items():
+        old = before.get(name)
+        if old is None:
+            old_cell = Text("(no snapshot)", style="dim")
+        else:
+            old_cell = Text(old)
+        changed = old is not None and old != value and name != "updated"
+        if name == "status":
+            style = out.STATUS_STYLE.get(value, "")
+        else:
+            style = "yellow" if changed else ""
+        table.add_row(name, old_cell, Text(value, style=style))
+    return table
+
+
+def _tail_line(rebuilt: Any) -> str:
+    n = len(rebuilt.tail_events)
+    if rebuilt.snapshot is None:
+        line = f"no snapshot: folded {n} record(s) from the start of the log"
+    else:
+        line = f"folded {n} tail record(s) after snapshot position {rebuilt.snapshot.position}"
+    if rebuilt.position is not None:
+        line += f" (last position read: {rebuilt.position})"
+    if rebuilt.bad_records:
+        line += f"; {rebuilt.bad_records} undecodable or misfiled record(s) skipped"
+    return line
+
+
+def cmd_machine(args: argparse.Namespace) -> int:
+    from replay.rebuild import rebuild, redispatch, retry_record
+
+    definitions = load_definitions(args.fsm) if args.fsm else None
+    now = time.time()
+    with open_runtime(args, fsm_path=args.fsm) as rt:
+        rebuilt = rebuild(args.id, rt.services, definitions=definitions, settings=rt.settings)
+        state = rebuilt.rebuilt_state
+        appended = None
+        if args.redispatch and not state.terminal:
+            appended = redispatch(rebuilt, rt.services)
+        log_name = rt.log.name
+    pending = None if args.redispatch else retry_record(state, lambda: now)
+
+    if args.json:
+        out.print_json({
+            "machine": rebuilt.as_dict(),
+            "ended": state.terminal,
+            "written": appended is not None,
+            "redispatched": None if appended is None else out.event_dict(appended, with_context=False),
+            "would_append": None if pending is None else out.event_dict(pending, with_context=False),
+        })
+        return 0
+
+    con = out.console()
+    con.print(comparison_table(rebuilt, now))
+    con.print(_tail_line(rebuilt), style="dim", markup=False)
+    if state.terminal:
+        con.print(Text.assemble(
+            "machine has ended: ", (state.status, out.STATUS_STYLE.get(state.status, "")),
+            f" in state {state.state!r}; nothing to redispatch, nothing was written"))
+        return 0
+    step = f"fire {state.event!r} from state {state.state!r}" if state.event else f"start in state {state.state!r}"
+    waiting = f"step {state.steps} ({step}), last record {human_duration(now - state.time)} ago"
+    if appended is None:
+        con.print(Text.assemble(("dry run: nothing was written. ", "bold"), f"The machine waits on {waiting}."))
+        con.print(Text.assemble("To run that step again, append it as a retry: ",
+                                (f"fsmlog replay machine {shlex.quote(args.id)} --redispatch", "bold")))
+        return 0
+    con.print(Text.assemble(
+        ("redispatched: ", "bold yellow"),
+        f"appended a retry record to {log_name}: step {appended.steps}, state {appended.state!r}, "
+        f"event {repr(appended.event) if appended.event else '(start)'}, "
+        f"retries {appended.retries - 1} -> {appended.retries}"))
+    con.print("A worker runs it next; if that step had already run, its idempotency flag makes it a no-op.",
+              style="dim")
+    return 0
+
+
+# ---------------------------------------------------------------- scan
+
+
+def _scan_log(rt: Any, now: float, stalled_after_s: float) -> Any:
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from replay.scan import scan
+
+    log = _readable(rt)
+    columns = (SpinnerColumn(), TextColumn("reading {task.description}"),
+               TextColumn("[bold]{task.completed:,.0f}[/bold] records"), TimeElapsedColumn())
+    with Progress(*columns, console=out.err_console(), transient=False) as progress:
+        task = progress.add_task(rt.log.name, total=None)
+        result = scan(log, rt.services.checkpoints, now=now, stalled_after_s=stalled_after_s,
+                      progress=lambda n: progress.update(task, completed=n))
+        progress.update(task, completed=result.records)
+    return result
+
+
+def summary_table(result: Any, title: str) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("machine", style="bold")
+    styles = {"stalled": "bold yellow", **out.STATUS_STYLE}
+    for col in ("running", "stalled", "completed", "failed", "aborted", "total"):
+        table.add_column(col, justify="right", style=styles.get(col, ""))
+    for row in result.summary():
+        table.add_row(Text(row["machine"]), *(str(row[c]) for c in
+                                              ("running", "stalled", "completed", "failed", "aborted", "total")))
+    return table
+
+
+def stalled_table(stalled: list[Any], title: str) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("id", "machine", "state", "event", "stuck for", "last record", "retries used"):
+        table.add_column(col, overflow="fold")
+    for st in stalled:
+        s = st.state
+        table.add_row(Text(s.correlation_id), Text(s.machine), Text(s.state), Text(s.event or "(start)"),
+                      Text(human_duration(st.stuck_s), style="yellow"), Text(s.last.kind), str(s.retries))
+    return table
+
+
+def _redispatch_all(stalled: list[Any], rt: Any) -> tuple[list[dict[str, Any]], list[str]]:
+    """Redispatch each stalled machine on its own, so one that cannot be rebuilt does not stop the rest."""
+    from replay.rebuild import redispatch_many
+
+    rows: list[dict[str, Any]] = []
+    errors: list[str] = []
+    for st in stalled:
+        cid = st.correlation_id
+        try:
+            ((rebuilt, ev),) = redispatch_many([cid], rt.services, settings=rt.settings, dry_run=False)
+        except FsmlogError as exc:  # ReplayError and backend errors alike
+            rows.append({"correlation_id": cid, "result": "error", "error": str(exc)})
+            errors.append(f"{cid}: {exc}")
+            continue
+        s = rebuilt.rebuilt_state
+        if ev is None:
+            rows.append({"correlation_id": cid, "result": f"ended meanwhile ({s.status})", "steps": s.steps,
+                         "state": s.state, "event": s.event, "retries": s.retries})
+        else:
+            rows.append({"correlation_id": cid, "result": "redispatched", "steps": ev.steps, "state": ev.state,
+                         "event": ev.event, "retries": ev.retries})
+    return rows, errors
+
+
+def redispatch_table(rows: list[dict[str, Any]]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"redispatched ({sum(r['result'] == 'redispatched' for r in rows)} of {len(rows)})")
+    for col in ("id", "result", "step", "state", "event", "retries"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        style = {"redispatched": "yellow", "error": "bold red"}.get(r["result"], "dim")
+        detail = r.get("error", "")
+        table.add_row(Text(r["correlation_id"]), Text(r["result"] if not detail else f"error: {detail}",
+                                                      style=style),
+                      str(r.get("steps", "")), Text(r.get("state") or ""),
+                      Text(r.get("event") or ("(start)" if "steps" in r else "")),
+                      str(r.get("retries", "")))
+    return table
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    from replay.scan import refresh_snapshots, scan_projections
+
+    stalled_after_s = _duration(args.stalled_after, "--stalled-after")
+    max_age_s = None
+    if args.refresh_snapshots_older_than is not None:
+        max_age_s = _duration(args.refresh_snapshots_older_than, "--refresh-snapshots-older-than")
+        if args.projections:
+            raise UsageError("--refresh-snapshots-older-than needs the log's positions, which a projection file "
+                             "does not keep; run it without --projections")
+    now = time.time()
+    doc: dict[str, Any] = {"stalled_after_s": stalled_after_s}
+    redispatched: list[dict[str, Any]] | None = None
+    errors: list[str] = []
+    refreshed = None
+
+    if args.projections:
+        path = Path(args.projections)
+        if not path.is_file():
+            raise FsmlogError(f"no projection file at {path}; the KCL daemon writes it (see `fsmlog replay "
+                              f"kcl-properties --state {path}`)")
+        result = scan_projections(path, now=now, stalled_after_s=stalled_after_s)
+        doc.update(source="projections", projections=str(path))
+        if args.redispatch and result.stalled:
+            with open_runtime(args) as rt:
+                redispatched, errors = _redispatch_all(result.stalled, rt)
+                doc["log"] = rt.log.name
+    else:
+        with open_runtime(args) as rt:
+            result = _scan_log(rt, now, stalled_after_s)
+            doc.update(source="log", log=rt.log.name, position=result.position)
+            if max_age_s is not None:
+                refreshed = refresh_snapshots(result, rt.services.checkpoints, now=now, max_age_s=max_age_s)
+            if args.redispatch and result.stalled:
+                redispatched, errors = _redispatch_all(result.stalled, rt)
+    if args.redispatch and redispatched is None:
+        redispatched = []
+
+    rows = []
+    for st in result.stalled:
+        row = st.as_row()
+        row["stuck_for"] = human_duration(st.stuck_s)
+        rows.append(row)
+    doc.update(records=result.records, bad_records=result.bad_records, machines=len(result.states),
+               summary=result.summary(), stalled=rows)
+    if refreshed is not None:
+        doc["snapshots"] = {"written": len(refreshed.written), "up_to_date": refreshed.up_to_date,
+                            "without_position": refreshed.skipped_no_position}
+    if redispatched is not None:
+        doc["redispatched"] = redispatched
+
+    if args.json:
+        out.print_json(doc)
+    else:
+        _print_scan(result, doc, refreshed, redispatched, args, stalled_after_s)
+
+    if errors:
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise FsmlogError(f"{len(errors)} of {len(result.stalled)} stalled machine(s) could not be redispatched: "
+                          f"{errors[0]}{more}")
+    if args.fail_on_stalled and result.stalled:
+        return EXIT_STALLED
+    return 0
+
+
+def _print_scan(result: Any, doc: dict[str, Any], refreshed: Any, redispatched: list[dict[str, Any]] | None,
+                args: argparse.Namespace, stalled_after_s: float) -> None:
+    con = out.console()
+    where = doc.get("projections") if doc["source"] == "projections" else doc["log"]
+    counts = f"{len(result.states)} machine(s) from {result.records:,} record(s) of {where}"
+    if result.bad_records:
+        counts += f", {result.bad_records} undecodable record(s) skipped"
+    if result.states:
+        con.print(summary_table(result, counts))
+    else:
+        con.print(f"no machines: {result.records:,} record(s) read from {where}", markup=False)
+    threshold = human_duration(stalled_after_s)
+    if not result.stalled:
+        con.print(f"no stalled machines (none running without a record for more than {threshold})", style="green")
+    else:
+        shown = result.stalled[:STALLED_ROWS]
+        title = f"{len(result.stalled)} stalled machine(s): running, no record for more than {threshold}"
+        if len(shown) < len(result.stalled):
+            title += f" (longest stuck {len(shown)} shown; --json lists all)"
+        con.print(stalled_table(shown, title))
+    if refreshed is not None:
+        con.print(f"snapshots: wrote {len(refreshed.written)} fresh snapshot(s); {refreshed.up_to_date} up to date"
+                  + (f", {refreshed.skipped_no_position} without a log position"
+                     if refreshed.skipped_no_position else ""))
+    if redispatched is not None:
+        if redispatched:
+            con.print(redispatch_table(redispatched))
+            con.print("A worker runs each redispatched step next; a step that had already run is a no-op "
+                      "(idempotency flag).", style="dim")
+        else:
+            con.print("nothing to redispatch")
+    elif result.stalled:
+        con.print(Text.assemble(("dry run: nothing was written. ", "bold"),
+                                "To move the stalled machines on, run the same scan with ",
+                                ("--redispatch", "bold"), "."))
+
+
+# ---------------------------------------------------------------- kcl-properties
+
+
+def cmd_kcl_properties(args: argparse.Namespace) -> int:
+    from replay.kcl_properties import launch_command, write_properties_for
+
+    from . import settings_for
+
+    settings = settings_for(args)
+    state = Path(args.state).expanduser().absolute()
+    props = Path(args.out).expanduser().absolute()
+    write_properties_for(settings, props, application_name=args.application, state_path=state)
+    con = out.console()
+    con.print(f"wrote {props} for {settings.source('STREAM', 'PRIMARY')} "
+              f"(application {args.application!r}, projections {state})", markup=False)
+    command = launch_command(props)  # raises a one-line error when amazon-kclpy (its jars) is missing
+    con.print("launch the daemon with:", style="bold")
+    print(shlex.join(command), flush=True)
+    con.print(f"It runs the KCL MultiLangDaemon (Java): one lease per shard in DynamoDB table "
+              f"{args.application!r}, one `python -m replay.kcl_processor` per shard folding every record into "
+              f"{state}; then `fsmlog replay scan --projections {state}` lists the stalled machines.",
+              style="dim", markup=False)
+    if shutil.which("java") is None:
+        out.err_console().print("note: no `java` on PATH; the daemon needs a Java runtime", markup=False)
+    return 0
