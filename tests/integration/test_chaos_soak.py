@@ -261,12 +261,17 @@ def test_chaos_soak_embedded(soak: Soak, tmp_path: Path, record_property) -> Non
         assert not any(t.is_alive() for t in threads)
         # the poison records sit at the start of the log: handled (parked) before any machine could complete
         figures = soak.check(ids, raw, poison, [s for s, _ in built], started, not soak.done(ids))
+        counters: dict[str, float] = {}
+        for (name, _), value in raw["METRICS"].read().items():  # what got through the metrics chaos
+            counters[name] = counters.get(name, 0) + value
     finally:
         for services, _ in built:
             services.close()  # the raw backends are the ones the chaos proxies wrap
     figures["batches"] = sum(w.stats.batches for w in workers)
     figures["redelivered_records"] = sum(w.stats.redelivered for w in workers)
     figures["retries_moved"] = sum(w.stats.retries_moved for w in workers)
+    figures["abandoned_claims"] = sum(w.stats.abandoned_claims for w in workers)
+    figures["metrics"] = {k: int(v) for k, v in sorted(counters.items())}
     report(record_property, "embedded soak", figures)
 
 
