@@ -22,8 +22,8 @@ def lambda_handler(event: Any, context: Any = None) -> Any:
     return dispatch(event, context)
 
 
-def handle_kinesis_event(event: dict[str, Any], engine: Any) -> dict[str, list[dict[str, str]]]:
+def handle_kinesis_event(event: dict[str, Any], engine: Any, context: Any = None) -> dict[str, list[dict[str, str]]]:
     """Handle a Lambda-shaped Kinesis batch with ``engine``: ``{"batchItemFailures": [...]}``."""
     from .triggers.kinesis import handle_kinesis_event as handle
 
-    return handle(event, engine)
+    return handle(event, engine, context)

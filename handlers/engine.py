@@ -175,14 +175,24 @@ class Engine:
 
     # ---------------------------------------------------------------- the batch
 
-    def handle(self, records: Sequence[Inbound]) -> BatchResult:
-        """Handle a batch in order. Never raises for a bad record: it is parked and the batch goes on."""
+    def handle(self, records: Sequence[Inbound], deadline: float | None = None) -> BatchResult:
+        """Handle a batch in order. Never raises for a bad record: it is parked and the batch goes on.
+
+        ``deadline`` (a ``clock()`` time, e.g. from Lambda's remaining time) stops the batch early:
+        records not started by then are reported failed, so they are delivered again instead of
+        being cut off by the function's timeout.
+        """
         result = BatchResult()
         steps: list[_Step] = []
         failed_cids: set[str] = set()
         seen: set[tuple[str, int]] = set()
         try:
-            for inbound in records:
+            for index, inbound in enumerate(records):
+                if deadline is not None and self.clock() >= deadline:
+                    result.failed_item_ids.extend(r.item_id for r in records[index:])
+                    self.metrics.count("BatchesCutShort")
+                    log.warning("time budget spent: %d record(s) left for redelivery", len(records) - index)
+                    break
                 try:
                     record, mdef, ctx = self._parse(inbound)
                 except PoisonRecord as exc:
@@ -202,7 +212,7 @@ class Engine:
                     result.skipped += 1
                     continue
                 try:
-                    step = self._run(inbound, record, mdef, ctx)
+                    step = self._run(inbound, record, mdef, ctx, deadline)
                 except (LeaseBusy, BackendError) as exc:
                     log.warning("%s: %s", record.describe(), exc)
                     self.metrics.count("LeaseBusy" if isinstance(exc, LeaseBusy) else "ServiceErrors")
@@ -255,7 +265,7 @@ class Engine:
 
     # ---------------------------------------------------------------- one step
 
-    def _admit(self, record: Event):
+    def _admit(self, record: Event, budget: float | None = None):
         deadline = None
         delay = 0.02
         while True:
@@ -265,6 +275,8 @@ class Engine:
             now = self.clock()
             if deadline is None:
                 deadline = now + self.settings.LEASE_WAIT_SECONDS
+                if budget is not None:
+                    deadline = min(deadline, budget)
             if now >= deadline:
                 raise LeaseBusy(
                     f"machine {record.machine!r} ({record.correlation_id}) is leased by another worker; "
@@ -273,8 +285,9 @@ class Engine:
             self.sleep(min(delay, max(0.0, deadline - now)))
             delay = min(delay * 2, 0.5)
 
-    def _run(self, inbound: Inbound, record: Event, mdef: MachineDef, ctx: dict) -> _Step | None:
-        adm = self._admit(record)
+    def _run(self, inbound: Inbound, record: Event, mdef: MachineDef, ctx: dict,
+             deadline: float | None = None) -> _Step | None:
+        adm = self._admit(record, deadline)
         cid = record.correlation_id
         if adm.done or adm.aborted:
             self.gate.release(cid, adm.token)

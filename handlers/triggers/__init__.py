@@ -86,7 +86,22 @@ def park_bad(engine: Any, bad: Bad) -> bool:
     return True
 
 
-def run_batch(engine: Any, items: Sequence[Any]) -> Outcome:
+SAFETY_MARGIN_S = 5.0  # time kept back from Lambda's timeout to append, mark and answer
+
+
+def deadline_of(engine: Any, context: Any) -> float | None:
+    """The engine-clock time by which a batch must stop starting records, from Lambda's context."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    if remaining is None:
+        return None
+    try:
+        left = float(remaining()) / 1000.0
+    except (TypeError, ValueError):
+        return None
+    return engine.clock() + max(0.0, left - min(SAFETY_MARGIN_S, left / 5))
+
+
+def run_batch(engine: Any, items: Sequence[Any], deadline: float | None = None) -> Outcome:
     """Park the ``Bad`` items, handle the ``Inbound`` ones in order; never raises for a bad record.
 
     A service failure while handling (the log, the cache) marks every record the engine
@@ -105,7 +120,7 @@ def run_batch(engine: Any, items: Sequence[Any]) -> Outcome:
             good.append(item)
     if good:
         try:
-            result = engine.handle(good)
+            result = engine.handle(good, deadline=deadline)
         except FsmlogError as exc:
             log.error("batch of %d record(s) not handled: %s", len(good), exc)
             failed.update(i.item_id for i in good)

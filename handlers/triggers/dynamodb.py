@@ -16,7 +16,17 @@ from typing import Any
 from eventlog.codec import MAX_RECORD_BYTES
 
 from ..engine import Inbound
-from . import Bad, field_str, raw_json, records_of, run_batch, stream_response, text_bytes, unbase64
+from . import (
+    Bad,
+    deadline_of,
+    field_str,
+    raw_json,
+    records_of,
+    run_batch,
+    stream_response,
+    text_bytes,
+    unbase64,
+)
 
 SOURCE = "aws:dynamodb"
 
@@ -60,13 +70,13 @@ def item(rec: Any, index: int) -> Inbound | Bad | None:
     return Inbound(position, raw, source, item_id)
 
 
-def handle_dynamodb_event(event: dict[str, Any], engine: Any) -> dict[str, list[dict[str, str]]]:
+def handle_dynamodb_event(event: dict[str, Any], engine: Any, context: Any = None) -> dict[str, list[dict[str, str]]]:
     items = [it for it in (item(rec, i) for i, rec in enumerate(records_of(event))) if it is not None]
-    return stream_response(run_batch(engine, items))
+    return stream_response(run_batch(engine, items, deadline_of(engine, context)))
 
 
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, list[dict[str, str]]]:
     """Lambda entry point for a DynamoDB Streams event source mapping."""
     from .runtime import engine
 
-    return handle_dynamodb_event(event, engine())
+    return handle_dynamodb_event(event, engine(), context)

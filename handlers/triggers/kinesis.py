@@ -15,7 +15,17 @@ from typing import Any
 from eventlog.codec import MAX_RECORD_BYTES
 
 from ..engine import Inbound
-from . import Bad, field_str, raw_json, records_of, run_batch, stream_response, text_bytes, unbase64
+from . import (
+    Bad,
+    deadline_of,
+    field_str,
+    raw_json,
+    records_of,
+    run_batch,
+    stream_response,
+    text_bytes,
+    unbase64,
+)
 
 SOURCE = "aws:kinesis"
 
@@ -46,14 +56,14 @@ def item(rec: Any, index: int) -> Inbound | Bad:
     return Inbound(position, raw, source, item_id)
 
 
-def handle_kinesis_event(event: dict[str, Any], engine: Any) -> dict[str, list[dict[str, str]]]:
+def handle_kinesis_event(event: dict[str, Any], engine: Any, context: Any = None) -> dict[str, list[dict[str, str]]]:
     """Handle one Kinesis batch with ``engine``; returns Lambda's partial batch response."""
     items = [item(rec, i) for i, rec in enumerate(records_of(event))]
-    return stream_response(run_batch(engine, items))
+    return stream_response(run_batch(engine, items, deadline_of(engine, context)))
 
 
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, list[dict[str, str]]]:
     """Lambda entry point for a Kinesis event source mapping."""
     from .runtime import engine
 
-    return handle_kinesis_event(event, engine())
+    return handle_kinesis_event(event, engine(), context)

@@ -109,19 +109,19 @@ def dispatch(event: Any, context: Any = None, engine: Any = None) -> Any:
     if kind == "kinesis":
         from .kinesis import handle_kinesis_event
 
-        return handle_kinesis_event(event, eng)
+        return handle_kinesis_event(event, eng, context)
     if kind == "dynamodb":
         from .dynamodb import handle_dynamodb_event
 
-        return handle_dynamodb_event(event, eng)
+        return handle_dynamodb_event(event, eng, context)
     if kind == "sqs":
         from .sqs import handle_sqs_event
 
-        return handle_sqs_event(event, eng)
+        return handle_sqs_event(event, eng, context)
     if kind == "sns":
         from .sns import handle_sns_event
 
-        return handle_sns_event(event, eng)
+        return handle_sns_event(event, eng, context)
     if kind == "timer":
         from .timer import run_timer
 

@@ -15,7 +15,7 @@ from eventlog.codec import MAX_RECORD_BYTES
 
 from ..engine import Inbound
 from ..errors import HandlerError
-from . import Bad, field_str, raw_json, records_of, run_batch, text_bytes, unbase64
+from . import Bad, deadline_of, field_str, raw_json, records_of, run_batch, text_bytes, unbase64
 
 SOURCE = "aws:sns"
 
@@ -40,9 +40,9 @@ def item(rec: Any, index: int) -> Inbound | Bad:
     return Inbound(message_id, raw, source, message_id)
 
 
-def handle_sns_event(event: dict[str, Any], engine: Any) -> dict[str, Any]:
+def handle_sns_event(event: dict[str, Any], engine: Any, context: Any = None) -> dict[str, Any]:
     items = [item(rec, i) for i, rec in enumerate(records_of(event))]
-    outcome = run_batch(engine, items)
+    outcome = run_batch(engine, items, deadline_of(engine, context))
     if outcome.failed:
         raise HandlerError(
             f"{len(outcome.failed)} SNS message(s) could not be handled now (a service failed); "
@@ -55,4 +55,4 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
     """Lambda entry point for an SNS subscription."""
     from .runtime import engine
 
-    return handle_sns_event(event, engine())
+    return handle_sns_event(event, engine(), context)

@@ -25,6 +25,7 @@ from ..retries import ScheduledRetry
 from . import (
     Bad,
     Outcome,
+    deadline_of,
     field_str,
     log,
     park_bad,
@@ -124,14 +125,14 @@ def _requeue(engine: Any, items: list[tuple[Inbound, float | None]], out: Outcom
             out.handled += len(good)
 
 
-def handle_sqs_event(event: dict[str, Any], engine: Any) -> dict[str, list[dict[str, str]]]:
+def handle_sqs_event(event: dict[str, Any], engine: Any, context: Any = None) -> dict[str, list[dict[str, str]]]:
     records = records_of(event)
     items = [item(rec, i) for i, rec in enumerate(records)]
     retry_arns = retry_queues(engine.settings)
     retries = [(it, due_time(rec)) for it, rec in zip(items, records)
                if isinstance(it, Inbound) and it.source in retry_arns]
     rest = [it for it in items if not (isinstance(it, Inbound) and it.source in retry_arns)]
-    out = run_batch(engine, rest) if rest else Outcome()
+    out = run_batch(engine, rest, deadline_of(engine, context)) if rest else Outcome()
     failed = set(out.failed)
     if retries:
         _requeue(engine, retries, out, failed)
@@ -144,4 +145,4 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, list[dict[s
     """Lambda entry point for an SQS event source mapping."""
     from .runtime import engine
 
-    return handle_sqs_event(event, engine())
+    return handle_sqs_event(event, engine(), context)
