@@ -368,3 +368,40 @@ def test_asl_document_has_a_task_per_state_and_routes_on_the_returned_event(engi
     ends = {c["StringEquals"]: states[c["Next"]]["Type"] for c in states["fsmlog.route"]["Choices"] if "Variable" in c}
     assert ends == {"completed": "Succeed", "failed": "Fail", "aborted": "Fail"}
     assert all(s.get("Next") in states or s["Type"] in ("Succeed", "Fail", "Choice") for s in states.values())
+
+
+def _engine_for_budget(tmp_path):
+    from eventlog.settings import load_settings
+    from handlers.engine import Engine
+    from handlers.wiring import open_services
+    from projections.definition import from_dict
+
+    doc = {"machines": [{"name": "budget", "states": [
+        {"name": "a", "initial": True, "transitions": [{"event": "go", "target": "b"}]},
+        {"name": "b", "final": True}]}]}
+    kinds = ("STREAM", "CHECKPOINT", "RETRY", "CACHE", "ENVIRONMENT", "METRICS", "DEAD_LETTER")
+    settings = load_settings({}, **{f"PRIMARY_{k}_SOURCE": f"sqlite:///{tmp_path}/b.db" for k in kinds})
+    return Engine(from_dict(doc, check_actions=False), open_services(settings), settings)
+
+
+def test_a_spent_time_budget_leaves_the_rest_of_the_batch_for_redelivery(tmp_path):
+    """Records not started before Lambda's time runs out are reported failed, not cut off mid-step."""
+    from handlers.engine import Inbound
+    from handlers.triggers import deadline_of, run_batch
+
+    engine = _engine_for_budget(tmp_path)
+    ids = engine.start_many("budget", [{}, {}, {}])
+    records = engine.services.log.read(None, 10)
+    inbounds = [Inbound(r.position, r.data, "test", f"seq-{i}") for i, r in enumerate(records)]
+
+    class OutOfTime:
+        def get_remaining_time_in_millis(self):
+            return 0
+
+    assert deadline_of(engine, OutOfTime()) <= engine.clock()
+    out = run_batch(engine, inbounds, deadline_of(engine, OutOfTime()))
+    assert out.handled == 0 and out.failed == ["seq-0", "seq-1", "seq-2"]
+    assert all(engine.status(cid).steps == 0 for cid in ids)  # nothing ran
+    out = run_batch(engine, inbounds, deadline_of(engine, None))  # redelivered with time to spare
+    assert out.handled == 3 and out.failed == []
+    assert all(engine.status(cid).status == "completed" for cid in ids)
