@@ -37,6 +37,7 @@ from projections.state import MachineState, Snapshot, decode_snapshot, encode_sn
 
 from .backoff import full_jitter
 from .context import ActionContext
+from .environment import Environment
 from .errors import HandlerError, LeaseBusy, NoTransition, PoisonRecord
 from .gate import Gate
 from .metrics import MetricBuffer
@@ -117,6 +118,7 @@ class Engine:
         self.metrics = MetricBuffer()
         self.on_step = on_step
         self.debug = bool(settings.DEBUG)
+        self.environment = Environment(services.environment)
         self._actions: dict[str, Callable[[Any, Any], Any]] = {}
 
     # ---------------------------------------------------------------- starting and stopping machines
@@ -302,6 +304,7 @@ class Engine:
             "fence_token": adm.token,
             "lease_owner": self.worker_id,
             "idempotency_key": f"{cid}:{record.steps}",
+            "environment": self.environment,
         }
         try:
             out = self._execute(mdef, record, ctx, obj, max_retries, step)

@@ -389,3 +389,37 @@ def test_abort_stops_a_machine(rig_factory):
     assert rig.metric("AbortedSteps", "flow") == 1
     with pytest.raises(HandlerError, match="already ended"):
         rig.engine.abort(cid)
+
+
+def keeps_catalogue(context, obj):
+    """Puts a large dict in the environment store and keeps only its id in the context."""
+    env_id = f"catalogue:{context.correlation_id}"
+    obj["environment"].put(env_id, {"items": [{"sku": f"sku-{i}", "price": i} for i in range(2000)]})
+    context["catalogue"] = env_id
+    return "ok"
+
+
+def reads_catalogue(context, obj):
+    catalogue = obj["environment"].get(context["catalogue"])
+    context["items"] = len(catalogue["items"])
+    return "ok"
+
+
+def test_actions_keep_large_dicts_in_the_environment_store_by_id(rig_factory):
+    machine = {
+        "name": "env",
+        "states": [
+            {"name": "load", "initial": True, "do_action": f"{HERE}.keeps_catalogue",
+             "transitions": [{"event": "ok", "target": "use"}]},
+            {"name": "use", "do_action": f"{HERE}.reads_catalogue",
+             "transitions": [{"event": "ok", "target": "done"}]},
+            {"name": "done", "final": True},
+        ],
+    }
+    rig = rig_factory([machine])
+    cid = rig.engine.start("env")
+    rig.drive()
+    state = rig.engine.status(cid)
+    assert state.status == "completed" and state.context["items"] == 2000
+    assert max(len(r.context_raw) for r in rig.records(cid)) < 200  # only the id travels in the log
+    assert rig.engine.environment.get(f"catalogue:{cid}")["items"][1999] == {"sku": "sku-1999", "price": 1999}
