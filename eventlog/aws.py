@@ -500,3 +500,36 @@ def send_messages(
     for group in chunks(entries, MESSAGE_BATCH, size_of, MESSAGE_BYTES):
         send_entries(group, send, service=service, operation=operation, resource=resource)
     return ids
+
+
+class DynamoDBTable:
+    """Base of the backends that keep their data in one DynamoDB table.
+
+    Holds the ARN, the table name and the call wrapper, and creates the table
+    from the class's ``KEYS`` (``(name, "HASH"|"RANGE", "S"|"N"|"B")``),
+    ``INDEXES`` and ``STREAM`` — the same declarations ``fsmlog resources``
+    and ``fsmlog template`` read.
+    """
+
+    KEYS: tuple[tuple[str, str, str], ...] = ()
+    INDEXES: tuple[tuple[str, tuple[tuple[str, str, str], ...]], ...] = ()
+    STREAM = False
+
+    def __init__(self, arn: str, settings: Any = None, *, client: Any = None) -> None:
+        parsed = parse_arn(arn)
+        require(parsed, "dynamodb", "table", arn)
+        self.arn = arn
+        self.name = arn
+        self.table = parsed.name
+        self._api = api("dynamodb", arn, settings, client)
+
+    @classmethod
+    def from_target(cls, target: str, settings: Any) -> Any:
+        return cls(target, settings)
+
+    @classmethod
+    def create(cls, target: str, settings: Any) -> Any:
+        """Create the table (with its indexes or stream) if missing; for ``fsmlog resources create`` and tests."""
+        store = cls(target, settings)
+        create_table(store._api, store.table, cls.KEYS, indexes=cls.INDEXES, stream=cls.STREAM)
+        return store

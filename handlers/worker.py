@@ -82,8 +82,8 @@ class _Recorder:
         self._engine = engine
         self.results: list[BatchResult] = []
 
-    def handle(self, records: Sequence[Inbound]) -> BatchResult:
-        result = self._engine.handle(records)
+    def handle(self, records: Sequence[Inbound], deadline: float | None = None) -> BatchResult:
+        result = self._engine.handle(records, deadline=deadline)
         self.results.append(result)
         return result
 

@@ -43,27 +43,9 @@ def next_seq() -> int:
     return tick * 1_000_000 + random.randrange(1_000_000)
 
 
-class DynamoDBLog:
+class DynamoDBLog(aws.DynamoDBTable):
     KEYS = (("cid", "HASH", "S"), ("seq", "RANGE", "N"))
-
-    def __init__(self, arn: str, settings: Any = None, *, client: Any = None) -> None:
-        parsed = aws.parse_arn(arn)
-        aws.require(parsed, "dynamodb", "table", arn)
-        self.arn = arn
-        self.name = arn
-        self.table = parsed.name
-        self._api = aws.api("dynamodb", arn, settings, client)
-
-    @classmethod
-    def from_target(cls, target: str, settings: Any) -> DynamoDBLog:
-        return cls(target, settings)
-
-    @classmethod
-    def create(cls, target: str, settings: Any) -> DynamoDBLog:
-        """Create the table with its stream (if missing); for ``fsmlog resources create`` and tests."""
-        log = cls(target, settings)
-        aws.create_table(log._api, log.table, cls.KEYS, stream=True)
-        return log
+    STREAM = True  # the table's stream is what triggers the workers
 
     def append(self, records: Sequence[OutRecord]) -> list[str]:
         for r in records:

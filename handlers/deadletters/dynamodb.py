@@ -21,27 +21,8 @@ from eventlog import aws
 from . import DeadLetter
 
 
-class DynamoDBDeadLetters:
+class DynamoDBDeadLetters(aws.DynamoDBTable):
     KEYS = (("id", "HASH", "S"),)
-
-    def __init__(self, arn: str, settings: Any = None, *, client: Any = None) -> None:
-        parsed = aws.parse_arn(arn)
-        aws.require(parsed, "dynamodb", "table", arn)
-        self.arn = arn
-        self.name = arn
-        self.table = parsed.name
-        self._api = aws.api("dynamodb", arn, settings, client)
-
-    @classmethod
-    def from_target(cls, target: str, settings: Any) -> DynamoDBDeadLetters:
-        return cls(target, settings)
-
-    @classmethod
-    def create(cls, target: str, settings: Any) -> DynamoDBDeadLetters:
-        """Create the table (if missing); for ``fsmlog resources create`` and tests."""
-        store = cls(target, settings)
-        aws.create_table(store._api, store.table, cls.KEYS)
-        return store
 
     def park(self, reason: str, source: str, position: str, data: bytes, time: float) -> str:
         letter_id = f"{int(time * 1_000_000):020d}-{uuid.uuid4().hex[:12]}"

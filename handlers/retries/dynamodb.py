@@ -36,32 +36,16 @@ SHARDS = 4
 INDEX = "due-index"
 
 
-class DynamoDBRetries:
+class DynamoDBRetries(aws.DynamoDBTable):
     KEYS = (("id", "HASH", "S"),)
     INDEXES = ((INDEX, (("shard", "HASH", "N"), ("due", "RANGE", "N"))),)
 
     def __init__(self, arn: str, settings: Any = None, *, client: Any = None,
                  claim_seconds: float | None = None) -> None:
-        parsed = aws.parse_arn(arn)
-        aws.require(parsed, "dynamodb", "table", arn)
-        self.arn = arn
-        self.name = arn
-        self.table = parsed.name
-        self._api = aws.api("dynamodb", arn, settings, client)
+        super().__init__(arn, settings, client=client)
         if claim_seconds is None:
             claim_seconds = float(settings.get("LEASE_SECONDS", 60.0)) if settings is not None else 60.0
         self.claim_seconds = claim_seconds
-
-    @classmethod
-    def from_target(cls, target: str, settings: Any) -> DynamoDBRetries:
-        return cls(target, settings)
-
-    @classmethod
-    def create(cls, target: str, settings: Any) -> DynamoDBRetries:
-        """Create the table and its index (if missing); for ``fsmlog resources create`` and tests."""
-        store = cls(target, settings)
-        aws.create_table(store._api, store.table, cls.KEYS, indexes=cls.INDEXES)
-        return store
 
     @staticmethod
     def item_id(retry: ScheduledRetry) -> str:

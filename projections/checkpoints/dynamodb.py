@@ -8,33 +8,12 @@ API calls: ``save`` = one PutItem (conditional); ``load`` = one GetItem (strongl
 
 from __future__ import annotations
 
-from typing import Any
-
 from eventlog import aws
 from eventlog.errors import BackendError
 
 
-class DynamoDBCheckpoints:
+class DynamoDBCheckpoints(aws.DynamoDBTable):
     KEYS = (("cid", "HASH", "S"),)
-
-    def __init__(self, arn: str, settings: Any = None, *, client: Any = None) -> None:
-        parsed = aws.parse_arn(arn)
-        aws.require(parsed, "dynamodb", "table", arn)
-        self.arn = arn
-        self.name = arn
-        self.table = parsed.name
-        self._api = aws.api("dynamodb", arn, settings, client)
-
-    @classmethod
-    def from_target(cls, target: str, settings: Any) -> DynamoDBCheckpoints:
-        return cls(target, settings)
-
-    @classmethod
-    def create(cls, target: str, settings: Any) -> DynamoDBCheckpoints:
-        """Create the table (if missing); for ``fsmlog resources create`` and tests."""
-        store = cls(target, settings)
-        aws.create_table(store._api, store.table, cls.KEYS)
-        return store
 
     def save(self, correlation_id: str, version: int, data: bytes) -> bool:
         item = {"cid": {"S": correlation_id}, "version": {"N": str(int(version))},

@@ -3,9 +3,9 @@
 Every step, in this order:
 
 1. counts an attempt of its idempotency key (one more row per execution of the action);
-2. touches the environment store through the engine's services, chaos and all: the first
-   step keeps a payload there, later steps read it back; an injected fault there is the
-   action's failure, so the engine schedules a retry;
+2. touches the environment store (``obj["environment"]``, over the engine's chaos-wrapped
+   service): the first step keeps a dict there, later steps read it back; an injected fault
+   there is the action's failure, so the engine schedules a retry;
 3. applies its side effect once: ``INSERT OR IGNORE`` of a row keyed by the idempotency
    key and, only when that row is new, ``+1`` on the machine's running total, in one
    transaction. The total is not idempotent by itself: if a step's effect were applied
@@ -35,32 +35,31 @@ class _Target:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.conn: sqlite3.Connection | None = None
-        self.environment: Any = None
 
 
 _target = _Target()
 
 
-def configure(effects_db: str, environment: Any) -> None:
-    """Point the action at the test's effects file and at the engine's (chaos-wrapped) environment store."""
+def configure(effects_db: str) -> None:
+    """Point the action at the test's effects file."""
     conn = sqlite3.connect(effects_db, timeout=30, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.executescript(SCHEMA)
     with _target.lock:
-        old, _target.conn, _target.environment = _target.conn, conn, environment
+        old, _target.conn = _target.conn, conn
     if old is not None:
         old.close()
 
 
 def reset() -> None:
     with _target.lock:
-        old, _target.conn, _target.environment = _target.conn, None, None
+        old, _target.conn = _target.conn, None
     if old is not None:
         old.close()
 
 
-def payload(correlation_id: str) -> bytes:
-    return f"soak-environment:{correlation_id}".encode()
+def payload(correlation_id: str) -> dict[str, Any]:
+    return {"machine": correlation_id, "blob": "x" * 512}
 
 
 def _environment_id(correlation_id: str) -> str:
@@ -77,9 +76,9 @@ def step(context: Any, obj: dict[str, Any]) -> str | None:
     with _target.lock:
         conn.execute("INSERT INTO attempts (key, n) VALUES (?, 1) ON CONFLICT (key) DO UPDATE SET n = n + 1",
                      (key,))
-    env = _target.environment
+    env = obj["environment"]
     if steps == 0:
-        env.put(_environment_id(cid), payload(cid))  # a retry puts the same bytes again
+        env.put(_environment_id(cid), payload(cid))  # a retry puts the same dict again
     else:
         found = env.get(_environment_id(cid))
         if found != payload(cid):
