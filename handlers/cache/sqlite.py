@@ -31,50 +31,42 @@ class SqliteCache(EmbeddedBackend):
         self._marks = 0
 
     def acquire(self, key: str, owner: str, ttl_s: float) -> int | None:
-        now = self.clock()
         with self.db.transaction() as conn:
-            held = conn.execute("SELECT owner, expires FROM leases WHERE key = ?", (key,)).fetchone()
-            if held is not None and held[0] != owner and held[1] > now:
-                return None
-            # (no RETURNING: it needs SQLite 3.35, newer than some distributions' Python ships)
-            conn.execute(
-                "INSERT INTO fence (key, token) VALUES (?, 1) ON CONFLICT (key) DO UPDATE SET token = token + 1",
-                (key,),
-            )
-            token = conn.execute("SELECT token FROM fence WHERE key = ?", (key,)).fetchone()[0]
-            conn.execute(
-                "INSERT INTO leases (key, owner, token, expires) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, token = excluded.token, "
-                "expires = excluded.expires",
-                (key, owner, token, now + ttl_s),
-            )
+            return self._take_lease(conn, key, owner, ttl_s, self.clock())
+
+    @staticmethod
+    def _take_lease(conn, key: str, owner: str, ttl_s: float, now: float) -> int | None:
+        """Inside a transaction: the lease with a new fence token, or None while another owner holds it."""
+        held = conn.execute("SELECT owner, expires FROM leases WHERE key = ?", (key,)).fetchone()
+        if held is not None and held[0] != owner and held[1] > now:
+            return None
+        # (no RETURNING: it needs SQLite 3.35, newer than some distributions' Python ships)
+        conn.execute(
+            "INSERT INTO fence (key, token) VALUES (?, 1) ON CONFLICT (key) DO UPDATE SET token = token + 1",
+            (key,),
+        )
+        token = conn.execute("SELECT token FROM fence WHERE key = ?", (key,)).fetchone()[0]
+        conn.execute(
+            "INSERT INTO leases (key, owner, token, expires) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, token = excluded.token, "
+            "expires = excluded.expires",
+            (key, owner, token, now + ttl_s),
+        )
         return int(token)
 
     def begin_step(self, cid: str, steps: int, owner: str, ttl_s: float) -> tuple[int | None, bool, bool]:
         """The step gate in one transaction: take ``lease:<cid>`` and read the step's done flag and the
         machine's abort flag (see ``handlers.gate``)."""
         now = self.clock()
-        key = f"lease:{cid}"
         with self.db.transaction() as conn:
-            held = conn.execute("SELECT owner, expires FROM leases WHERE key = ?", (key,)).fetchone()
-            if held is not None and held[0] != owner and held[1] > now:
+            token = self._take_lease(conn, f"lease:{cid}", owner, ttl_s, now)
+            if token is None:
                 return None, False, False
-            conn.execute(
-                "INSERT INTO fence (key, token) VALUES (?, 1) ON CONFLICT (key) DO UPDATE SET token = token + 1",
-                (key,),
-            )
-            token = conn.execute("SELECT token FROM fence WHERE key = ?", (key,)).fetchone()[0]
-            conn.execute(
-                "INSERT INTO leases (key, owner, token, expires) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, token = excluded.token, "
-                "expires = excluded.expires",
-                (key, owner, token, now + ttl_s),
-            )
             flags = {row[0] for row in conn.execute(
                 "SELECT key FROM flags WHERE key IN (?, ?) AND expires > ?",
                 (f"done:{cid}:{steps}", f"abort:{cid}", now),
             )}
-        return int(token), f"done:{cid}:{steps}" in flags, f"abort:{cid}" in flags
+        return token, f"done:{cid}:{steps}" in flags, f"abort:{cid}" in flags
 
     def end_step(self, cid: str, steps: int, owner: str, token: int, done: bool, dedupe_s: float) -> None:
         """Mark the step done (when it is) and release the lease, in one transaction."""
