@@ -13,29 +13,33 @@ sample, which is what an operator's first look needs); ``get`` = one GetItem;
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from eventlog import aws
+from eventlog.errors import BackendError
 
-from . import DeadLetter
+from . import DeadLetter, letter_id
 
 
 class DynamoDBDeadLetters(aws.DynamoDBTable):
     KEYS = (("id", "HASH", "S"),)
 
     def park(self, reason: str, source: str, position: str, data: bytes, time: float) -> str:
-        letter_id = f"{int(time * 1_000_000):020d}-{uuid.uuid4().hex[:12]}"
+        lid = letter_id(source, position, data)
         item = {
-            "id": {"S": letter_id},
+            "id": {"S": lid},
             "reason": {"S": reason},
             "source": {"S": source},
             "position": {"S": position},
             "time": {"N": repr(float(time))},
             **aws.pack_blob(bytes(data), f"dead letter from {source} at {position}"),
         }
-        self._api("put_item", TableName=self.table, Item=item)
-        return letter_id
+        try:  # the same record parked again (its batch redelivered) keeps the first parking
+            self._api("put_item", TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(id)")
+        except BackendError as exc:
+            if "ConditionalCheckFailed" not in str(exc):
+                raise
+        return lid
 
     @staticmethod
     def _letter(item: dict[str, Any]) -> DeadLetter:
@@ -55,7 +59,7 @@ class DynamoDBDeadLetters(aws.DynamoDBTable):
             if not last:
                 break
             params["ExclusiveStartKey"] = last
-        return sorted(out, key=lambda d: d.id, reverse=True)[:limit]
+        return sorted(out, key=lambda d: (d.time, d.id), reverse=True)[:limit]
 
     def get(self, letter_id: str) -> DeadLetter | None:
         item = self._api("get_item", TableName=self.table, Key={"id": {"S": letter_id}},

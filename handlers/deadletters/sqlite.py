@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
-
 from eventlog.embedded import EmbeddedBackend
 
-from . import DeadLetter
+from . import DeadLetter, letter_id
 
 _COLUMNS = "id, reason, source, position, data, time"
 
@@ -18,12 +16,12 @@ def _letter(row: tuple) -> DeadLetter:
 
 class SqliteDeadLetters(EmbeddedBackend):
     def park(self, reason: str, source: str, position: str, data: bytes, time: float) -> str:
-        letter_id = uuid.uuid4().hex
+        lid = letter_id(source, str(position), data)
         self.db.execute(
-            f"INSERT INTO dead_letters ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
-            (letter_id, reason, source, str(position), bytes(data), float(time)),
+            f"INSERT OR IGNORE INTO dead_letters ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+            (lid, reason, source, str(position), bytes(data), float(time)),
         )
-        return letter_id
+        return lid
 
     def list(self, limit: int = 100) -> list[DeadLetter]:
         """Newest first (by parking time, then by insertion order)."""

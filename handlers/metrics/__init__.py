@@ -38,6 +38,17 @@ class MetricBuffer:
         return out
 
     def flush(self, sink: Metrics) -> None:
+        """Send and clear the counts; if the sink fails, keep them for the next flush and re-raise.
+
+        Counts are keyed by (name, dimensions), so what waits for a recovering sink stays as
+        small as the set of metric names and machines.
+        """
         data = self.drain()
-        if data:
+        if not data:
+            return
+        try:
             sink.put(data)
+        except BaseException:
+            for d in data:
+                self.count(d.name, d.value, dict(d.dimensions))
+            raise

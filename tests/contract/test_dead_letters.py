@@ -26,9 +26,10 @@ def test_park_then_get_keeps_every_field(dead_letters):
     assert type(letter.data) is bytes
 
 
-def test_ids_are_distinct(dead_letters):
-    ids = {dead_letters.park("same", "src", "1", b"same", 1.0) for _ in range(5)}
-    assert len(ids) == 5
+def test_ids_are_distinct_for_distinct_records(dead_letters):
+    ids = {dead_letters.park("same", "src", str(i), b"same", 1.0) for i in range(5)}
+    ids |= {dead_letters.park("same", "src", "1", bytes([i]), 1.0) for i in range(5)}
+    assert len(ids) == 10
 
 
 def test_list_is_newest_first(dead_letters):
@@ -55,3 +56,13 @@ def test_remove(dead_letters):
 
 def test_get_unknown_is_none(dead_letters):
     assert dead_letters.get(uuid.uuid4().hex) is None
+
+
+def test_the_same_record_parked_again_is_kept_once(dead_letters):
+    """A redelivered batch parks its bad record again: the store keeps the first parking."""
+    first = dead_letters.park("undecodable", "stream-x", "shard-1:42", b"\x93bad", 1000.0)
+    again = dead_letters.park("undecodable", "stream-x", "shard-1:42", b"\x93bad", 2000.0)
+    other = dead_letters.park("undecodable", "stream-x", "shard-1:43", b"\x93bad", 3000.0)
+    assert first == again != other
+    letters = [d for d in dead_letters.list() if d.position in ("shard-1:42", "shard-1:43")]
+    assert sorted((d.position, d.time) for d in letters) == [("shard-1:42", 1000.0), ("shard-1:43", 3000.0)]
