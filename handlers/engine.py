@@ -39,7 +39,7 @@ from .backoff import full_jitter
 from .context import ActionContext
 from .environment import Environment
 from .errors import HandlerError, LeaseBusy, NoTransition, PoisonRecord
-from .gate import Gate
+from .gate import Admission, Gate
 from .metrics import MetricBuffer
 from .retries import ScheduledRetry
 from .services import Services
@@ -186,50 +186,74 @@ class Engine:
         """
         result = BatchResult()
         steps: list[_Step] = []
+        ends: list[tuple[str, int, int, bool]] = []  # leases to give back without a done mark
         failed_cids: set[str] = set()
-        seen: set[tuple[str, int]] = set()
         try:
-            for index, inbound in enumerate(records):
-                if deadline is not None and self.clock() >= deadline:
-                    result.failed_item_ids.extend(r.item_id for r in records[index:])
-                    self.metrics.count("BatchesCutShort")
-                    log.warning("time budget spent: %d record(s) left for redelivery", len(records) - index)
-                    break
-                try:
-                    record, mdef, ctx = self._parse(inbound)
-                except PoisonRecord as exc:
-                    try:
-                        self._park(inbound, str(exc), result)
-                    except BackendError as park_exc:  # hand it back; the steps already run still commit
-                        log.warning("could not park the record at %s %s: %s", inbound.source, inbound.position,
-                                    park_exc)
-                        self.metrics.count("ServiceErrors")
-                        result.failed_item_ids.append(inbound.item_id)
-                    continue
+            todo = self._parse_batch(records, result)
+            admitted_at = self.clock()
+            admissions = self.gate.begin_many([(r.correlation_id, r.steps) for _, r, _, _ in todo])
+            for i, (inbound, record, mdef, ctx) in enumerate(todo):
+                adm = admissions[i] if admissions else None
                 cid = record.correlation_id
+                if deadline is not None and self.clock() >= deadline:
+                    left = todo[i:]
+                    result.failed_item_ids.extend(x[0].item_id for x in left)
+                    if admissions:
+                        ends.extend((x[1].correlation_id, x[1].steps, a.token, False)
+                                    for x, a in zip(left, admissions[i:]) if a.token is not None)
+                    self.metrics.count("BatchesCutShort")
+                    log.warning("time budget spent: %d record(s) left for redelivery", len(left))
+                    break
                 if cid in failed_cids:  # keep per-machine order: a later record waits for the failed one
                     result.failed_item_ids.append(inbound.item_id)
+                    if adm is not None and adm.token is not None:
+                        ends.append((cid, record.steps, adm.token, False))
                     continue
-                if record.terminal or (cid, record.steps) in seen:
-                    result.skipped += 1
-                    continue
+                if adm is not None and (adm.token is None or self.clock() - admitted_at > self.gate.lease_s / 2):
+                    if adm.token is not None:  # admitted long ago: take the lease afresh before running
+                        ends.append((cid, record.steps, adm.token, False))
+                    adm = None
                 try:
-                    step = self._run(inbound, record, mdef, ctx, deadline)
+                    step = self._run(inbound, record, mdef, ctx, deadline, adm)
                 except (LeaseBusy, BackendError) as exc:
                     log.warning("%s: %s", record.describe(), exc)
                     self.metrics.count("LeaseBusy" if isinstance(exc, LeaseBusy) else "ServiceErrors")
                     failed_cids.add(cid)
                     result.failed_item_ids.append(inbound.item_id)
                     continue
-                if step is None:
+                if isinstance(step, int):  # already done, or aborted: nothing to run
+                    ends.append((cid, -1, step, False))
                     result.skipped += 1
                     continue
-                seen.add((cid, record.steps))
                 steps.append(step)
-            self._commit(steps, result)
+            self._commit(steps, ends, result)
         finally:
             self.flush_metrics()
         return result
+
+    def _parse_batch(self, records: Sequence[Inbound], result: BatchResult) -> list[tuple]:
+        """Decode and check every record; park the poison ones; drop terminal records and duplicates."""
+        todo = []
+        seen: set[tuple[str, int]] = set()
+        for inbound in records:
+            try:
+                record, mdef, ctx = self._parse(inbound)
+            except PoisonRecord as exc:
+                try:
+                    self._park(inbound, str(exc), result)
+                except BackendError as park_exc:  # hand it back; the rest of the batch goes on
+                    log.warning("could not park the record at %s %s: %s", inbound.source, inbound.position,
+                                park_exc)
+                    self.metrics.count("ServiceErrors")
+                    result.failed_item_ids.append(inbound.item_id)
+                continue
+            key = (record.correlation_id, record.steps)
+            if record.terminal or key in seen:
+                result.skipped += 1
+                continue
+            seen.add(key)
+            todo.append((inbound, record, mdef, ctx))
+        return todo
 
     def _parse(self, inbound: Inbound) -> tuple[Event, MachineDef | None, dict | None]:
         try:
@@ -288,13 +312,15 @@ class Engine:
             delay = min(delay * 2, 0.5)
 
     def _run(self, inbound: Inbound, record: Event, mdef: MachineDef, ctx: dict,
-             deadline: float | None = None) -> _Step | None:
-        adm = self._admit(record, deadline)
+             deadline: float | None = None, adm: Admission | None = None) -> _Step | int:
+        """Run one record's step; returns it for the commit, or the lease token when there is
+        nothing to run (the step is done already, or the machine was aborted)."""
+        if adm is None:
+            adm = self._admit(record, deadline)
         cid = record.correlation_id
         if adm.done or adm.aborted:
-            self.gate.release(cid, adm.token)
             self.metrics.count("DuplicateSteps" if adm.done else "AbortedSteps", 1, {"machine": mdef.name})
-            return None
+            return adm.token
         step = _Step(inbound, record, adm.token, started=self.clock())
         max_retries = mdef.max_retries if mdef.max_retries is not None else self.settings.MAX_RETRIES
         upgraded = record.definition_hash if record.definition_hash != mdef.hash else None
@@ -438,13 +464,14 @@ class Engine:
 
     # ---------------------------------------------------------------- end of batch
 
-    def _commit(self, steps: list[_Step], result: BatchResult) -> None:
-        if not steps:
-            return
+    def _commit(self, steps: list[_Step], ends: list[tuple[str, int, int, bool]], result: BatchResult) -> None:
+        """Append the batch's next records in one call, schedule its retries, then mark the steps
+        done and release every lease (one round trip where the cache can batch)."""
         outs = [s for s in steps if s.out is not None]
         retries = [s for s in steps if s.retry is not None]
         try:
-            positions = self.services.log.append([OutRecord(s.out.correlation_id, s.out_data) for s in outs])
+            positions = self.services.log.append([OutRecord(s.out.correlation_id, s.out_data) for s in outs]) \
+                if outs else []
             if retries:
                 self.services.retries.schedule(
                     [ScheduledRetry(s.retry.correlation_id, s.retry_data, s.retry_due) for s in retries]
@@ -452,32 +479,26 @@ class Engine:
         except BackendError as exc:
             log.error("could not append the batch's %d record(s): %s", len(outs) + len(retries), exc)
             self.metrics.count("ServiceErrors")
-            for s in steps:
-                result.failed_item_ids.append(s.inbound.item_id)
-                self._safe_release(s)
+            result.failed_item_ids.extend(s.inbound.item_id for s in steps)
+            self._end(ends + [(s.record.correlation_id, s.record.steps, s.token, False) for s in steps])
             return
+        # the records are in the log: a failed mark only means a redelivered copy runs again
+        self._end(ends + [(s.record.correlation_id, s.record.steps, s.token, s.out is not None) for s in steps])
         pos_of = {id(s): p for s, p in zip(outs, positions)}
         every = max(1, int(self.settings.SNAPSHOT_EVERY))
         for s in steps:
-            done = s.out is not None
-            try:
-                self.gate.end(s.record.correlation_id, s.record.steps, s.token, done)
-            except BackendError as exc:  # the record is appended; a re-run would be deduped by the fold
-                log.warning("could not mark %s done: %s", s.record.describe(), exc)
-            if done:
-                out = s.out
-                if out.terminal or out.steps // every != s.record.steps // every:
-                    self._save_snapshot(out, pos_of[id(s)])
+            out = s.out
+            if out is not None and (out.terminal or out.steps // every != s.record.steps // every):
+                self._save_snapshot(out, pos_of[id(s)])
             self._account(s)
             result.handled += 1
             result.outcomes.append({"correlation_id": s.record.correlation_id, "outcome": s.outcome,
-                                    "steps": s.out.steps if s.out else s.record.steps})
+                                    "steps": out.steps if out else s.record.steps})
 
-    def _safe_release(self, s: _Step) -> None:
-        try:
-            self.gate.release(s.record.correlation_id, s.token)
-        except BackendError:
-            pass  # the lease expires by itself
+    def _end(self, items: list[tuple[str, int, int, bool]]) -> None:
+        for exc in self.gate.end_many(items):
+            log.warning("could not mark steps done / release leases: %s", exc)
+            self.metrics.count("ServiceErrors")
 
     def _save_snapshot(self, out: Event, position: str) -> None:
         snap = Snapshot(MachineState(out), position, out.definition_hash)

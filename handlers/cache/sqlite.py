@@ -57,27 +57,40 @@ class SqliteCache(EmbeddedBackend):
     def begin_step(self, cid: str, steps: int, owner: str, ttl_s: float) -> tuple[int | None, bool, bool]:
         """The step gate in one transaction: take ``lease:<cid>`` and read the step's done flag and the
         machine's abort flag (see ``handlers.gate``)."""
-        now = self.clock()
-        with self.db.transaction() as conn:
-            token = self._take_lease(conn, f"lease:{cid}", owner, ttl_s, now)
-            if token is None:
-                return None, False, False
-            flags = {row[0] for row in conn.execute(
-                "SELECT key FROM flags WHERE key IN (?, ?) AND expires > ?",
-                (f"done:{cid}:{steps}", f"abort:{cid}", now),
-            )}
-        return token, f"done:{cid}:{steps}" in flags, f"abort:{cid}" in flags
+        return self.begin_steps([(cid, steps)], owner, ttl_s)[0]
 
     def end_step(self, cid: str, steps: int, owner: str, token: int, done: bool, dedupe_s: float) -> None:
         """Mark the step done (when it is) and release the lease, in one transaction."""
+        self.end_steps([(cid, steps, token, done)], owner, dedupe_s)
+
+    def begin_steps(self, items: list[tuple[str, int]], owner: str, ttl_s: float) -> list[tuple[int | None, bool, bool]]:
+        """``begin_step`` for every ``(cid, steps)`` of a batch, in one transaction."""
+        now = self.clock()
+        out: list[tuple[int | None, bool, bool]] = []
+        with self.db.transaction() as conn:
+            for cid, steps in items:
+                token = self._take_lease(conn, f"lease:{cid}", owner, ttl_s, now)
+                if token is None:
+                    out.append((None, False, False))
+                    continue
+                flags = {row[0] for row in conn.execute(
+                    "SELECT key FROM flags WHERE key IN (?, ?) AND expires > ?",
+                    (f"done:{cid}:{steps}", f"abort:{cid}", now),
+                )}
+                out.append((token, f"done:{cid}:{steps}" in flags, f"abort:{cid}" in flags))
+        return out
+
+    def end_steps(self, items: list[tuple[str, int, int, bool]], owner: str, dedupe_s: float) -> None:
+        """``end_step`` for every ``(cid, steps, token, done)`` of a batch, in one transaction."""
         now = self.clock()
         with self.db.transaction() as conn:
-            if done:
-                key = f"done:{cid}:{steps}"
-                conn.execute("DELETE FROM flags WHERE key = ? AND expires <= ?", (key, now))
-                conn.execute("INSERT OR IGNORE INTO flags (key, expires) VALUES (?, ?)", (key, now + dedupe_s))
-            conn.execute("DELETE FROM leases WHERE key = ? AND owner = ? AND token = ?",
-                         (f"lease:{cid}", owner, int(token)))
+            for cid, steps, token, done in items:
+                if done:
+                    key = f"done:{cid}:{steps}"
+                    conn.execute("DELETE FROM flags WHERE key = ? AND expires <= ?", (key, now))
+                    conn.execute("INSERT OR IGNORE INTO flags (key, expires) VALUES (?, ?)", (key, now + dedupe_s))
+                conn.execute("DELETE FROM leases WHERE key = ? AND owner = ? AND token = ?",
+                             (f"lease:{cid}", owner, int(token)))
 
     def abort_machine(self, cid: str, dedupe_s: float) -> None:
         self.mark(f"abort:{cid}", dedupe_s)

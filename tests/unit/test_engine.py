@@ -423,3 +423,29 @@ def test_actions_keep_large_dicts_in_the_environment_store_by_id(rig_factory):
     assert state.status == "completed" and state.context["items"] == 2000
     assert max(len(r.context_raw) for r in rig.records(cid)) < 200  # only the id travels in the log
     assert rig.engine.environment.get(f"catalogue:{cid}")["items"][1999] == {"sku": "sku-1999", "price": 1999}
+
+
+SLOW: dict = {}  # the test's clock and cache, for the action below
+
+
+def slow_then_steal(context, obj):
+    """Takes longer than the lease, and meanwhile another worker takes the next machine's lease."""
+    SLOW["clock"].t += SLOW["lease_s"] + 1
+    victim = SLOW["victim"]
+    SLOW["cache"].acquire(f"lease:{victim}", "another-worker", 600)
+    return "ok"
+
+
+def test_a_batch_admitted_long_ago_takes_each_lease_afresh_before_running(rig_factory):
+    """Leases of a whole batch are taken up front; one whose turn comes after half its time is
+    taken again, so a lease that expired and went to another worker is never run under."""
+    rig = rig_factory([single("slow", "slow_then_steal"), single("quick", "a_do")])
+    assert rig.engine.gate.batches  # the embedded cache admits a batch in one transaction
+    rig.engine.start("slow")
+    victim = rig.engine.start("quick")
+    SLOW.update(clock=rig.clock, lease_s=rig.settings.LEASE_SECONDS, victim=victim, cache=rig.services.cache)
+    rig.services.cache.clock = rig.clock  # leases expire on the test's clock too
+    batch = rig.next_batch()
+    result = rig.engine.handle(batch)
+    assert result.handled == 1 and result.failed_item_ids == [batch[1].item_id]
+    assert "a.do" not in CALLS  # the quick machine's step did not run under a lease held elsewhere
