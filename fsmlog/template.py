@@ -68,8 +68,28 @@ def _getatt(logical: str, attr: str = "Arn") -> dict[str, Any]:
     return {"Fn::GetAtt": [logical, attr]}
 
 
-def _resource_arn(res: Resource, logical: str) -> dict[str, Any]:
+def _resource_arn(res: Resource, logical: str | None) -> Any:
+    """The resource's ARN in the template: a reference when the stack creates it, else the literal ARN."""
+    if logical is None:
+        return res.arn
     return {"Ref": logical} if res.service == "sns" else _getatt(logical)
+
+
+def _sub_arn(res: Resource, logical: str | None, suffix: str) -> Any:
+    return f"{res.arn}{suffix}" if logical is None else {"Fn::Sub": f"${{{logical}.Arn}}{suffix}"}
+
+
+def _region(arn: str) -> str:
+    parts = arn.split(":")
+    return parts[3] if len(parts) > 3 else ""
+
+
+def _home_region(settings: Settings, named: list[Resource]) -> str:
+    """The region the stack deploys to: the primary stream's, else AWS_REGION, else the first resource's."""
+    primary = str(settings.get("PRIMARY_STREAM_SOURCE") or "")
+    if primary.startswith("arn:") and _region(primary):
+        return _region(primary)
+    return str(settings.get("AWS_REGION") or (named and _region(named[0].arn)) or "")
 
 
 def _table(name: str, spec: TableSpec) -> dict[str, Any]:
@@ -107,7 +127,7 @@ def _cfn_resource(res: Resource) -> dict[str, Any]:
     return {"Type": "AWS::SNS::Topic", "Properties": props}
 
 
-def _statements(res: Resource, logical: str) -> list[dict[str, Any]]:
+def _statements(res: Resource, logical: str | None) -> list[dict[str, Any]]:
     arn = _resource_arn(res, logical)
     if res.service == "kinesis":
         return [{"Effect": "Allow", "Action": [f"kinesis:{a}" for a in KINESIS_ACTIONS], "Resource": arn}]
@@ -121,11 +141,11 @@ def _statements(res: Resource, logical: str) -> list[dict[str, Any]]:
     resources: list[Any] = [arn]
     assert res.table is not None
     if res.table.indexes:
-        resources.append({"Fn::Sub": f"${{{logical}.Arn}}/index/*"})
+        resources.append(_sub_arn(res, logical, "/index/*"))
     out = [{"Effect": "Allow", "Action": [f"dynamodb:{a}" for a in actions], "Resource": resources}]
     if res.table.stream:
         out.append({"Effect": "Allow", "Action": [f"dynamodb:{a}" for a in TABLE_STREAM_ACTIONS],
-                    "Resource": {"Fn::Sub": f"${{{logical}.Arn}}/stream/*"}})
+                    "Resource": _sub_arn(res, logical, "/stream/*")})
     return out
 
 
@@ -151,7 +171,8 @@ def _environment(settings: Settings, logical_of: dict[str, str], resources: dict
         if not value:
             continue
         res = resources.get(value)
-        env[setting] = _resource_arn(res, logical_of[value]) if res is not None else str(value)
+        env[setting] = _resource_arn(res, logical_of[value]) if res is not None and value in logical_of \
+            else str(value)
     for name, default in DEFAULTS.items():
         if name in SOURCE_SETTINGS or name in ("ENDPOINTS", "AWS_REGION"):
             continue
@@ -170,7 +191,14 @@ def render_template(settings: Settings, *, handler: str = "handlers.lambda_handl
     logical_of: dict[str, str] = {}
     statements: list[dict[str, Any]] = []
     events: dict[str, Any] = {}
+    home = _home_region(settings, named)
+    elsewhere: list[str] = []
     for res in named:
+        if home and _region(res.arn) and _region(res.arn) != home:
+            # another region (a failover side): the stack cannot create it, but may use it
+            elsewhere.append(res.arn)
+            statements += _statements(res, None)
+            continue
         logical = _camel(res.settings[0])
         logical_of[res.arn] = logical
         resources[logical] = _cfn_resource(res)
@@ -213,7 +241,9 @@ def render_template(settings: Settings, *, handler: str = "handlers.lambda_handl
     template = {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Transform": "AWS::Serverless-2016-10-31",
-        "Description": "fsmlog: finite-state-machine workflows on AWS Lambda, event-sourced",
+        "Description": "fsmlog: finite-state-machine workflows on AWS Lambda, event-sourced"
+                       + (f" (resources in other regions, created with `fsmlog resources create` there: "
+                          f"{', '.join(elsewhere)})" if elsewhere else ""),
         "Resources": resources,
         "Outputs": {
             "WorkerFunctionArn": {"Value": _getatt(FUNCTION)},

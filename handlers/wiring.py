@@ -81,12 +81,12 @@ def _load(path: str) -> Any:
     return getattr(importlib.import_module(module), cls)
 
 
-def open_backend(kind: str, target: str, settings: Settings) -> Any:
+def open_backend(kind: str, target: str, settings: Settings, side: str = "PRIMARY") -> Any:
     service = service_of(target, settings)
     path = BACKENDS.get((kind, service))
     if path is None:
         raise SettingsError(
-            f"setting {kind}_SOURCE value {target!r} names service {service!r}, which cannot serve as "
+            f"setting {side}_{kind}_SOURCE value {target!r} names service {service!r}, which cannot serve as "
             f"{kind.lower()} source; valid values: {VALID[kind]}"
         )
     return _load(path).from_target(target, settings)
@@ -102,7 +102,8 @@ def open_source(kind: str, settings: Settings) -> Any:
     secondary_target = settings.source(kind, "SECONDARY")
     if not secondary_target or secondary_target == primary_target:
         return primary
-    secondary = with_chaos(open_backend(kind, secondary_target, settings), secondary_target, settings, kind=kind)
+    secondary = with_chaos(open_backend(kind, secondary_target, settings, "SECONDARY"), secondary_target, settings,
+                           kind=kind)
     return with_failover(kind, primary, secondary, settings)
 
 

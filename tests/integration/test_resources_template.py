@@ -201,3 +201,30 @@ def test_sqs_and_sns_stream_sources_get_their_triggers(tmp_path: Path) -> None:
     assert events["PrimaryStreamSourceTrigger"]["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert events["SecondaryStreamSourceTrigger"]["Type"] == "SNS"
     assert events["PrimaryRetrySourceTrigger"]["Type"] == "Kinesis"
+
+
+def test_failover_sides_in_another_region_are_used_not_created(tmp_path: Path) -> None:
+    """The example settings keep a secondary stream and table in us-west-2: one stack deploys one
+    region, so it grants access to them and names them, but creates only the home region's."""
+    from eventlog.settings import load_settings
+    from fsmlog.template import render_template
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "aws" / "settings.yaml"
+    settings = load_settings({"FSMLOG_SETTINGS": str(example)})
+    text = render_template(settings)
+    path = tmp_path / "template.yaml"
+    path.write_text(text)
+    result = _cfn_lint(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    template = yaml.safe_load(text)
+    created = [r["Properties"].get("Name") or r["Properties"].get("TableName")
+               for r in template["Resources"].values() if r["Type"] in ("AWS::Kinesis::Stream", "AWS::DynamoDB::Table")]
+    assert created.count("fsmlog-orders") == 1 and created.count("fsmlog-checkpoints") == 1
+    policy = str(template["Resources"])
+    assert "arn:aws:kinesis:us-west-2:123456789012:stream/fsmlog-orders" in policy
+    assert "us-west-2" in template["Description"]
+    env = template["Resources"]["WorkerFunction"]["Properties"]["Environment"]["Variables"] \
+        if "WorkerFunction" in template["Resources"] else next(
+            r["Properties"]["Environment"]["Variables"] for r in template["Resources"].values()
+            if r["Type"] == "AWS::Serverless::Function")
+    assert env["SECONDARY_STREAM_SOURCE"] == "arn:aws:kinesis:us-west-2:123456789012:stream/fsmlog-orders"
