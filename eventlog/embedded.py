@@ -56,7 +56,7 @@ from urllib.parse import parse_qsl
 from .errors import BackendError, ServiceUnavailable, SettingsError
 from .settings import DEFAULT_SQLITE
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: progress (high-water marks of handled step attempts)
 BUSY_TIMEOUT_S = 30.0
 MEMORY = ":memory:"
 
@@ -100,6 +100,8 @@ SCHEMA: tuple[str, ...] = (
     # the fence counter outlives its lease so tokens increase forever
     "CREATE TABLE IF NOT EXISTS fence (key TEXT PRIMARY KEY, token INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS flags (key TEXT PRIMARY KEY, expires REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS progress (cid TEXT PRIMARY KEY, done INTEGER NOT NULL, "
+    "done_expires REAL NOT NULL, aborted_expires REAL NOT NULL)",
     "CREATE INDEX IF NOT EXISTS flags_expires ON flags (expires)",
     "CREATE TABLE IF NOT EXISTS environment (id TEXT PRIMARY KEY, data BLOB NOT NULL)",
     """CREATE TABLE IF NOT EXISTS metrics (

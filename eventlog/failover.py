@@ -12,8 +12,9 @@ Caches keep a machine on one side: once a machine's lease was taken on the
 secondary, its later ``acquire``/``release``/``mark``/``marked`` calls go to the
 secondary first, even after the primary is back, so a lease is never split
 across two stores. The machine is the correlation id read from the key: the
-text after the first colon (``lease:<cid>`` -> ``<cid>``), less a trailing
-``:<steps>`` number on any other prefix (``done:<cid>:<steps>`` -> ``<cid>``).
+text after the first colon (``lease:<cid>``, ``abort:<cid>`` -> ``<cid>``), less the
+step gate's trailing numbers (``done:<cid>:<steps>``, ``tried:<cid>:<steps>:<retries>``
+-> ``<cid>``).
 
 Data written to the secondary during an outage is still found after it: once
 this process has failed over, a read that finds nothing on one side
@@ -49,15 +50,18 @@ _INTERFACE = frozenset({
 })
 
 
+_STEP_SUFFIXES = {"done": 1, "tried": 2}  # numbers after the cid in the gate's composed keys
+
+
 def machine_of(key: str) -> str:
     """The correlation id a cache key belongs to (see the module docstring)."""
     prefix, sep, rest = key.partition(":")
     if not sep:
         return key
-    if prefix != "lease":
+    for _ in range(_STEP_SUFFIXES.get(prefix, 0)):
         m = _STEP_SUFFIX.match(rest)
         if m:
-            return m.group(1)
+            rest = m.group(1)
     return rest
 
 

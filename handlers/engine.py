@@ -39,7 +39,7 @@ from .backoff import full_jitter
 from .context import ActionContext
 from .environment import Environment
 from .errors import HandlerError, LeaseBusy, NoTransition, PoisonRecord
-from .gate import Admission, Gate
+from .gate import DONE, TRIED, Admission, Ending, Gate
 from .metrics import MetricBuffer
 from .retries import ScheduledRetry
 from .services import Services
@@ -157,6 +157,8 @@ class Engine:
         return decode_snapshot(data) if data else None
 
     def abort(self, correlation_id: str, reason: str = "") -> Event:
+        """Stop a running machine: no further step is admitted, then, holding its lease (so no step
+        is in flight), record the abort — unless the machine ended meanwhile."""
         state = self.status(correlation_id)
         if state is None:
             raise HandlerError(f"no machine with id {correlation_id!r} in {self.services.log.name}")
@@ -164,12 +166,22 @@ class Engine:
             raise HandlerError(
                 f"machine {state.machine!r} ({correlation_id}) already ended: {state.status} in state {state.state!r}"
             )
-        self.gate.abort(correlation_id)  # any worker admits no further step of it
-        ev = state.last.evolve(
-            kind=ABORTED, time=self.clock(), error_type="Aborted", error_message=reason or "aborted by an operator",
-            upgraded_from=None,
-        )
-        positions = self.services.log.append([OutRecord(correlation_id, encode(ev))])
+        self.gate.abort(correlation_id)  # from now on, every worker admits no step of it
+        adm = self._admit(state.last)  # waits for a step in flight to commit (or raises LeaseBusy)
+        try:
+            state = self.status(correlation_id)
+            if state.terminal:
+                raise HandlerError(
+                    f"machine {state.machine!r} ({correlation_id}) ended while being aborted: {state.status} "
+                    f"in state {state.state!r}"
+                )
+            ev = state.last.evolve(
+                kind=ABORTED, time=self.clock(), error_type="Aborted", error_message=reason or "aborted by an operator",
+                upgraded_from=None,
+            )
+            positions = self.services.log.append([OutRecord(correlation_id, encode(ev))])
+        finally:
+            self.gate.release(correlation_id, adm.token)
         self._save_snapshot(ev, positions[0])
         self.metrics.count("MachinesAborted", 1, {"machine": ev.machine})
         self.flush_metrics()
@@ -183,15 +195,20 @@ class Engine:
         ``deadline`` (a ``clock()`` time, e.g. from Lambda's remaining time) stops the batch early:
         records not started by then are reported failed, so they are delivered again instead of
         being cut off by the function's timeout.
+
+        Leases are held from admission to the commit at the end of the batch. So that none of
+        them can expire meanwhile, a batch that has run for half a lease commits what it has and
+        goes on with fresh leases.
         """
         result = BatchResult()
         steps: list[_Step] = []
-        ends: list[tuple[str, int, int, bool]] = []  # leases to give back without a done mark
+        ends: list[Ending] = []  # leases to give back with no mark (nothing ran)
         failed_cids: set[str] = set()
+        half_lease = self.gate.lease_s / 2
         try:
             todo = self._parse_batch(records, result)
-            admitted_at = self.clock()
-            admissions = self.gate.begin_many([(r.correlation_id, r.steps) for _, r, _, _ in todo])
+            window = admitted_at = self.clock()  # when the oldest lease we hold / the batch's were taken
+            admissions = self.gate.begin_many([(r.correlation_id, r.steps, r.retries) for _, r, _, _ in todo])
             for i, (inbound, record, mdef, ctx) in enumerate(todo):
                 adm = admissions[i] if admissions else None
                 cid = record.correlation_id
@@ -199,30 +216,45 @@ class Engine:
                     left = todo[i:]
                     result.failed_item_ids.extend(x[0].item_id for x in left)
                     if admissions:
-                        ends.extend((x[1].correlation_id, x[1].steps, a.token, False)
+                        ends.extend(Ending(x[1].correlation_id, x[1].steps, x[1].retries, a.token, None)
                                     for x, a in zip(left, admissions[i:]) if a.token is not None)
                     self.metrics.count("BatchesCutShort")
                     log.warning("time budget spent: %d record(s) left for redelivery", len(left))
                     break
+                if adm is not None and adm.token is not None and (
+                        cid in failed_cids or self.clock() - admitted_at > half_lease):
+                    ends.append(Ending(cid, record.steps, record.retries, adm.token, None))
+                    adm = None  # not used: failed machine, or admitted too long ago (taken afresh below)
+                elif adm is not None and adm.token is None:
+                    adm = None  # held elsewhere: wait for it below
                 if cid in failed_cids:  # keep per-machine order: a later record waits for the failed one
                     result.failed_item_ids.append(inbound.item_id)
-                    if adm is not None and adm.token is not None:
-                        ends.append((cid, record.steps, adm.token, False))
                     continue
-                if adm is not None and (adm.token is None or self.clock() - admitted_at > self.gate.lease_s / 2):
-                    if adm.token is not None:  # admitted long ago: take the lease afresh before running
-                        ends.append((cid, record.steps, adm.token, False))
-                    adm = None
+                if (steps or ends) and self.clock() - window > half_lease:
+                    self._commit(steps, ends, result)  # before our oldest leases could expire
+                    steps, ends = [], []
+                if not steps and not ends:
+                    window = self.clock()
                 try:
-                    step = self._run(inbound, record, mdef, ctx, deadline, adm)
-                except (LeaseBusy, BackendError) as exc:
-                    log.warning("%s: %s", record.describe(), exc)
-                    self.metrics.count("LeaseBusy" if isinstance(exc, LeaseBusy) else "ServiceErrors")
-                    failed_cids.add(cid)
-                    result.failed_item_ids.append(inbound.item_id)
+                    step = self._run(inbound, record, mdef, ctx, self._budget(deadline, window, steps), adm)
+                except LeaseBusy as exc:
+                    if exc.for_held_leases and (steps or ends):
+                        # waiting longer would outlast leases we hold: commit them, then wait afresh
+                        self._commit(steps, ends, result)
+                        steps, ends, window = [], [], self.clock()
+                        try:
+                            step = self._run(inbound, record, mdef, ctx, self._budget(deadline, window, steps))
+                        except (LeaseBusy, BackendError) as again:
+                            self._fail_machine_record(inbound, record, again, failed_cids, result)
+                            continue
+                    else:
+                        self._fail_machine_record(inbound, record, exc, failed_cids, result)
+                        continue
+                except BackendError as exc:
+                    self._fail_machine_record(inbound, record, exc, failed_cids, result)
                     continue
-                if isinstance(step, int):  # already done, or aborted: nothing to run
-                    ends.append((cid, -1, step, False))
+                if isinstance(step, int):  # handled already, or aborted: nothing to run
+                    ends.append(Ending(cid, record.steps, record.retries, step, None))
                     result.skipped += 1
                     continue
                 steps.append(step)
@@ -230,6 +262,19 @@ class Engine:
         finally:
             self.flush_metrics()
         return result
+
+    def _budget(self, deadline: float | None, window: float, steps: list) -> float | None:
+        """How long a lease wait may last: not past the deadline, nor past half the lease of the
+        oldest step still waiting for the commit."""
+        limits = [t for t in (deadline, window + self.gate.lease_s / 2 if steps else None) if t is not None]
+        return min(limits) if limits else None
+
+    def _fail_machine_record(self, inbound: Inbound, record: Event, exc: Exception, failed_cids: set[str],
+                             result: BatchResult) -> None:
+        log.warning("%s: %s", record.describe(), exc)
+        self.metrics.count("LeaseBusy" if isinstance(exc, LeaseBusy) else "ServiceErrors")
+        failed_cids.add(record.correlation_id)
+        result.failed_item_ids.append(inbound.item_id)
 
     def _parse_batch(self, records: Sequence[Inbound], result: BatchResult) -> list[tuple]:
         """Decode and check every record; park the poison ones; drop terminal records and duplicates."""
@@ -291,22 +336,24 @@ class Engine:
 
     # ---------------------------------------------------------------- one step
 
-    def _admit(self, record: Event, budget: float | None = None):
+    def _admit(self, record: Event, budget: float | None = None) -> Admission:
         deadline = None
+        cut = False  # the wait ends at ``budget``, before LEASE_WAIT_SECONDS
         delay = 0.02
         while True:
-            adm = self.gate.begin(record.correlation_id, record.steps)
+            adm = self.gate.begin(record.correlation_id, record.steps, record.retries)
             if adm.token is not None:
                 return adm
             now = self.clock()
             if deadline is None:
                 deadline = now + self.settings.LEASE_WAIT_SECONDS
-                if budget is not None:
-                    deadline = min(deadline, budget)
+                if budget is not None and budget < deadline:
+                    deadline, cut = budget, True
             if now >= deadline:
                 raise LeaseBusy(
                     f"machine {record.machine!r} ({record.correlation_id}) is leased by another worker; "
-                    f"step {record.steps} will be retried"
+                    f"step {record.steps} will be retried",
+                    for_held_leases=cut,
                 )
             self.sleep(min(delay, max(0.0, deadline - now)))
             delay = min(delay * 2, 0.5)
@@ -444,7 +491,13 @@ class Engine:
             delay = full_jitter(attempt, self.settings.RETRY_BASE_SECONDS, self.settings.RETRY_CAP_SECONDS, self.rng)
             retry = at.evolve(kind=RETRY, retries=attempt,
                               time=now, error_type=type(exc).__name__, error_message=str(exc)[:2000])
-            step.retry, step.retry_data, step.retry_due = retry, encode(retry), now + delay
+            try:
+                step.retry, step.retry_data, step.retry_due = retry, encode(retry), now + delay
+            except RecordTooLarge as too_large:  # the context outgrew the log inside a local chain
+                step.retry = None
+                self._set_out(step, retry.evolve(kind=FAILED, error_type=type(too_large).__name__,
+                                                 error_message=str(too_large)))
+                return
             step.outcome = "retry"
             return
         failed = Event(FAILED, at.correlation_id, at.machine, at.definition_hash, at.steps, at.retries, at.state,
@@ -464,30 +517,39 @@ class Engine:
 
     # ---------------------------------------------------------------- end of batch
 
-    def _commit(self, steps: list[_Step], ends: list[tuple[str, int, int, bool]], result: BatchResult) -> None:
-        """Append the batch's next records in one call, schedule its retries, then mark the steps
-        done and release every lease (one round trip where the cache can batch)."""
+    def _commit(self, steps: list[_Step], ends: list[Ending], result: BatchResult) -> None:
+        """Append the batch's next records in one call, schedule its retries, then mark the
+        attempts handled and release every lease (one round trip where the cache can batch)."""
         outs = [s for s in steps if s.out is not None]
         retries = [s for s in steps if s.retry is not None]
         try:
             positions = self.services.log.append([OutRecord(s.out.correlation_id, s.out_data) for s in outs]) \
                 if outs else []
-            if retries:
+        except BackendError as exc:
+            log.error("could not append the batch's %d record(s): %s", len(outs), exc)
+            self.metrics.count("ServiceErrors")
+            result.failed_item_ids.extend(s.inbound.item_id for s in steps)
+            self._end(ends + [self._ending(s, None) for s in steps])
+            return
+        scheduled = True
+        if retries:
+            try:
                 self.services.retries.schedule(
                     [ScheduledRetry(s.retry.correlation_id, s.retry_data, s.retry_due) for s in retries]
                 )
-        except BackendError as exc:
-            log.error("could not append the batch's %d record(s): %s", len(outs) + len(retries), exc)
-            self.metrics.count("ServiceErrors")
-            result.failed_item_ids.extend(s.inbound.item_id for s in steps)
-            self._end(ends + [(s.record.correlation_id, s.record.steps, s.token, False) for s in steps])
-            return
-        # the records are in the log: a failed mark only means a redelivered copy runs again
-        self._end(ends + [(s.record.correlation_id, s.record.steps, s.token, s.out is not None) for s in steps])
+            except BackendError as exc:  # those records are delivered again; the appended ones stand
+                log.error("could not schedule %d retr(ies): %s", len(retries), exc)
+                self.metrics.count("ServiceErrors")
+                result.failed_item_ids.extend(s.inbound.item_id for s in retries)
+                scheduled = False
+        self._end(ends + [self._ending(s, DONE if s.out is not None else (TRIED if scheduled else None))
+                          for s in steps])
         pos_of = {id(s): p for s, p in zip(outs, positions)}
         every = max(1, int(self.settings.SNAPSHOT_EVERY))
         for s in steps:
             out = s.out
+            if out is None and not scheduled:
+                continue
             if out is not None and (out.terminal or out.steps // every != s.record.steps // every):
                 self._save_snapshot(out, pos_of[id(s)])
             self._account(s)
@@ -495,9 +557,13 @@ class Engine:
             result.outcomes.append({"correlation_id": s.record.correlation_id, "outcome": s.outcome,
                                     "steps": out.steps if out else s.record.steps})
 
-    def _end(self, items: list[tuple[str, int, int, bool]]) -> None:
+    @staticmethod
+    def _ending(s: _Step, mark: str | None) -> Ending:
+        return Ending(s.record.correlation_id, s.record.steps, s.record.retries, s.token, mark)
+
+    def _end(self, items: list[Ending]) -> None:
         for exc in self.gate.end_many(items):
-            log.warning("could not mark steps done / release leases: %s", exc)
+            log.warning("could not mark steps handled / release leases: %s", exc)
             self.metrics.count("ServiceErrors")
 
     def _save_snapshot(self, out: Event, position: str) -> None:

@@ -10,7 +10,15 @@ class HandlerError(FsmlogError):
 
 
 class LeaseBusy(HandlerError):
-    """Another worker holds the machine's lease for longer than we may wait; the record is retried later."""
+    """Another worker holds the machine's lease for longer than we may wait; the record is retried later.
+
+    ``for_held_leases``: the wait was cut short to protect leases this worker holds for steps
+    not yet committed (commit them, then the wait may go on).
+    """
+
+    def __init__(self, message: str, *, for_held_leases: bool = False):
+        super().__init__(message)
+        self.for_held_leases = for_held_leases
 
 
 class PoisonRecord(HandlerError):

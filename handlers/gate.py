@@ -1,16 +1,30 @@
-"""The step gate: a machine's lease, its idempotency flags and its abort flag, over any ``Cache``.
+"""The step gate: a machine's lease, its idempotency marks and its abort flag, over any ``Cache``.
 
-Keys: ``lease:<cid>`` (the lease, with fence token), ``done:<cid>:<steps>``
-(set once the step's next record is appended), ``abort:<cid>`` (set by
-``fsmlog abort``). A cache may offer the fast path — ``begin_step(cid, steps,
-owner, ttl_s) -> (token|None, done, aborted)``, ``end_step(cid, steps, owner,
-token, done, dedupe_s)`` and ``abort_machine(cid, dedupe_s)`` — doing the same
-in one round trip each; otherwise the gate composes them from the basic
-``Cache`` calls (three calls to begin, two to end). A cache that can also do a
-whole batch in one round trip — ``begin_steps(items, owner, ttl_s)`` and
+What must never happen twice is a *handled attempt*: a step that completed
+(its next record appended) or an attempt that failed and scheduled its retry.
+A redelivered copy of either is skipped; the retry record itself (``retries``
++ 1) is a new attempt and runs.
+
+Fast path. A cache may offer ``begin_step(cid, ordinal, owner, ttl_s) ->
+(token|None, done, aborted)``, ``end_step(cid, ordinal, owner, token, mark,
+dedupe_s)`` and ``abort_machine(cid, dedupe_s)``, one round trip each, keeping
+per machine a high-water mark of handled attempts: ``begin_step`` reports
+``done`` when ``ordinal <= mark``, ``end_step`` raises the mark to ``ordinal``
+when ``mark`` is true and releases the lease if ``(owner, token)`` still hold
+it. Attempts are ordered by ``ordinal(steps, retries)``; a completed step
+marks ``completed_ordinal(steps)``, above every attempt of it, so a
+redispatched copy of a completed step (``retries`` + 1) is skipped too. One
+number suffices because a machine only moves forward: once step n completed,
+every record at step <= n is history. A cache that can also do a whole batch
+in one round trip — ``begin_steps(items, owner, ttl_s)``,
 ``end_steps(items, owner, dedupe_s)`` — lets the engine admit every record of
 a batch at once and close them all at once (the embedded file: two
 transactions per batch instead of two per step).
+
+Composed path (any ``Cache``, e.g. Memcached): keys ``lease:<cid>`` (the lease,
+with fence token), ``done:<cid>:<steps>`` (step completed),
+``tried:<cid>:<steps>:<retries>`` (attempt failed, retry scheduled) and
+``abort:<cid>``: four calls to begin, two to end.
 """
 
 from __future__ import annotations
@@ -22,11 +36,34 @@ from eventlog.errors import BackendError
 
 from .cache import Cache
 
+RETRY_SLOTS = 1 << 20  # attempts per step an ordinal can tell apart
+
+DONE = "done"  # the step completed: its next record is in the log
+TRIED = "tried"  # the attempt failed and its retry is scheduled
+
 
 class Admission(NamedTuple):
     token: int | None  # fence token, None when the lease is held elsewhere
-    done: bool  # this step already ran to completion: skip it
+    done: bool  # this attempt (or its whole step) was handled already: skip it
     aborted: bool  # the machine was aborted: run nothing more
+
+
+class Ending(NamedTuple):
+    """How a step's lease is given back: with a mark (``DONE``, ``TRIED``) or none (nothing ran)."""
+
+    cid: str
+    steps: int
+    retries: int
+    token: int
+    mark: str | None
+
+
+def ordinal(steps: int, retries: int) -> int:
+    return steps * RETRY_SLOTS + min(max(retries, 0), RETRY_SLOTS - 2)
+
+
+def completed_ordinal(steps: int) -> int:
+    return steps * RETRY_SLOTS + RETRY_SLOTS - 1
 
 
 def lease_key(cid: str) -> str:
@@ -37,8 +74,20 @@ def done_key(cid: str, steps: int) -> str:
     return f"done:{cid}:{steps}"
 
 
+def tried_key(cid: str, steps: int, retries: int) -> str:
+    return f"tried:{cid}:{steps}:{retries}"
+
+
 def abort_key(cid: str) -> str:
     return f"abort:{cid}"
+
+
+def _mark_ordinal(e: Ending) -> int:
+    if e.mark == DONE:
+        return completed_ordinal(e.steps)
+    if e.mark == TRIED:
+        return ordinal(e.steps, e.retries)
+    return -1
 
 
 class Gate:
@@ -50,54 +99,71 @@ class Gate:
         self._fast = all(hasattr(cache, m) for m in ("begin_step", "end_step", "abort_machine"))
         self.batches = self._fast and all(hasattr(cache, m) for m in ("begin_steps", "end_steps"))
 
-    def begin(self, cid: str, steps: int) -> Admission:
+    def begin(self, cid: str, steps: int, retries: int = 0) -> Admission:
         if self._fast:
-            token, done, aborted = self.cache.begin_step(cid, steps, self.owner, self.lease_s)
+            token, done, aborted = self.cache.begin_step(cid, ordinal(steps, retries), self.owner, self.lease_s)
             return Admission(token, done, aborted)
         token = self.cache.acquire(lease_key(cid), self.owner, self.lease_s)
         if token is None:
             return Admission(None, False, False)
-        if self.cache.marked(done_key(cid, steps)):
+        if self.cache.marked(done_key(cid, steps)) or self.cache.marked(tried_key(cid, steps, retries)):
             return Admission(token, True, False)
         return Admission(token, False, self.cache.marked(abort_key(cid)))
 
-    def end(self, cid: str, steps: int, token: int, done: bool) -> None:
-        """Record the step as done (when it is) and give the lease back."""
-        if self._fast:
-            self.cache.end_step(cid, steps, self.owner, token, done, self.dedupe_s)
-            return
-        if done:
-            self.cache.mark(done_key(cid, steps), self.dedupe_s)
-        self.cache.release(lease_key(cid), self.owner, token)
-
-    def begin_many(self, items: Sequence[tuple[str, int]]) -> list[Admission] | None:
-        """Admit ``(cid, steps)`` items in one round trip, or ``None`` when the cache cannot batch
-        (the engine then admits each record just before running it)."""
+    def begin_many(self, items: Sequence[tuple[str, int, int]]) -> list[Admission] | None:
+        """Admit ``(cid, steps, retries)`` items in one round trip, or ``None`` when the cache cannot
+        batch (the engine then admits each record just before running it)."""
         if not self.batches or not items:
             return None
-        return [Admission(*a) for a in self.cache.begin_steps(list(items), self.owner, self.lease_s)]
+        batch = [(cid, ordinal(steps, retries)) for cid, steps, retries in items]
+        return [Admission(*a) for a in self.cache.begin_steps(batch, self.owner, self.lease_s)]
 
-    def end_many(self, items: Sequence[tuple[str, int, int, bool]]) -> list[BackendError]:
-        """End ``(cid, steps, token, done)`` items; returns the errors of the ones that failed
-        (their leases expire by themselves)."""
+    def end(self, cid: str, steps: int, token: int, done: bool, *, retries: int = 0, tried: bool = False) -> None:
+        """Give the lease back, marking the step completed (``done``) or the attempt handled (``tried``)."""
+        self._end(Ending(cid, steps, retries, token, DONE if done else TRIED if tried else None))
+
+    def _end(self, e: Ending) -> None:
+        if self._fast:
+            self.cache.end_step(e.cid, _mark_ordinal(e), self.owner, e.token, e.mark is not None, self.dedupe_s)
+            return
+        if e.mark == DONE:
+            self.cache.mark(done_key(e.cid, e.steps), self.dedupe_s)
+        elif e.mark == TRIED:
+            self.cache.mark(tried_key(e.cid, e.steps, e.retries), self.dedupe_s)
+        self.cache.release(lease_key(e.cid), self.owner, e.token)
+
+    def end_many(self, items: Sequence[Ending]) -> list[BackendError]:
+        """End every item; returns the errors of those that failed.
+
+        A failed batch call is retried item by item, so one bad mark does not keep every
+        other machine of the batch waiting for its lease to expire; a lease that still
+        cannot be given back expires by itself.
+        """
         if not items:
             return []
         if self.batches:
             try:
-                self.cache.end_steps(list(items), self.owner, self.dedupe_s)
-            except BackendError as exc:  # reported to the caller, which logs and counts it
-                return [exc]
-            return []
+                self.cache.end_steps(
+                    [(e.cid, _mark_ordinal(e), e.token, e.mark is not None) for e in items], self.owner, self.dedupe_s
+                )
+                return []
+            except BackendError:
+                pass  # item by item below
         errors = []
-        for cid, steps, token, done in items:
+        for e in items:
             try:
-                self.end(cid, steps, token, done)
+                self._end(e)
             except BackendError as exc:
                 errors.append(exc)
+                if e.mark is not None:  # at least let the machine's next step run elsewhere
+                    try:
+                        self._end(e._replace(mark=None))
+                    except BackendError:
+                        pass
         return errors
 
     def release(self, cid: str, token: int) -> None:
-        self.end(cid, -1, token, False)
+        self._end(Ending(cid, -1, 0, token, None))
 
     def abort(self, cid: str) -> None:
         if self._fast:

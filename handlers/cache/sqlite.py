@@ -54,46 +54,63 @@ class SqliteCache(EmbeddedBackend):
         )
         return int(token)
 
-    def begin_step(self, cid: str, steps: int, owner: str, ttl_s: float) -> tuple[int | None, bool, bool]:
-        """The step gate in one transaction: take ``lease:<cid>`` and read the step's done flag and the
-        machine's abort flag (see ``handlers.gate``)."""
-        return self.begin_steps([(cid, steps)], owner, ttl_s)[0]
+    # -- the step gate's fast path (see handlers.gate): one transaction per call, or per batch ----------
 
-    def end_step(self, cid: str, steps: int, owner: str, token: int, done: bool, dedupe_s: float) -> None:
-        """Mark the step done (when it is) and release the lease, in one transaction."""
-        self.end_steps([(cid, steps, token, done)], owner, dedupe_s)
+    def begin_step(self, cid: str, ordinal: int, owner: str, ttl_s: float) -> tuple[int | None, bool, bool]:
+        """Take ``lease:<cid>`` and say whether the attempt was handled already and whether the
+        machine is aborted, in one transaction."""
+        return self.begin_steps([(cid, ordinal)], owner, ttl_s)[0]
+
+    def end_step(self, cid: str, ordinal: int, owner: str, token: int, mark: bool, dedupe_s: float) -> None:
+        """Raise the machine's handled mark to ``ordinal`` (when ``mark``) and release the lease."""
+        self.end_steps([(cid, ordinal, token, mark)], owner, dedupe_s)
 
     def begin_steps(self, items: list[tuple[str, int]], owner: str, ttl_s: float) -> list[tuple[int | None, bool, bool]]:
-        """``begin_step`` for every ``(cid, steps)`` of a batch, in one transaction."""
+        """``begin_step`` for every ``(cid, ordinal)`` of a batch, in one transaction."""
         now = self.clock()
         out: list[tuple[int | None, bool, bool]] = []
         with self.db.transaction() as conn:
-            for cid, steps in items:
+            for cid, ordinal in items:
                 token = self._take_lease(conn, f"lease:{cid}", owner, ttl_s, now)
                 if token is None:
                     out.append((None, False, False))
                     continue
-                flags = {row[0] for row in conn.execute(
-                    "SELECT key FROM flags WHERE key IN (?, ?) AND expires > ?",
-                    (f"done:{cid}:{steps}", f"abort:{cid}", now),
-                )}
-                out.append((token, f"done:{cid}:{steps}" in flags, f"abort:{cid}" in flags))
+                row = conn.execute("SELECT done, done_expires, aborted_expires FROM progress WHERE cid = ?",
+                                   (cid,)).fetchone()
+                done = row is not None and row[1] > now and ordinal <= row[0]
+                out.append((token, done, row is not None and row[2] > now))
         return out
 
     def end_steps(self, items: list[tuple[str, int, int, bool]], owner: str, dedupe_s: float) -> None:
-        """``end_step`` for every ``(cid, steps, token, done)`` of a batch, in one transaction."""
+        """``end_step`` for every ``(cid, ordinal, token, mark)`` of a batch, in one transaction.
+
+        The mark is raised even when the lease was lost meanwhile: the attempt's record is in the
+        log, so a copy of it must not run again; the lease is released only by its holder.
+        """
         now = self.clock()
         with self.db.transaction() as conn:
-            for cid, steps, token, done in items:
-                if done:
-                    key = f"done:{cid}:{steps}"
-                    conn.execute("DELETE FROM flags WHERE key = ? AND expires <= ?", (key, now))
-                    conn.execute("INSERT OR IGNORE INTO flags (key, expires) VALUES (?, ?)", (key, now + dedupe_s))
+            for cid, ordinal, token, mark in items:
+                if mark:
+                    conn.execute(
+                        "INSERT INTO progress (cid, done, done_expires, aborted_expires) VALUES (?, ?, ?, 0) "
+                        "ON CONFLICT (cid) DO UPDATE SET "
+                        "done = CASE WHEN progress.done_expires <= ? THEN excluded.done "
+                        "ELSE max(progress.done, excluded.done) END, done_expires = excluded.done_expires",
+                        (cid, int(ordinal), now + dedupe_s, now),
+                    )
                 conn.execute("DELETE FROM leases WHERE key = ? AND owner = ? AND token = ?",
                              (f"lease:{cid}", owner, int(token)))
+        before, self._marks = self._marks, self._marks + len(items)
+        if before // PURGE_EVERY != self._marks // PURGE_EVERY:
+            self.purge_expired()
 
     def abort_machine(self, cid: str, dedupe_s: float) -> None:
-        self.mark(f"abort:{cid}", dedupe_s)
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO progress (cid, done, done_expires, aborted_expires) VALUES (?, -1, 0, ?) "
+                "ON CONFLICT (cid) DO UPDATE SET aborted_expires = excluded.aborted_expires",
+                (cid, self.clock() + dedupe_s),
+            )
 
     def release(self, key: str, owner: str, token: int) -> None:
         self.db.execute("DELETE FROM leases WHERE key = ? AND owner = ? AND token = ?", (key, owner, int(token)))
@@ -124,4 +141,6 @@ class SqliteCache(EmbeddedBackend):
         with self.db.transaction() as conn:
             gone = conn.execute("DELETE FROM flags WHERE expires <= ?", (now,)).rowcount
             gone += conn.execute("DELETE FROM leases WHERE expires <= ?", (now,)).rowcount
+            gone += conn.execute("DELETE FROM progress WHERE done_expires <= ? AND aborted_expires <= ?",
+                                 (now, now)).rowcount
         return gone

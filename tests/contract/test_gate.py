@@ -117,6 +117,26 @@ def test_steps_done_in_order_cover_lower_steps_but_not_higher_ones(store):
     assert _gate(store, "b").begin(cid, 4).token is None  # a holds step 4's lease
 
 
+def test_an_attempt_that_scheduled_its_retry_is_not_run_again_but_the_retry_is(store):
+    """A failed attempt whose retry was scheduled is handled: a redelivered copy of it is skipped,
+    the retry (retries + 1) runs, and once the step completes no attempt of it runs again."""
+    cid = _cid()
+    gate = _gate(store, "a")
+    first = gate.begin(cid, 2, retries=0)
+    gate.end(cid, 2, first.token, False, retries=0, tried=True)
+    copy = gate.begin(cid, 2, retries=0)
+    assert copy.done is True
+    gate.release(cid, copy.token)
+    retry = gate.begin(cid, 2, retries=1)
+    assert retry.done is False
+    gate.end(cid, 2, retry.token, True, retries=1)  # the retry succeeded: step 2 completed
+    for retries in (0, 1, 2, 7):  # copies, and a redispatch with retries + 1, are all history now
+        again = gate.begin(cid, 2, retries=retries)
+        assert again.done is True
+        gate.release(cid, again.token)
+    assert gate.begin(cid, 3).done is False
+
+
 def test_a_step_ended_not_done_stays_to_be_run(store):
     cid = _cid()
     gate = _gate(store, "a")

@@ -162,6 +162,8 @@ def test_invalid_chaos_probability_names_the_setting(tmp_path: Path) -> None:
 def test_machine_of_reads_the_correlation_id_from_cache_keys() -> None:
     assert machine_of("lease:abc") == "abc"
     assert machine_of("done:abc:12") == "abc"
+    assert machine_of("tried:abc:12:3") == "abc"
+    assert machine_of("abort:order:7") == "order:7"
     assert machine_of("lease:order:7") == "order:7"
     assert machine_of("plain") == "plain"
 

@@ -1,8 +1,8 @@
 """Correctness review of the dispatch path: each test shows one finding on the embedded backend.
 
 Every service of the rig shares one injected clock (leases, flags, claims, retries and
-the engine), so lease expiry and backoff are exact and no test waits. Tests marked
-``xfail(strict=True)`` demonstrate a bug that is still open; the reason names it.
+the engine), so lease expiry and backoff are exact and no test waits. Each test
+reproduces a bug the review found (now fixed) and keeps it from coming back.
 """
 
 from __future__ import annotations
@@ -198,8 +198,6 @@ def rig_factory(tmp_path):
 # ---------------------------------------------------------------- 1. redelivery of a retried step
 
 
-@pytest.mark.xfail(strict=True, reason="a redelivered record whose step scheduled a retry runs again and "
-                                       "schedules a second retry chain (dedupe only covers completed steps)")
 def test_redelivered_record_that_scheduled_a_retry_is_not_run_again(rig_factory):
     rig = rig_factory([failing()])
     cid = rig.engine.start("failing")
@@ -211,8 +209,6 @@ def test_redelivered_record_that_scheduled_a_retry_is_not_run_again(rig_factory)
     assert rig.services.retries.pending() == 1
 
 
-@pytest.mark.xfail(strict=True, reason="the local worker's redelivery loop re-runs a failing step on every "
-                                       "pass, multiplying its retries")
 def test_worker_redelivery_loop_does_not_multiply_retries(rig_factory):
     rig = rig_factory([flow(), failing()])
     blocked = rig.engine.start("flow")
@@ -229,9 +225,6 @@ def test_worker_redelivery_loop_does_not_multiply_retries(rig_factory):
 # ---------------------------------------------------------------- 2. abort racing a step in flight
 
 
-@pytest.mark.xfail(strict=True, reason="abort() does not exclude the in-flight step: its ABORTED(n) record "
-                                       "beats the step's COMPLETED(n+1) in the fold, so a completed machine "
-                                       "reads aborted")
 def test_abort_racing_the_final_step_does_not_override_the_completion(rig_factory):
     rig = rig_factory([racing()])
     HOOKS["operator"] = rig.make_engine("operator")
@@ -257,8 +250,6 @@ class _FailingSaves:
         return self.inner.load(cid)
 
 
-@pytest.mark.xfail(strict=True, reason="after an abort races an in-flight step the engine's snapshot claims a "
-                                       "position whose log prefix folds to another state (snapshot+tail != fold)")
 def test_snapshot_plus_tail_equals_the_full_fold_after_an_abort_race(rig_factory):
     rig = rig_factory([racing()])
     # the operator's snapshot write fails (it is best effort); the worker's succeeds
@@ -302,8 +293,6 @@ class _MarkFails:
         return getattr(self.inner, name)
 
 
-@pytest.mark.xfail(strict=True, reason="when the done mark fails after the append the lease is never released: "
-                                       "the machine's next record waits out LEASE_SECONDS on every other worker")
 def test_failed_done_mark_still_releases_the_lease(rig_factory):
     rig = rig_factory([flow()])
     flaky_cache = replace(rig.services, cache=_MarkFails(rig.services.cache))
@@ -327,8 +316,6 @@ class _ScheduleFails:
         return getattr(self.inner, name)
 
 
-@pytest.mark.xfail(strict=True, reason="a failed retries.schedule() after a successful log append reports the "
-                                       "appended steps failed without their done marks, so they run again")
 def test_retry_schedule_failure_does_not_rerun_steps_whose_records_were_appended(rig_factory):
     rig = rig_factory([flow(), failing()])
     engine = rig.make_engine("worker-1", replace(rig.services, retries=_ScheduleFails(rig.services.retries)))
@@ -345,9 +332,6 @@ def test_retry_schedule_failure_does_not_rerun_steps_whose_records_were_appended
 # ---------------------------------------------------------------- 4. an oversized retry record
 
 
-@pytest.mark.xfail(strict=True, reason="a retry record over the 1 MiB limit (context grown in a local chain) "
-                                       "raises RecordTooLarge out of handle(): the whole batch is lost and "
-                                       "redelivered forever")
 def test_oversized_retry_record_does_not_crash_the_batch(rig_factory):
     rig = rig_factory([flow(), growing()])
     ok = rig.engine.start("flow")
@@ -381,8 +365,6 @@ def test_duplicate_later_in_the_batch_keeps_the_lease_of_an_uncommitted_step(rig
     assert HOOKS["holder_seen"] is not None, "machine's lease was free while its step 1 was not yet committed"
 
 
-@pytest.mark.xfail(strict=True, reason="the engine keeps waiting for other machines' leases past the expiry of "
-                                       "leases it holds for uncommitted steps, so another worker runs them again")
 def test_leases_held_for_uncommitted_steps_do_not_expire_while_the_batch_waits(rig_factory):
     rig = rig_factory([flow()], LEASE_SECONDS=60.0, LEASE_WAIT_SECONDS=30.0)
     x = rig.engine.start("flow")
