@@ -142,7 +142,9 @@ def cmd_show(args: argparse.Namespace) -> int:
             c.print(f"  {k}: {v!r}", markup=False)
         c.print(f"  context: {attempt.get('context', attempt.get('context_error'))!r}", markup=False)
     else:
-        c.print(f"  not an fsmlog record: {attempt['error']}", markup=False)
+        error = str(attempt["error"])
+        c.print(f"  {error}" if error.startswith("not an fsmlog record") else f"  not an fsmlog record: {error}",
+                markup=False)
         if "base64_of_record" in attempt:
             c.print(f"  but it is the base64 of one: {attempt['base64_of_record']!r}", markup=False)
     return 0

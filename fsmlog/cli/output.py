@@ -64,6 +64,8 @@ def transition_line(record: Event, out: Event | None, outcome: str) -> Text:
         line.append("?")
     elif out.kind == RETRY:
         line.append("(failed)", style="yellow")
+    elif out.kind == FAILED and out.steps == record.steps:  # its last attempt failed: it went nowhere
+        line.append("(failed)", style="bold red")
     else:
         line.append(out.state)
         local = out.steps - record.steps - 1
