@@ -12,12 +12,9 @@ import pytest
 
 from eventlog.codec import decode, encode
 from eventlog.event import START, Event
-from eventlog.settings import SOURCES, load_settings
 from handlers.backoff import full_jitter
-from handlers.engine import Engine, Inbound
+from handlers.engine import Inbound
 from handlers.errors import HandlerError
-from handlers.wiring import open_services
-from projections.definition import from_dict
 
 HERE = __name__  # actions below are named by dotted path, like fsm.yaml names them
 
@@ -117,85 +114,6 @@ def evolving(s2_entry: bool = False, event: str = "next") -> dict:
     }
 
 
-class Clock:
-    def __init__(self, t: float = 1_000_000.0):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.t += seconds
-
-
-class Rig:
-    """An engine, its services and a reader that feeds it the log, record by record."""
-
-    def __init__(self, tmp_path, machines: list[dict], **settings):
-        url = f"sqlite:///{tmp_path}/engine.db"
-        values = {f"PRIMARY_{kind}_SOURCE": url for kind in SOURCES}
-        values.update(RETRY_BASE_SECONDS=2.0, RETRY_CAP_SECONDS=60.0, LEASE_WAIT_SECONDS=5.0)
-        values.update(settings)
-        self.settings = load_settings(environ={}, **values)
-        self.services = open_services(self.settings)
-        self.clock = Clock()
-        self.engine = self.make_engine(machines)
-        self.after: str | None = None
-
-    def make_engine(self, machines: list[dict], seed: int = 7) -> Engine:
-        return Engine(from_dict({"machines": machines}), self.services, self.settings, clock=self.clock,
-                      sleep=self.clock.sleep, rng=random.Random(seed), worker_id=f"test-{seed}")
-
-    @property
-    def log(self):
-        return self.services.log
-
-    def inbound(self, rec) -> Inbound:
-        return Inbound(rec.position, rec.data, self.log.name, rec.position)
-
-    def next_batch(self, limit: int = 100) -> list[Inbound]:
-        recs = self.log.read(self.after, limit)
-        if recs:
-            self.after = recs[-1].position
-        return [self.inbound(r) for r in recs]
-
-    def drive(self, engine: Engine | None = None, rounds: int = 100) -> list:
-        """Handle everything in the log, moving retries when their time comes; returns the batch results."""
-        engine = engine or self.engine
-        results = []
-        for _ in range(rounds):
-            batch = self.next_batch()
-            if batch:
-                results.append(engine.handle(batch))
-                continue
-            self.clock.t += 3600  # past any backoff
-            if not engine.run_due_retries():
-                return results
-        raise AssertionError("machines did not settle")
-
-    def records(self, cid: str) -> list[Event]:
-        return [decode(r.data) for r in self.log.read_key(cid)]
-
-    def metric(self, name: str, machine: str | None = None) -> float:
-        dims = (("machine", machine),) if machine else ()
-        return self.services.metrics.read().get((name, dims), 0.0)
-
-    def close(self):
-        self.services.close()
-
-
-@pytest.fixture
-def rig_factory(tmp_path):
-    made = []
-
-    def make(machines, **settings):
-        rig = Rig(tmp_path, machines, **settings)
-        made.append(rig)
-        return rig
-
-    yield make
-    for rig in made:
-        rig.close()
 
 
 def test_start_drive_completed_with_action_order(rig_factory):

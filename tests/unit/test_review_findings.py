@@ -7,7 +7,6 @@ reproduces a bug the review found (now fixed) and keeps it from coming back.
 
 from __future__ import annotations
 
-import random
 from collections import Counter
 from dataclasses import replace
 
@@ -15,12 +14,8 @@ import pytest
 
 from eventlog.codec import decode
 from eventlog.errors import BackendError, RecordTooLarge
-from eventlog.settings import SOURCES, load_settings
-from handlers.engine import Engine, Inbound
-from handlers.wiring import open_services
 from handlers.worker import Worker
-from projections.definition import from_dict
-from projections.fold import fold
+from tests.unit.engine_rig import Clock
 
 HERE = __name__
 
@@ -127,72 +122,6 @@ def watcher() -> dict:
                                            "entry_action": f"{HERE}.looks_at_lease"}]}
 
 
-class Clock:
-    def __init__(self, t: float = 1_000_000.0):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.t += seconds
-
-
-class Rig:
-    """Services on one SQLite file, every one of them (and each engine) on the same injected clock."""
-
-    def __init__(self, tmp_path, machines: list[dict], **settings):
-        url = f"sqlite:///{tmp_path}/review.db"
-        values = {f"PRIMARY_{kind}_SOURCE": url for kind in SOURCES}
-        values.update(RETRY_BASE_SECONDS=2.0, RETRY_CAP_SECONDS=60.0, LEASE_SECONDS=60.0, LEASE_WAIT_SECONDS=5.0)
-        values.update(settings)
-        self.settings = load_settings(environ={}, **values)
-        self.services = open_services(self.settings)
-        self.clock = Clock()
-        for svc in (self.services.log, self.services.checkpoints, self.services.retries, self.services.cache,
-                    self.services.environment, self.services.metrics, self.services.dead_letters):
-            if hasattr(svc, "clock"):
-                svc.clock = self.clock
-        self.definitions = from_dict({"machines": machines})
-        self.engine = self.make_engine("worker-1")
-        self.after: str | None = None
-
-    def make_engine(self, worker_id: str, services=None, sleep=None) -> Engine:
-        return Engine(self.definitions, services or self.services, self.settings, clock=self.clock,
-                      sleep=sleep or self.clock.sleep, rng=random.Random(7), worker_id=worker_id)
-
-    @property
-    def log(self):
-        return self.services.log
-
-    def inbound(self, rec) -> Inbound:
-        return Inbound(rec.position, rec.data, self.log.name, rec.position)
-
-    def next_batch(self, limit: int = 100) -> list[Inbound]:
-        recs = self.log.read(self.after, limit)
-        if recs:
-            self.after = recs[-1].position
-        return [self.inbound(r) for r in recs]
-
-    def records(self, cid: str):
-        return [decode(r.data) for r in self.log.read_key(cid)]
-
-    def full_fold(self, cid: str):
-        return fold(None, self.records(cid))
-
-
-@pytest.fixture
-def rig_factory(tmp_path):
-    made = []
-
-    def make(machines, **settings):
-        rig = Rig(tmp_path, machines, **settings)
-        made.append(rig)
-        return rig
-
-    yield make
-    for rig in made:
-        rig.services.close()
 
 
 # ---------------------------------------------------------------- 1. redelivery of a retried step
@@ -227,7 +156,7 @@ def test_worker_redelivery_loop_does_not_multiply_retries(rig_factory):
 
 def test_abort_racing_the_final_step_does_not_override_the_completion(rig_factory):
     rig = rig_factory([racing()])
-    HOOKS["operator"] = rig.make_engine("operator")
+    HOOKS["operator"] = rig.make_engine(worker_id="operator")
     cid = rig.engine.start("racing")
     rig.engine.handle(rig.next_batch())  # pending: step 1 (a --go--> end)
     rig.engine.handle(rig.next_batch())  # runs step 1; the operator aborts while it runs
@@ -253,7 +182,7 @@ class _FailingSaves:
 def test_snapshot_plus_tail_equals_the_full_fold_after_an_abort_race(rig_factory):
     rig = rig_factory([racing()])
     # the operator's snapshot write fails (it is best effort); the worker's succeeds
-    HOOKS["operator"] = rig.make_engine("operator", replace(rig.services,
+    HOOKS["operator"] = rig.make_engine(worker_id="operator", services=replace(rig.services,
                                                             checkpoints=_FailingSaves(rig.services.checkpoints)))
     cid = rig.engine.start("racing")
     rig.engine.handle(rig.next_batch())
@@ -296,11 +225,11 @@ class _MarkFails:
 def test_failed_done_mark_still_releases_the_lease(rig_factory):
     rig = rig_factory([flow()])
     flaky_cache = replace(rig.services, cache=_MarkFails(rig.services.cache))
-    first = rig.make_engine("worker-1", flaky_cache)
+    first = rig.make_engine(worker_id="worker-1", services=flaky_cache)
     cid = first.start("flow")
     assert first.handle(rig.next_batch()).handled == 1  # step 0 appended its next record
     assert rig.services.cache.holder(f"lease:{cid}") is None
-    second = rig.make_engine("worker-2")
+    second = rig.make_engine(worker_id="worker-2")
     assert second.handle(rig.next_batch()).failed_item_ids == []
 
 
@@ -318,7 +247,7 @@ class _ScheduleFails:
 
 def test_retry_schedule_failure_does_not_rerun_steps_whose_records_were_appended(rig_factory):
     rig = rig_factory([flow(), failing()])
-    engine = rig.make_engine("worker-1", replace(rig.services, retries=_ScheduleFails(rig.services.retries)))
+    engine = rig.make_engine(worker_id="worker-1", services=replace(rig.services, retries=_ScheduleFails(rig.services.retries)))
     ok = engine.start("flow")
     engine.start("failing")
     batch = rig.next_batch()
@@ -373,7 +302,7 @@ def test_leases_held_for_uncommitted_steps_do_not_expire_while_the_batch_waits(r
         rig.services.cache.acquire(f"lease:{cid}", "crashed-worker", 10_000)
     batch = rig.next_batch()
     started = rig.clock.t
-    other = rig.make_engine("worker-2")
+    other = rig.make_engine(worker_id="worker-2")
     redelivered = [i for i in batch if decode(i.data).correlation_id == x]
 
     def sleep(seconds):
@@ -381,7 +310,7 @@ def test_leases_held_for_uncommitted_steps_do_not_expire_while_the_batch_waits(r
         if rig.clock.t > started + 60 and "other" not in HOOKS:  # e.g. the claim was handed to another worker
             HOOKS["other"] = other.handle(redelivered)
 
-    first = rig.make_engine("worker-1", sleep=sleep)
+    first = rig.make_engine(worker_id="worker-1", sleep=sleep)
     first.handle(batch)
     if "other" not in HOOKS:  # a fixed engine gave up waiting in time and committed first
         HOOKS["other"] = other.handle(redelivered)
