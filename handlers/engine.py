@@ -233,8 +233,8 @@ class Engine:
                 if (steps or ends) and self.clock() - window > half_lease:
                     self._commit(steps, ends, result)  # before our oldest leases could expire
                     steps, ends = [], []
-                if not steps and not ends:
-                    window = self.clock()
+                if not steps and not ends:  # a new window opens with this record's lease
+                    window = admitted_at if adm is not None else self.clock()
                 try:
                     step = self._run(inbound, record, mdef, ctx, self._budget(deadline, window, steps), adm)
                 except LeaseBusy as exc:
