@@ -39,7 +39,7 @@ from .backoff import full_jitter
 from .context import ActionContext
 from .environment import Environment
 from .errors import HandlerError, LeaseBusy, NoTransition, PoisonRecord
-from .gate import DONE, TRIED, Admission, Ending, Gate
+from .gate import DONE, TRIED, Admission, Ending, Gate, ordinal
 from .metrics import MetricBuffer
 from .retries import ScheduledRetry
 from .services import Services
@@ -85,6 +85,11 @@ class _Step:
     error: str | None = None
     started: float = 0.0
     local_steps: int = 0
+
+    @property
+    def mark(self) -> str:
+        """What the commit will mark: the step completed (``DONE``) or its retry was scheduled (``TRIED``)."""
+        return DONE if self.out is not None else TRIED
 
 
 class _ActionFailed(Exception):
@@ -204,6 +209,7 @@ class Engine:
         steps: list[_Step] = []
         ends: list[Ending] = []  # leases to give back with no mark (nothing ran)
         failed_cids: set[str] = set()
+        handled: dict[str, int] = {}  # per machine, the ordinal handled by steps of this batch not yet committed
         half_lease = self.gate.lease_s / 2
         try:
             todo = self._parse_batch(records, result)
@@ -229,6 +235,13 @@ class Engine:
                     adm = None  # held elsewhere: wait for it below
                 if cid in failed_cids:  # keep per-machine order: a later record waits for the failed one
                     result.failed_item_ids.append(inbound.item_id)
+                    continue
+                if ordinal(record.steps, record.retries) <= handled.get(cid, -1):
+                    # a copy of an attempt this batch already handled (not yet committed, so the
+                    # cache cannot know): skip it like the gate would
+                    if adm is not None:
+                        ends.append(Ending(cid, record.steps, record.retries, adm.token, None))
+                    result.skipped += 1
                     continue
                 if (steps or ends) and self.clock() - window > half_lease:
                     self._commit(steps, ends, result)  # before our oldest leases could expire
@@ -258,6 +271,7 @@ class Engine:
                     result.skipped += 1
                     continue
                 steps.append(step)
+                handled[cid] = max(handled.get(cid, -1), self._ending(step, step.mark).handled_upto())
             self._commit(steps, ends, result)
         finally:
             self.flush_metrics()
@@ -279,7 +293,7 @@ class Engine:
     def _parse_batch(self, records: Sequence[Inbound], result: BatchResult) -> list[tuple]:
         """Decode and check every record; park the poison ones; drop terminal records and duplicates."""
         todo = []
-        seen: set[tuple[str, int]] = set()
+        seen: set[tuple[str, int, int]] = set()
         for inbound in records:
             try:
                 record, mdef, ctx = self._parse(inbound)
@@ -292,7 +306,7 @@ class Engine:
                     self.metrics.count("ServiceErrors")
                     result.failed_item_ids.append(inbound.item_id)
                 continue
-            key = (record.correlation_id, record.steps)
+            key = (record.correlation_id, record.steps, record.retries)
             if record.terminal or key in seen:
                 result.skipped += 1
                 continue
@@ -559,7 +573,15 @@ class Engine:
 
     @staticmethod
     def _ending(s: _Step, mark: str | None) -> Ending:
-        return Ending(s.record.correlation_id, s.record.steps, s.record.retries, s.token, mark)
+        """The record's ending; with a mark, up to the furthest attempt its step (and local chain) handled."""
+        rec = s.record
+        if mark == DONE and s.out is not None:  # completed up to the step before its next record
+            last = s.out.steps if s.out.kind == FAILED else s.out.steps - 1
+            return Ending(rec.correlation_id, rec.steps, rec.retries, s.token, mark, last)
+        if mark == TRIED and s.retry is not None:  # the attempt that failed (possibly further down a local chain)
+            return Ending(rec.correlation_id, rec.steps, rec.retries, s.token, mark, s.retry.steps,
+                          s.retry.retries - 1)
+        return Ending(rec.correlation_id, rec.steps, rec.retries, s.token, mark)
 
     def _end(self, items: list[Ending]) -> None:
         for exc in self.gate.end_many(items):

@@ -49,13 +49,31 @@ class Admission(NamedTuple):
 
 
 class Ending(NamedTuple):
-    """How a step's lease is given back: with a mark (``DONE``, ``TRIED``) or none (nothing ran)."""
+    """How a record's lease is given back: with a mark (``DONE``, ``TRIED``) or none (nothing ran).
+
+    ``steps``/``retries`` are the record's. A record can carry the machine further than its own
+    step through ``local`` transitions: ``last``/``last_retries`` then name the furthest attempt
+    handled — for ``DONE`` the last step completed, for ``TRIED`` the attempt that failed — and
+    everything up to it counts as handled.
+    """
 
     cid: str
     steps: int
     retries: int
     token: int
     mark: str | None
+    last: int = -1
+    last_retries: int = 0
+
+    def handled_upto(self) -> int:
+        """The high-water ordinal this ending marks (-1: none)."""
+        if self.mark == DONE:
+            return completed_ordinal(max(self.steps, self.last))
+        if self.mark == TRIED:
+            if self.last > self.steps:
+                return ordinal(self.last, self.last_retries)
+            return ordinal(self.steps, self.retries)
+        return -1
 
 
 def ordinal(steps: int, retries: int) -> int:
@@ -80,14 +98,6 @@ def tried_key(cid: str, steps: int, retries: int) -> str:
 
 def abort_key(cid: str) -> str:
     return f"abort:{cid}"
-
-
-def _mark_ordinal(e: Ending) -> int:
-    if e.mark == DONE:
-        return completed_ordinal(e.steps)
-    if e.mark == TRIED:
-        return ordinal(e.steps, e.retries)
-    return -1
 
 
 class Gate:
@@ -124,12 +134,13 @@ class Gate:
 
     def _end(self, e: Ending) -> None:
         if self._fast:
-            self.cache.end_step(e.cid, _mark_ordinal(e), self.owner, e.token, e.mark is not None, self.dedupe_s)
+            self.cache.end_step(e.cid, e.handled_upto(), self.owner, e.token, e.mark is not None, self.dedupe_s)
             return
-        if e.mark == DONE:
+        if e.mark == DONE or (e.mark == TRIED and e.last > e.steps):  # the record's own step completed
             self.cache.mark(done_key(e.cid, e.steps), self.dedupe_s)
-        elif e.mark == TRIED:
-            self.cache.mark(tried_key(e.cid, e.steps, e.retries), self.dedupe_s)
+        if e.mark == TRIED:
+            failed = (e.last, e.last_retries) if e.last > e.steps else (e.steps, e.retries)
+            self.cache.mark(tried_key(e.cid, *failed), self.dedupe_s)
         self.cache.release(lease_key(e.cid), self.owner, e.token)
 
     def end_many(self, items: Sequence[Ending]) -> list[BackendError]:
@@ -144,7 +155,7 @@ class Gate:
         if self.batches:
             try:
                 self.cache.end_steps(
-                    [(e.cid, _mark_ordinal(e), e.token, e.mark is not None) for e in items], self.owner, self.dedupe_s
+                    [(e.cid, e.handled_upto(), e.token, e.mark is not None) for e in items], self.owner, self.dedupe_s
                 )
                 return []
             except BackendError:

@@ -20,9 +20,9 @@ redispatches, which also spend retries) outran ``max_retries``.
 
 One temp SQLite file per example; one injected clock; seeded rngs; nothing sleeps.
 
-Two bugs the model found are kept failing (xfail, strict) at the end of the file, each as a model
-variant and as a minimal example; the main model steers clear of both (it settles one record per
-batch and keeps the flaky step out of a local transition's continuation).
+Two bugs the model found (now fixed) are kept at the end of the file as regression tests, each as
+a model variant and as a minimal example: a retry delivered in one batch with the attempt it
+retries, and a failure behind a local transition followed by a redispatch.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def definition(n_steps: int, flaky_at: int, local_at: int | None, max_retries: i
 
 class EngineModel(RuleBasedStateMachine):
     SETTLE_WHOLE_LOG = False  # at the end: the whole log in one batch each round, or one record a batch
-    FLAKY_LOCAL_STEP = False  # may the flaky step be the one a local transition runs in the same invocation
+    FLAKY_LOCAL_STEP = True  # may the flaky step be the one a local transition runs in the same invocation
 
     def __init__(self):
         super().__init__()
@@ -333,36 +333,21 @@ def test_engine_delivery_guarantees_under_adversarial_delivery():
     run_state_machine_as_test(EngineModel, settings=MODEL_SETTINGS)
 
 
-# ---------------------------------------------------------------- bugs the model found (kept failing)
-
-BATCH_DEDUPE_BUG = (
-    "Engine._parse_batch drops every record after the first of a machine's step in one batch, keyed "
-    "(cid, steps) without retries: a retry record delivered with the attempt it retries is skipped "
-    "unrun (and reported handled), so the machine stalls"
-)
-LOCAL_CHAIN_MARK_BUG = (
-    "a step that fails in a local transition's continuation marks only the inbound attempt TRIED, not "
-    "the chain's completed steps DONE: a redispatch (retries + 1 of the logged step) runs the completed "
-    "step and the failed local step's attempt again"
-)
-
+# ---------------------------------------------------------------- bugs the model found (fixed; kept as guards)
 
 class WholeLogSettling(EngineModel):
     SETTLE_WHOLE_LOG = True
 
 
-class FlakyLocalStep(EngineModel):
-    FLAKY_LOCAL_STEP = True
-
-
-@pytest.mark.xfail(strict=True, reason=BATCH_DEDUPE_BUG)
 def test_model_delivering_the_whole_log_in_one_batch():
     run_state_machine_as_test(WholeLogSettling, settings=KNOWN_BUG_SETTINGS)
 
 
-@pytest.mark.xfail(strict=True, reason=LOCAL_CHAIN_MARK_BUG)
-def test_model_with_the_flaky_step_behind_a_local_transition():
-    run_state_machine_as_test(FlakyLocalStep, settings=KNOWN_BUG_SETTINGS)
+def test_model_with_the_flaky_step_kept_out_of_local_transitions():
+    class FlakyNotLocal(EngineModel):
+        FLAKY_LOCAL_STEP = False
+
+    run_state_machine_as_test(FlakyNotLocal, settings=KNOWN_BUG_SETTINGS)
 
 
 @pytest.fixture
@@ -372,8 +357,8 @@ def reset_actions():
     _reset()
 
 
-@pytest.mark.xfail(strict=True, reason=BATCH_DEDUPE_BUG)
 def test_retry_delivered_in_one_batch_with_the_attempt_it_retries_runs(rig_factory, reset_actions):
+    """Found by the model: in-batch dedupe keyed (cid, steps) skipped the retry of an attempt."""
     rig = rig_factory([definition(3, flaky_at=0, local_at=None, max_retries=1)],
                       RETRY_BASE_SECONDS=1.0, RETRY_CAP_SECONDS=RETRY_CAP)
     cid = rig.engine.start(MACHINE, {"fail_times": 1}, correlation_id="m0")
@@ -385,8 +370,8 @@ def test_retry_delivered_in_one_batch_with_the_attempt_it_retries_runs(rig_facto
     assert RUNS[(cid, 0, 1)] == 1, f"the retry did not run; log: {[(e.kind, e.steps, e.retries) for e in rig.records(cid)]}"
 
 
-@pytest.mark.xfail(strict=True, reason=LOCAL_CHAIN_MARK_BUG)
 def test_redispatch_after_a_local_step_failed_does_not_rerun_completed_steps(rig_factory, reset_actions):
+    """Found by the model: a failure behind a local transition marked only the inbound attempt."""
     rig = rig_factory([definition(3, flaky_at=1, local_at=0, max_retries=1)],
                       RETRY_BASE_SECONDS=1.0, RETRY_CAP_SECONDS=RETRY_CAP)
     cid = rig.engine.start(MACHINE, {"fail_times": 1}, correlation_id="m0")
