@@ -46,10 +46,14 @@ def h2c_endpoint(tmp_path_factory):
 
 
 def _tail(path: Path, lines: int = 60) -> str:
+    """The end of the daemon's log, after what the Python processors wrote to stderr (the daemon
+    relays it), so a processor's traceback is never cut off by the JVM's own lines."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        text = path.read_text(errors="replace").splitlines()
     except OSError as exc:
         return f"(no daemon log: {exc})"
+    ours = [line for line in text if "Traceback" in line or "Error:" in line or "replay." in line]
+    return "\n".join(["-- processor lines --", *ours[-40:], "-- log tail --", *text[-lines:]])
 
 
 def _machines() -> tuple[list[Event], set[str], set[str]]:
