@@ -76,27 +76,9 @@ def properties(
     return props
 
 
-def write_properties(
-    path: str | Path,
-    *,
-    stream_name: str,
-    application_name: str,
-    region: str,
-    kinesis_endpoint: str | None = None,
-    dynamodb_endpoint: str | None = None,
-    executable: str | None = None,
-    state_path: str | Path | None = None,
-    initial_position: str = "TRIM_HORIZON",
-    idle_between_reads_ms: int = 250,
-    extra: Mapping[str, object] | None = None,
-) -> str:
-    """Write the properties file; returns its text."""
-    props = properties(
-        stream_name=stream_name, application_name=application_name, region=region,
-        kinesis_endpoint=kinesis_endpoint, dynamodb_endpoint=dynamodb_endpoint, executable=executable,
-        state_path=state_path, initial_position=initial_position, idle_between_reads_ms=idle_between_reads_ms,
-        extra=extra,
-    )
+def write_properties(path: str | Path, **options: Any) -> str:
+    """Write the properties file (``options`` as for ``properties``); returns its text."""
+    props = properties(**options)
     lines = ["# fsmlog replay: MultiLangDaemon properties (KCL 3.x multilang)"]
     lines += [f"{k} = {_escape(v)}" for k, v in props.items()]
     text = "\n".join(lines) + "\n"
