@@ -5,6 +5,14 @@ or a ``.py``, ``.yaml``/``.yml`` or ``.json`` file. Every setting may also be
 given as an environment variable of the same name (``FSMLOG_`` prefix
 accepted too); JSON values are parsed for the dict-valued ones. Nothing set:
 everything runs on the embedded SQLite file ``.fsmlog/local.db``.
+
+Except on AWS Lambda (``AWS_LAMBDA_FUNCTION_NAME`` in the environment settings are
+loaded from): there the embedded file would sit in one container's ``/tmp``, so
+leases and marks would stop working across containers and retries, parked
+records and snapshots would vanish with the container. An unset primary source
+is then a ``SettingsError`` naming the setting and the fix, raised when the source
+is opened. Only metrics have a default there: ``emf:`` (CloudWatch Embedded Metric
+Format lines, no file). An explicit ``sqlite:`` value is taken as meant.
 """
 
 from __future__ import annotations
@@ -22,6 +30,22 @@ import yaml
 from .errors import SettingsError
 
 DEFAULT_SQLITE = "sqlite:///.fsmlog/local.db"
+LAMBDA_ENV = "AWS_LAMBDA_FUNCTION_NAME"  # set by the Lambda runtime in every function's environment
+LAMBDA_DEFAULTS = {"METRICS": "emf:"}  # the only unset source Lambda may fill in: it keeps no state
+
+# per kind: what an unset source on Lambda would lose, and what to set instead
+_LAMBDA_UNSET: dict[str, tuple[str, str]] = {
+    "STREAM": ("the log itself would live and die with one container",
+               "a Kinesis stream ARN (preferred), or a DynamoDB table, SNS topic or SQS queue ARN"),
+    "CHECKPOINT": ("snapshots and positions would be kept per container and lost with it", "a DynamoDB table ARN"),
+    "RETRY": ("retries would wait in one container and vanish with it",
+              "a DynamoDB table or SQS queue ARN (or a Kinesis stream / SNS topic ARN)"),
+    "CACHE": ("leases and step marks would stop working across containers",
+              "an Elasticache (Redis or Memcached) ARN or a DynamoDB table ARN"),
+    "ENVIRONMENT": ("stored values would be kept per container and lost with it", "a DynamoDB table ARN"),
+    "DEAD_LETTER": ("parked records would vanish with the container", "a DynamoDB table ARN"),
+    "METRICS": ("metrics would be kept per container", "emf: or a CloudWatch ARN"),
+}
 
 SOURCES = ("STREAM", "CHECKPOINT", "RETRY", "ENVIRONMENT", "CACHE", "METRICS", "DEAD_LETTER")
 SOURCE_SETTINGS = tuple(f"{side}_{s}_SOURCE" for s in SOURCES for side in ("PRIMARY", "SECONDARY"))
@@ -54,6 +78,7 @@ _BOOL = {"DEBUG", "METRICS_EMF"}
 class Settings:
     values: Mapping[str, Any] = field(default_factory=dict)
     origin: str = "defaults"
+    lambda_function: str | None = None  # the Lambda function these settings were loaded in, if any
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -66,14 +91,47 @@ class Settings:
 
     def source(self, kind: str, side: str = "PRIMARY") -> str | None:
         """The configured value of ``{side}_{kind}_SOURCE``: the primary falls back to the embedded
-        file; a missing secondary means no failover."""
+        file (on Lambda: an error naming the setting, see the module docstring); a missing secondary
+        means no failover."""
         value = self.values.get(f"{side}_{kind}_SOURCE")
         if value is None and side == "PRIMARY":
+            if self.lambda_function:
+                if kind in LAMBDA_DEFAULTS:
+                    return LAMBDA_DEFAULTS[kind]
+                raise SettingsError(unset_on_lambda(kind, self.lambda_function))
             return DEFAULT_SQLITE
         return value
 
     def replace(self, **changes: Any) -> Settings:
-        return Settings({**self.values, **_coerce_all(changes, "override")}, self.origin)
+        return Settings({**self.values, **_coerce_all(changes, "override")}, self.origin, self.lambda_function)
+
+    def check_sources(self, kinds: tuple[str, ...] = SOURCES) -> None:
+        """On Lambda, one ``SettingsError`` naming every primary source of ``kinds`` left unset
+        (each with its fix); elsewhere nothing: unset sources use the embedded file."""
+        if not self.lambda_function:
+            return
+        unset = [k for k in kinds if k not in LAMBDA_DEFAULTS and self.values.get(f"PRIMARY_{k}_SOURCE") is None]
+        if len(unset) == 1:
+            raise SettingsError(unset_on_lambda(unset[0], self.lambda_function))
+        if unset:
+            names = ", ".join(f"PRIMARY_{k}_SOURCE" for k in unset)
+            raise SettingsError(
+                f"settings {names} are not set, and this runs on AWS Lambda (function {self.lambda_function}), "
+                f"where no source defaults to a file in the container's /tmp:\n"
+                + "\n".join(f"- {unset_on_lambda(k, self.lambda_function)}" for k in unset)
+            )
+
+
+def unset_on_lambda(kind: str, function: str) -> str:
+    """The message for a primary source of ``kind`` left unset on Lambda: the setting, the harm, the fix."""
+    harm, valid = _LAMBDA_UNSET.get(kind, ("its state would be kept per container", "a service ARN"))
+    name = f"PRIMARY_{kind}_SOURCE"
+    return (
+        f"setting {name} is not set, and this runs on AWS Lambda (function {function}): the embedded default "
+        f"would be a SQLite file in this container's /tmp, so {harm}. Set {name} (an environment variable of "
+        f"the function, or FSMLOG_SETTINGS) to {valid}; to keep per-container state on purpose, set it to an "
+        f"explicit sqlite:////tmp/... URL"
+    )
 
 
 def _coerce(name: str, value: Any, where: str) -> Any:
@@ -152,4 +210,4 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     if env.get("AWS_DEFAULT_REGION") and not values["AWS_REGION"]:
         values["AWS_REGION"] = env["AWS_DEFAULT_REGION"]
     values.update(_coerce_all(overrides, "override"))
-    return Settings(values, origin)
+    return Settings(values, origin, env.get(LAMBDA_ENV) or None)

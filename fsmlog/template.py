@@ -10,6 +10,22 @@ only the actions fsmlog's backends call, only on the resources above (CloudWatch
 namespace). An explicit role also stops SAM from attaching its broad managed
 policies for the event sources.
 
+Every stream a record can be written to is consumed (GUARANTEES.md: whatever
+is written to a secondary is read from there too): a secondary stream in the
+stack's region gets its trigger like the primary; an SNS topic in another
+region is subscribed across regions; a Kinesis stream, DynamoDB table or SQS
+queue in another region cannot trigger a function here (event source mappings
+are regional), so the template says so in its description and outputs, and
+``render_template(settings, region=R)`` (``fsmlog template --region R``)
+renders the stack for region R, whose function consumes the streams there.
+
+SNS invokes the function asynchronously: after Lambda's attempts (two retries)
+an event would be dropped, so whenever an SNS topic triggers the function the
+template adds an SQS queue (``AsyncFailureQueue``, 14 days) as the function's
+on-failure destination (``EventInvokeConfig``) and as the SNS subscriptions'
+dead-letter queue (``RedrivePolicy``), so a record that could not be handled is
+kept, visibly, instead of lost.
+
 Elasticache clusters are not created here: they need the account's VPC,
 subnets and security groups, which belong to the network stack.
 """
@@ -28,8 +44,15 @@ from .resources import Resource, TableSpec, named_resources
 FUNCTION = "Worker"
 ROLE = "WorkerRole"
 LOG_GROUP = "WorkerLogGroup"
+ASYNC_FAILURES = "AsyncFailureQueue"  # on-failure destination of async (SNS) invocations
+ASYNC_FAILURES_POLICY = "AsyncFailureQueuePolicy"
 FUNCTION_TIMEOUT_S = 300
 QUEUE_VISIBILITY_S = 900  # SQS event sources need at least the function's timeout
+QUEUE_RETENTION_S = 1209600  # 14 days, SQS' maximum
+ASYNC_RETRY_ATTEMPTS = 2  # Lambda's own maximum for asynchronous invocations
+ASYNC_MAX_AGE_S = 21600  # 6 hours, Lambda's maximum
+MAX_DESCRIPTION = 1024  # characters CloudFormation accepts in a template's Description
+REGIONAL_TRIGGERS = ("kinesis", "dynamodb", "sqs")  # event source mappings only read their own region
 
 # DynamoDB item actions per source kind (the union applies to a table serving several kinds)
 TABLE_ACTIONS: dict[str, tuple[str, ...]] = {
@@ -149,11 +172,29 @@ def _statements(res: Resource, logical: str | None) -> list[dict[str, Any]]:
     return out
 
 
-def _event(res: Resource, logical: str) -> dict[str, Any] | None:
-    """The trigger for a stream source (and for Kinesis/SNS retry sources, which deliver at once)."""
+def _triggered(res: Resource) -> bool:
+    """Whether a resource delivers records the function must consume: every stream source, primary or
+    secondary (and Kinesis/SNS retry sources, which deliver at once)."""
     kinds = _kinds(res)
-    if "STREAM" not in kinds and not ("RETRY" in kinds and res.service in ("kinesis", "sns")):
+    return "STREAM" in kinds or ("RETRY" in kinds and res.service in ("kinesis", "sns"))
+
+
+def _event(res: Resource, logical: str | None, *, home: str = "",
+           dead_letters: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """The trigger for a stream source (and for Kinesis/SNS retry sources, which deliver at once).
+
+    ``logical`` is None for a resource the stack does not create (another region): only an SNS
+    topic can trigger the function from there. ``dead_letters`` is the SNS subscriptions'
+    dead-letter queue (its ARN), for topics in the stack's region."""
+    if not _triggered(res):
         return None
+    if logical is None:
+        if res.service != "sns":
+            return None  # a regional event source mapping cannot read another region
+        props: dict[str, Any] = {"Topic": res.arn}
+        if _region(res.arn) and _region(res.arn) != home:
+            props["Region"] = _region(res.arn)
+        return {"Type": "SNS", "Properties": props}
     if res.service == "kinesis":
         return {"Type": "Kinesis", "Properties": {"Stream": _getatt(logical), **STREAM_EVENT}}
     if res.service == "dynamodb":
@@ -161,7 +202,21 @@ def _event(res: Resource, logical: str) -> dict[str, Any] | None:
     if res.service == "sqs":
         return {"Type": "SQS", "Properties": {"Queue": _getatt(logical), "BatchSize": 10,
                                               "FunctionResponseTypes": ["ReportBatchItemFailures"]}}
-    return {"Type": "SNS", "Properties": {"Topic": {"Ref": logical}}}
+    props = {"Topic": {"Ref": logical}}
+    if dead_letters is not None:
+        props["RedrivePolicy"] = {"deadLetterTargetArn": dead_letters}
+    return {"Type": "SNS", "Properties": props}
+
+
+def untriggered_streams(settings: Settings, region: str | None = None) -> list[tuple[str, str]]:
+    """``(arn, region)`` of every stream source the stack for ``region`` (default: the home region)
+    cannot trigger from: Kinesis streams, DynamoDB tables and SQS queues in another region. Each needs
+    the stack of its own region (``fsmlog template --region R``)."""
+    named = named_resources(settings)
+    home = region or _home_region(settings, named)
+    return [(res.arn, _region(res.arn)) for res in named
+            if _triggered(res) and res.service in REGIONAL_TRIGGERS
+            and home and _region(res.arn) and _region(res.arn) != home]
 
 
 def _environment(settings: Settings, logical_of: dict[str, str], resources: dict[str, Resource]) -> dict[str, Any]:
@@ -184,20 +239,36 @@ def _environment(settings: Settings, logical_of: dict[str, str], resources: dict
 
 
 def render_template(settings: Settings, *, handler: str = "handlers.lambda_handler", code_uri: str = ".",
-                    runtime: str = "python3.11", shards: int = 1) -> str:
-    """The SAM template (YAML) deploying fsmlog for ``settings``."""
+                    runtime: str = "python3.11", shards: int = 1, region: str | None = None) -> str:
+    """The SAM template (YAML) deploying fsmlog for ``settings``.
+
+    ``region`` renders the stack for that region instead of the home region
+    (the primary stream's): it creates and triggers the resources there, and
+    only grants access to the others. A failover side in another region
+    needs its region's stack for its stream to be consumed."""
     named = named_resources(settings)
     resources: dict[str, Any] = {}
     logical_of: dict[str, str] = {}
     statements: list[dict[str, Any]] = []
     events: dict[str, Any] = {}
-    home = _home_region(settings, named)
+    home = region or _home_region(settings, named)
     elsewhere: list[str] = []
+    untriggered: list[Resource] = []
+    local = [res for res in named if not (home and _region(res.arn) and _region(res.arn) != home)]
+    # asynchronous (SNS) triggers get a queue that keeps what Lambda could not handle
+    async_triggers = any(_triggered(res) and res.service == "sns" for res in named)
+    dead_letters = _getatt(ASYNC_FAILURES) if async_triggers else None
+    local_topics: list[Any] = []
     for res in named:
-        if home and _region(res.arn) and _region(res.arn) != home:
+        if res not in local:
             # another region (a failover side): the stack cannot create it, but may use it
             elsewhere.append(res.arn)
             statements += _statements(res, None)
+            event = _event(res, None, home=home)
+            if event is not None:
+                events[f"{_camel(res.settings[0])}Trigger"] = event
+            elif _triggered(res):
+                untriggered.append(res)
             continue
         logical = _camel(res.settings[0])
         logical_of[res.arn] = logical
@@ -205,9 +276,11 @@ def render_template(settings: Settings, *, handler: str = "handlers.lambda_handl
         if res.service == "kinesis":
             resources[logical]["Properties"]["ShardCount"] = shards
         statements += _statements(res, logical)
-        event = _event(res, logical)
+        event = _event(res, logical, home=home, dead_letters=dead_letters)
         if event is not None:
             events[f"{logical}Trigger"] = event
+            if res.service == "sns":
+                local_topics.append({"Ref": logical})
     events["RetryTimer"] = {"Type": "Schedule", "Properties": {
         "Schedule": "rate(1 minute)", "Description": "fsmlog: run retries whose backoff has passed"}}
 
@@ -217,6 +290,20 @@ def render_template(settings: Settings, *, handler: str = "handlers.lambda_handl
                            "Condition": {"StringEquals": {"cloudwatch:namespace": namespace}}})
     statements.append({"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
                        "Resource": _getatt(LOG_GROUP)})
+    if async_triggers:
+        resources[ASYNC_FAILURES] = {"Type": "AWS::SQS::Queue", "DeletionPolicy": "Retain",
+                                     "UpdateReplacePolicy": "Retain", "Properties": {
+                                         "MessageRetentionPeriod": QUEUE_RETENTION_S,
+                                         "VisibilityTimeout": QUEUE_VISIBILITY_S,
+                                         "SqsManagedSseEnabled": True}}
+        statements.append({"Effect": "Allow", "Action": ["sqs:SendMessage"], "Resource": dead_letters})
+        if local_topics:  # the subscriptions' dead-letter queue: SNS itself sends there
+            resources[ASYNC_FAILURES_POLICY] = {"Type": "AWS::SQS::QueuePolicy", "Properties": {
+                "Queues": [{"Ref": ASYNC_FAILURES}],
+                "PolicyDocument": {"Version": "2012-10-17", "Statement": [{
+                    "Effect": "Allow", "Principal": {"Service": "sns.amazonaws.com"},
+                    "Action": "sqs:SendMessage", "Resource": dead_letters,
+                    "Condition": {"ArnEquals": {"aws:SourceArn": local_topics}}}]}}}
 
     resources[LOG_GROUP] = {"Type": "AWS::Logs::LogGroup", "Properties": {
         "LogGroupName": {"Fn::Sub": "/aws/lambda/${AWS::StackName}-worker"}, "RetentionInDays": 30}}
@@ -226,7 +313,7 @@ def render_template(settings: Settings, *, handler: str = "handlers.lambda_handl
         "Policies": [{"PolicyName": "fsmlog-worker",
                       "PolicyDocument": {"Version": "2012-10-17", "Statement": statements}}],
     }}
-    resources[FUNCTION] = {"Type": "AWS::Serverless::Function", "DependsOn": [LOG_GROUP], "Properties": {
+    function: dict[str, Any] = {
         "FunctionName": {"Fn::Sub": "${AWS::StackName}-worker"},
         "Description": "fsmlog worker: runs machine steps from the stream and due retries",
         "Handler": handler,
@@ -237,18 +324,44 @@ def render_template(settings: Settings, *, handler: str = "handlers.lambda_handl
         "Role": _getatt(ROLE),
         "Environment": {"Variables": _environment(settings, logical_of, {r.arn: r for r in named})},
         "Events": events,
-    }}
+    }
+    if async_triggers:
+        function["EventInvokeConfig"] = {
+            "MaximumRetryAttempts": ASYNC_RETRY_ATTEMPTS,
+            "MaximumEventAgeInSeconds": ASYNC_MAX_AGE_S,
+            "DestinationConfig": {"OnFailure": {"Type": "SQS", "Destination": dead_letters}},
+        }
+    resources[FUNCTION] = {"Type": "AWS::Serverless::Function", "DependsOn": [LOG_GROUP], "Properties": function}
+    description = "fsmlog: finite-state-machine workflows on AWS Lambda, event-sourced"
+    if region:
+        description += f" (the stack for region {home})"
+    if elsewhere:
+        description += (f" (resources in other regions, created with `fsmlog resources create` there: "
+                        f"{', '.join(elsewhere)})")
+    outputs: dict[str, Any] = {
+        "WorkerFunctionArn": {"Value": _getatt(FUNCTION)},
+        "WorkerRoleArn": {"Value": _getatt(ROLE)},
+    }
+    if async_triggers:
+        outputs["AsyncFailureQueueArn"] = {
+            "Description": "SNS records Lambda could not handle after its retries (re-publish them)",
+            "Value": dead_letters}
+    if untriggered:
+        regions = sorted({_region(r.arn) for r in untriggered})
+        commands = "; ".join(f"fsmlog template --region {r}" for r in regions)
+        description += (f" (streams in other regions are consumed by their region's stack, not this one: "
+                        f"{', '.join(r.arn for r in untriggered)}; deploy `{commands}` there)")
+        outputs["StreamsConsumedElsewhere"] = {
+            "Description": f"streams this stack cannot trigger from; deploy `{commands}` in their region",
+            "Value": ", ".join(r.arn for r in untriggered)}
+    if len(description) > MAX_DESCRIPTION:  # CloudFormation's limit; the outputs keep the full lists
+        description = description[:MAX_DESCRIPTION - 3] + "..."
     template = {
         "AWSTemplateFormatVersion": "2010-09-09",
         "Transform": "AWS::Serverless-2016-10-31",
-        "Description": "fsmlog: finite-state-machine workflows on AWS Lambda, event-sourced"
-                       + (f" (resources in other regions, created with `fsmlog resources create` there: "
-                          f"{', '.join(elsewhere)})" if elsewhere else ""),
+        "Description": description,
         "Resources": resources,
-        "Outputs": {
-            "WorkerFunctionArn": {"Value": _getatt(FUNCTION)},
-            "WorkerRoleArn": {"Value": _getatt(ROLE)},
-        },
+        "Outputs": outputs,
     }
     return yaml.dump(template, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=120)
 

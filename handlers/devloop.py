@@ -13,7 +13,8 @@ It polls the configured sources the way Lambda's pollers do and calls
   ``aws:sqs`` event per receive; the messages not in ``batchItemFailures`` are
   deleted, the others come back after the queue's visibility timeout;
 - the embedded log: read after the loop's committed offset, delivered as a
-  Kinesis event (like ``fsmlog worker``);
+  Kinesis event (like ``fsmlog worker``); a secondary embedded log is polled
+  too, with its own offset and its own name as the event source;
 - every ``timer_every_s`` the EventBridge "Scheduled Event" (unless the retry
   source is an SQS queue, whose messages arrive through the SQS poller).
 
@@ -455,11 +456,8 @@ class DevLoop:
                 pollers.append(DynamoDBStreamPoller(self, target))
             elif service == "sqs":
                 pollers.append(SqsPoller(self, target, retry=False))
-            elif service == "sqlite" and target == stream:
-                log_ = self.engine.services.log
-                if not hasattr(log_, "committed"):
-                    raise SettingsError(f"fsmlog dev cannot read the embedded log {target!r} through {log_!r}")
-                pollers.append(EmbeddedPoller(self, log_))
+            elif service == "sqlite":
+                pollers.append(EmbeddedPoller(self, self._embedded_side(target)))
             else:
                 raise SettingsError(
                     f"fsmlog dev cannot poll stream source {target!r} ({service}); it polls Kinesis, DynamoDB "
@@ -471,6 +469,17 @@ class DevLoop:
                                                                                             if p.kind == "sqs"}:
                 pollers.append(SqsPoller(self, target, retry=True))
         return pollers
+
+    def _embedded_side(self, target: str) -> Any:
+        """The embedded log serving ``target``: the primary or the secondary side of the stream source
+        (each side is polled on its own, with its own committed offset, as each has its own trigger)."""
+        from eventlog.sides import sides
+
+        log_ = self.engine.services.log
+        for _side, backend in sides(log_):
+            if getattr(backend, "name", None) == target and hasattr(backend, "committed"):
+                return backend
+        raise SettingsError(f"fsmlog dev cannot read the embedded log {target!r} through {log_!r}")
 
     def invoke(self, event: dict[str, Any], count: int, every_failure: bool = False) -> Any:
         """Call the handler like Lambda. Returns None on success, the first failed item id (a list of

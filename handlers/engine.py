@@ -27,19 +27,20 @@ from typing import Any
 from eventlog.codec import decode, encode
 from eventlog.errors import BackendError, ContextValueError, DecodeError, RecordTooLarge
 from eventlog.event import ABORTED, COMPLETED, FAILED, RETRY, START, STEP, Event
-from eventlog.log import OutRecord, ReadableLog
+from eventlog.log import OutRecord
 from eventlog.settings import Settings
 from projections.actions import resolve
 from projections.definition import Definitions, MachineDef, StateDef
 from projections.errors import ProjectionError
-from projections.fold import fold
 from projections.state import MachineState, Snapshot, decode_snapshot, encode_snapshot
 
+from .authority import LogAuthority
 from .backoff import full_jitter
+from .batch import Batch
 from .context import ActionContext
 from .environment import Environment
 from .errors import HandlerError, LeaseBusy, NoTransition, PoisonRecord
-from .gate import DONE, TRIED, Admission, Ending, Gate, ordinal
+from .gate import DONE, TRIED, Admission, Ending, Gate
 from .metrics import MetricBuffer
 from .retries import ScheduledRetry
 from .services import Services
@@ -119,7 +120,10 @@ class Engine:
         self.sleep = sleep
         self.rng = rng or random.Random()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.gate = Gate(services.cache, self.worker_id, settings.LEASE_SECONDS, settings.DEDUPE_SECONDS)
+        self.authority = LogAuthority(services.log, services.checkpoints)
+        self.gate = Gate(services.cache, self.worker_id, settings.LEASE_SECONDS, settings.DEDUPE_SECONDS,
+                         authority=self.authority.last_records)
+        self.keep_leases_in_thread = True  # renew leases from a thread while actions run (tests may turn it off)
         self.metrics = MetricBuffer()
         self.on_step = on_step
         self.debug = bool(settings.DEBUG)
@@ -148,14 +152,8 @@ class Engine:
         return ids
 
     def status(self, correlation_id: str) -> MachineState | None:
-        """Latest snapshot plus, where the log can be read back, the records after it."""
-        snap = self.load_snapshot(correlation_id)
-        state = snap.state if snap else None
-        log_ = self.services.log
-        if isinstance(log_, ReadableLog) or hasattr(log_, "read_key"):
-            tail = log_.read_key(correlation_id, after=snap.position if snap else None)
-            state = fold(state, (decode(r.data) for r in tail))
-        return state
+        """Latest snapshot plus, where the log can be read back, the records after it on every side."""
+        return self.authority.state(correlation_id)
 
     def load_snapshot(self, correlation_id: str) -> Snapshot | None:
         data = self.services.checkpoints.load(correlation_id)
@@ -195,100 +193,34 @@ class Engine:
     # ---------------------------------------------------------------- the batch
 
     def handle(self, records: Sequence[Inbound], deadline: float | None = None) -> BatchResult:
-        """Handle a batch in order. Never raises for a bad record: it is parked and the batch goes on.
+        """Handle a batch in order (``handlers.batch``). Never raises for a bad record: it is parked
+        and the batch goes on.
 
         ``deadline`` (a ``clock()`` time, e.g. from Lambda's remaining time) stops the batch early:
         records not started by then are reported failed, so they are delivered again instead of
-        being cut off by the function's timeout.
-
-        Leases are held from admission to the commit at the end of the batch. So that none of
-        them can expire meanwhile, a batch that has run for half a lease commits what it has and
-        goes on with fresh leases.
+        being cut off by the function's timeout. Leases are held from admission to the commit and
+        renewed meanwhile; a step whose lease was lost is not appended.
         """
         result = BatchResult()
-        steps: list[_Step] = []
-        ends: list[Ending] = []  # leases to give back with no mark (nothing ran)
-        failed_cids: set[str] = set()
-        handled: dict[str, int] = {}  # per machine, the ordinal handled by steps of this batch not yet committed
-        half_lease = self.gate.lease_s / 2
         try:
-            todo = self._parse_batch(records, result)
-            window = admitted_at = self.clock()  # when the oldest lease we hold / the batch's were taken
-            admissions = self.gate.begin_many([(r.correlation_id, r.steps, r.retries) for _, r, _, _ in todo])
-            for i, (inbound, record, mdef, ctx) in enumerate(todo):
-                adm = admissions[i] if admissions else None
-                cid = record.correlation_id
-                if deadline is not None and self.clock() >= deadline:
-                    left = todo[i:]
-                    result.failed_item_ids.extend(x[0].item_id for x in left)
-                    if admissions:
-                        ends.extend(Ending(x[1].correlation_id, x[1].steps, x[1].retries, a.token, None)
-                                    for x, a in zip(left, admissions[i:]) if a.token is not None)
-                    self.metrics.count("BatchesCutShort")
-                    log.warning("time budget spent: %d record(s) left for redelivery", len(left))
-                    break
-                if adm is not None and adm.token is not None and (
-                        cid in failed_cids or self.clock() - admitted_at > half_lease):
-                    ends.append(Ending(cid, record.steps, record.retries, adm.token, None))
-                    adm = None  # not used: failed machine, or admitted too long ago (taken afresh below)
-                elif adm is not None and adm.token is None:
-                    adm = None  # held elsewhere: wait for it below
-                if cid in failed_cids:  # keep per-machine order: a later record waits for the failed one
-                    result.failed_item_ids.append(inbound.item_id)
-                    continue
-                if ordinal(record.steps, record.retries) <= handled.get(cid, -1):
-                    # a copy of an attempt this batch already handled (not yet committed, so the
-                    # cache cannot know): skip it like the gate would
-                    if adm is not None:
-                        ends.append(Ending(cid, record.steps, record.retries, adm.token, None))
-                    result.skipped += 1
-                    continue
-                if (steps or ends) and self.clock() - window > half_lease:
-                    self._commit(steps, ends, result)  # before our oldest leases could expire
-                    steps, ends = [], []
-                if not steps and not ends:  # a new window opens with this record's lease
-                    window = admitted_at if adm is not None else self.clock()
-                try:
-                    step = self._run(inbound, record, mdef, ctx, self._budget(deadline, window, steps), adm)
-                except LeaseBusy as exc:
-                    if exc.for_held_leases and (steps or ends):
-                        # waiting longer would outlast leases we hold: commit them, then wait afresh
-                        self._commit(steps, ends, result)
-                        steps, ends, window = [], [], self.clock()
-                        try:
-                            step = self._run(inbound, record, mdef, ctx, self._budget(deadline, window, steps))
-                        except (LeaseBusy, BackendError) as again:
-                            self._fail_machine_record(inbound, record, again, failed_cids, result)
-                            continue
-                    else:
-                        self._fail_machine_record(inbound, record, exc, failed_cids, result)
-                        continue
-                except BackendError as exc:
-                    self._fail_machine_record(inbound, record, exc, failed_cids, result)
-                    continue
-                if isinstance(step, int):  # handled already, or aborted: nothing to run
-                    ends.append(Ending(cid, record.steps, record.retries, step, None))
-                    result.skipped += 1
-                    continue
-                steps.append(step)
-                handled[cid] = max(handled.get(cid, -1), self._ending(step, step.mark).handled_upto())
-            self._commit(steps, ends, result)
+            Batch(self, result, deadline).run(records)
         finally:
             self.flush_metrics()
         return result
 
-    def _budget(self, deadline: float | None, window: float, steps: list) -> float | None:
-        """How long a lease wait may last: not past the deadline, nor past half the lease of the
-        oldest step still waiting for the commit."""
-        limits = [t for t in (deadline, window + self.gate.lease_s / 2 if steps else None) if t is not None]
-        return min(limits) if limits else None
+    def _count_admission(self, record: Event, adm: Admission) -> None:
+        if adm.side != "primary":  # a lease the primary cannot order: bounded overlap, counted
+            self.metrics.count("SplitLeases", 1, {"machine": record.machine, "side": adm.side})
+            log.warning("%s: lease taken on the %s cache (token %s): the primary was unreachable",
+                        record.describe(), adm.side, adm.token)
 
-    def _fail_machine_record(self, inbound: Inbound, record: Event, exc: Exception, failed_cids: set[str],
-                             result: BatchResult) -> None:
-        log.warning("%s: %s", record.describe(), exc)
-        self.metrics.count("LeaseBusy" if isinstance(exc, LeaseBusy) else "ServiceErrors")
-        failed_cids.add(record.correlation_id)
-        result.failed_item_ids.append(inbound.item_id)
+    def _lease_lost(self, step: _Step, result: BatchResult) -> None:
+        """The step ran but its lease is gone: its outcome is not appended; the record goes back."""
+        rec = step.record
+        self.metrics.count("LeaseLost", 1, {"machine": rec.machine})
+        log.warning("%s: lease (token %d) lost before the commit; its outcome is dropped and the record "
+                    "handed back", rec.describe(), step.token)
+        result.failed_item_ids.append(step.inbound.item_id)
 
     def _parse_batch(self, records: Sequence[Inbound], result: BatchResult) -> list[tuple]:
         """Decode and check every record; park the poison ones; drop terminal records and duplicates."""
@@ -350,11 +282,14 @@ class Engine:
 
     # ---------------------------------------------------------------- one step
 
-    def _admit(self, record: Event, budget: float | None = None) -> Admission:
+    def _admit(self, record: Event, budget: float | None = None,
+               on_wait: Callable[[], None] | None = None) -> Admission:
         deadline = None
         cut = False  # the wait ends at ``budget``, before LEASE_WAIT_SECONDS
         delay = 0.02
         while True:
+            if on_wait is not None:
+                on_wait()
             adm = self.gate.begin(record.correlation_id, record.steps, record.retries)
             if adm.token is not None:
                 return adm
@@ -372,16 +307,9 @@ class Engine:
             self.sleep(min(delay, max(0.0, deadline - now)))
             delay = min(delay * 2, 0.5)
 
-    def _run(self, inbound: Inbound, record: Event, mdef: MachineDef, ctx: dict,
-             deadline: float | None = None, adm: Admission | None = None) -> _Step | int:
-        """Run one record's step; returns it for the commit, or the lease token when there is
-        nothing to run (the step is done already, or the machine was aborted)."""
-        if adm is None:
-            adm = self._admit(record, deadline)
+    def _run(self, inbound: Inbound, record: Event, mdef: MachineDef, ctx: dict, adm: Admission) -> _Step:
+        """Run one admitted record's step (and any local steps after it) for the commit."""
         cid = record.correlation_id
-        if adm.done or adm.aborted:
-            self.metrics.count("DuplicateSteps" if adm.done else "AbortedSteps", 1, {"machine": mdef.name})
-            return adm.token
         step = _Step(inbound, record, adm.token, started=self.clock())
         max_retries = mdef.max_retries if mdef.max_retries is not None else self.settings.MAX_RETRIES
         upgraded = record.definition_hash if record.definition_hash != mdef.hash else None
@@ -505,6 +433,13 @@ class Engine:
             delay = full_jitter(attempt, self.settings.RETRY_BASE_SECONDS, self.settings.RETRY_CAP_SECONDS, self.rng)
             retry = at.evolve(kind=RETRY, retries=attempt,
                               time=now, error_type=type(exc).__name__, error_message=str(exc)[:2000])
+            if at.steps > step.record.steps:
+                # behind a local transition: the retry goes to the log itself (at once, no backoff), so
+                # the log records the steps the chain completed and never falls behind the marks
+                self.metrics.count("LocalChainsCut", 1, {"machine": mdef.name})
+                self._set_out(step, retry)
+                step.outcome = "retry"
+                return
             try:
                 step.retry, step.retry_data, step.retry_due = retry, encode(retry), now + delay
             except RecordTooLarge as too_large:  # the context outgrew the log inside a local chain

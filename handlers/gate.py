@@ -1,183 +1,166 @@
-"""The step gate: a machine's lease, its idempotency marks and its abort flag, over any ``Cache``.
+"""The step gate: a machine's lease, its handled mark and its abort flag, checked against the log.
 
 What must never happen twice is a *handled attempt*: a step that completed
 (its next record appended) or an attempt that failed and scheduled its retry.
 A redelivered copy of either is skipped; the retry record itself (``retries``
 + 1) is a new attempt and runs.
 
-Fast path. A cache may offer ``begin_step(cid, ordinal, owner, ttl_s) ->
-(token|None, done, aborted)``, ``end_step(cid, ordinal, owner, token, mark,
-dedupe_s)`` and ``abort_machine(cid, dedupe_s)``, one round trip each, keeping
-per machine a high-water mark of handled attempts: ``begin_step`` reports
-``done`` when ``ordinal <= mark``, ``end_step`` raises the mark to ``ordinal``
-when ``mark`` is true and releases the lease if ``(owner, token)`` still hold
-it. Attempts are ordered by ``ordinal(steps, retries)``; a completed step
-marks ``completed_ordinal(steps)``, above every attempt of it, so a
-redispatched copy of a completed step (``retries`` + 1) is skipped too. One
-number suffices because a machine only moves forward: once step n completed,
-every record at step <= n is history. A cache that can also do a whole batch
-in one round trip — ``begin_steps(items, owner, ttl_s)``,
-``end_steps(items, owner, dedupe_s)`` — lets the engine admit every record of
-a batch at once and close them all at once (the embedded file: two
-transactions per batch instead of two per step).
+The cache (``handlers.cache.steps.StepCache``) keeps per machine a high-water mark of
+handled attempts, ordered by ``ordinal(steps, retries)``; a completed step marks
+``completed_ordinal(steps)``, above every attempt of it. One number suffices because a
+machine only moves forward.
 
-Composed path (any ``Cache``, e.g. Memcached): keys ``lease:<cid>`` (the lease,
-with fence token), ``done:<cid>:<steps>`` (step completed),
-``tried:<cid>:<steps>:<retries>`` (attempt failed, retry scheduled) and
-``abort:<cid>``: four calls to begin, two to end.
+The cache is an accelerator, not the authority: it may have forgotten (evicted, flushed,
+restarted), or be the side of a failover pair that never saw the machine. So the mark is
+trusted only when it reaches the attempt that wrote the record in hand (its *predecessor*):
+then the store has followed the machine up to here. Otherwise the store has *no knowledge*,
+and the gate asks the log — the machine's snapshot, then the log tail after it, on every
+side of the stream (``handlers.authority``) — before it runs or skips the record. A start
+record is no exception: a store that knows nothing of a machine cannot tell a new one from
+one it forgot.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 from eventlog.errors import BackendError
+from eventlog.event import Event
 
 from .cache import Cache
+from .cache.composed import lease_key
+from .cache.steps import (
+    DONE,
+    RETRY_SLOTS,
+    TRIED,
+    Ending,
+    StepCache,
+    StepKey,
+    StepView,
+    as_steps,
+    completed_ordinal,
+    ordinal,
+    predecessor,
+)
 
-RETRY_SLOTS = 1 << 20  # attempts per step an ordinal can tell apart
+__all__ = ["DONE", "TRIED", "RETRY_SLOTS", "Admission", "Ending", "Gate", "completed_ordinal", "lease_key",
+           "ordinal"]
 
-DONE = "done"  # the step completed: its next record is in the log
-TRIED = "tried"  # the attempt failed and its retry is scheduled
+# the last record the log holds of each machine (None: the log knows nothing of it)
+Authority = Callable[[Sequence[str]], Mapping[str, Event | None]]
 
 
 class Admission(NamedTuple):
     token: int | None  # fence token, None when the lease is held elsewhere
     done: bool  # this attempt (or its whole step) was handled already: skip it
     aborted: bool  # the machine was aborted: run nothing more
-
-
-class Ending(NamedTuple):
-    """How a record's lease is given back: with a mark (``DONE``, ``TRIED``) or none (nothing ran).
-
-    ``steps``/``retries`` are the record's. A record can carry the machine further than its own
-    step through ``local`` transitions: ``last``/``last_retries`` then name the furthest attempt
-    handled — for ``DONE`` the last step completed, for ``TRIED`` the attempt that failed — and
-    everything up to it counts as handled.
-    """
-
-    cid: str
-    steps: int
-    retries: int
-    token: int
-    mark: str | None
-    last: int = -1
-    last_retries: int = 0
-
-    def handled_upto(self) -> int:
-        """The high-water ordinal this ending marks (-1: none)."""
-        if self.mark == DONE:
-            return completed_ordinal(max(self.steps, self.last))
-        if self.mark == TRIED:
-            if self.last > self.steps:
-                return ordinal(self.last, self.last_retries)
-            return ordinal(self.steps, self.retries)
-        return -1
-
-
-def ordinal(steps: int, retries: int) -> int:
-    return steps * RETRY_SLOTS + min(max(retries, 0), RETRY_SLOTS - 2)
-
-
-def completed_ordinal(steps: int) -> int:
-    return steps * RETRY_SLOTS + RETRY_SLOTS - 1
-
-
-def lease_key(cid: str) -> str:
-    return f"lease:{cid}"
-
-
-def done_key(cid: str, steps: int) -> str:
-    return f"done:{cid}:{steps}"
-
-
-def tried_key(cid: str, steps: int, retries: int) -> str:
-    return f"tried:{cid}:{steps}:{retries}"
-
-
-def abort_key(cid: str) -> str:
-    return f"abort:{cid}"
+    known: bool = True  # False: the store knew nothing of the machine and the log was not asked (yet)
+    side: str = "primary"  # which side of a failover cache took the lease
+    upto: Ending | None = None  # what the log showed handled, to mark on the store when it forgot
 
 
 class Gate:
-    def __init__(self, cache: Cache, owner: str, lease_s: float, dedupe_s: float):
-        self.cache = cache
+    def __init__(self, cache: StepCache | Cache, owner: str, lease_s: float, dedupe_s: float,
+                 authority: Authority | None = None):
+        self.store = as_steps(cache)
         self.owner = owner
         self.lease_s = lease_s
         self.dedupe_s = dedupe_s
-        self._fast = all(hasattr(cache, m) for m in ("begin_step", "end_step", "abort_machine"))
-        self.batches = self._fast and all(hasattr(cache, m) for m in ("begin_steps", "end_steps"))
+        self.authority = authority
+        self.verified = 0  # admissions the log decided because the store knew nothing
+
+    # ---------------------------------------------------------------- admission
 
     def begin(self, cid: str, steps: int, retries: int = 0) -> Admission:
-        if self._fast:
-            token, done, aborted = self.cache.begin_step(cid, ordinal(steps, retries), self.owner, self.lease_s)
-            return Admission(token, done, aborted)
-        token = self.cache.acquire(lease_key(cid), self.owner, self.lease_s)
-        if token is None:
-            return Admission(None, False, False)
-        if self.cache.marked(done_key(cid, steps)) or self.cache.marked(tried_key(cid, steps, retries)):
-            return Admission(token, True, False)
-        return Admission(token, False, self.cache.marked(abort_key(cid)))
+        return self.begin_many([(cid, steps, retries)])[0]
 
-    def begin_many(self, items: Sequence[tuple[str, int, int]]) -> list[Admission] | None:
-        """Admit ``(cid, steps, retries)`` items in one round trip, or ``None`` when the cache cannot
-        batch (the engine then admits each record just before running it)."""
-        if not self.batches or not items:
-            return None
-        batch = [(cid, ordinal(steps, retries)) for cid, steps, retries in items]
-        return [Admission(*a) for a in self.cache.begin_steps(batch, self.owner, self.lease_s)]
+    def begin_many(self, items: Sequence[tuple[str, int, int]]) -> list[Admission]:
+        """Admit ``(cid, steps, retries)`` records in one round trip; where the store knew nothing
+        of a machine, ask the log (one read per such machine). Records of one machine share its
+        lease and token."""
+        if not items:
+            return []
+        keys = [StepKey(*i) for i in items]
+        # one lease per machine: a second acquisition would supersede the first one's token
+        first: dict[str, StepKey] = {}
+        for k in keys:
+            if k.cid not in first or k.floor > first[k.cid].floor:
+                first[k.cid] = k
+        leases = list(first.values())
+        views = dict(zip((k.cid for k in leases), self.store.begin_steps(leases, self.owner, self.lease_s)))
+        admissions = [_admission(k, views[k.cid]) for k in keys]
+        return self._verify(keys, admissions)
+
+    def _verify(self, keys: list[StepKey], admissions: list[Admission]) -> list[Admission]:
+        doubt = sorted({k.cid for k, a in zip(keys, admissions) if a.token is not None and not a.known})
+        if not doubt or self.authority is None:
+            return admissions
+        last = self.authority(doubt)  # BackendError propagates: better handed back than run blind
+        self.verified += len(doubt)
+        return [a if a.token is None or a.known else _decided(k, a, last.get(k.cid))
+                for k, a in zip(keys, admissions)]
+
+    # ---------------------------------------------------------------- leases
+
+    def renew(self, held: Sequence[tuple[str, int]]) -> list[bool]:
+        """Extend leases this worker holds; False for each one it lost (expired, taken over)."""
+        return self.store.renew_leases(list(held), self.owner, self.lease_s) if held else []
 
     def end(self, cid: str, steps: int, token: int, done: bool, *, retries: int = 0, tried: bool = False) -> None:
         """Give the lease back, marking the step completed (``done``) or the attempt handled (``tried``)."""
-        self._end(Ending(cid, steps, retries, token, DONE if done else TRIED if tried else None))
-
-    def _end(self, e: Ending) -> None:
-        if self._fast:
-            self.cache.end_step(e.cid, e.handled_upto(), self.owner, e.token, e.mark is not None, self.dedupe_s)
-            return
-        if e.mark == DONE or (e.mark == TRIED and e.last > e.steps):  # the record's own step completed
-            self.cache.mark(done_key(e.cid, e.steps), self.dedupe_s)
-        if e.mark == TRIED:
-            failed = (e.last, e.last_retries) if e.last > e.steps else (e.steps, e.retries)
-            self.cache.mark(tried_key(e.cid, *failed), self.dedupe_s)
-        self.cache.release(lease_key(e.cid), self.owner, e.token)
+        self.store.end_steps([Ending(cid, steps, retries, token, DONE if done else TRIED if tried else None)],
+                             self.owner, self.dedupe_s)
 
     def end_many(self, items: Sequence[Ending]) -> list[BackendError]:
-        """End every item; returns the errors of those that failed.
+        """Mark every item, then release its lease (one round trip where the store can batch).
 
         A failed batch call is retried item by item, so one bad mark does not keep every
         other machine of the batch waiting for its lease to expire; a lease that still
-        cannot be given back expires by itself.
+        cannot be given back expires by itself. Returns the errors of the items that failed.
         """
         if not items:
             return []
-        if self.batches:
-            try:
-                self.cache.end_steps(
-                    [(e.cid, e.handled_upto(), e.token, e.mark is not None) for e in items], self.owner, self.dedupe_s
-                )
-                return []
-            except BackendError:
-                pass  # item by item below
+        try:
+            self.store.end_steps(list(items), self.owner, self.dedupe_s)
+            return []
+        except BackendError:
+            pass
         errors = []
         for e in items:
             try:
-                self._end(e)
+                self.store.end_steps([e], self.owner, self.dedupe_s)
             except BackendError as exc:
                 errors.append(exc)
-                if e.mark is not None:  # at least let the machine's next step run elsewhere
-                    try:
-                        self._end(e._replace(mark=None))
-                    except BackendError:
-                        pass
         return errors
 
     def release(self, cid: str, token: int) -> None:
-        self._end(Ending(cid, -1, 0, token, None))
+        self.store.end_steps([Ending(cid, -1, 0, token, None)], self.owner, self.dedupe_s)
 
     def abort(self, cid: str) -> None:
-        if self._fast:
-            self.cache.abort_machine(cid, self.dedupe_s)
-        else:
-            self.cache.mark(abort_key(cid), self.dedupe_s)
+        self.store.abort_machine(cid, self.dedupe_s)
+
+
+def _admission(key: StepKey, view: StepView) -> Admission:
+    if view.token is None:
+        return Admission(None, False, False, True, view.side)
+    done = view.mark is not None and key.ordinal <= view.mark
+    known = view.mark is not None and view.mark >= predecessor(key.steps, key.retries)
+    return Admission(view.token, done, view.aborted, done or known, view.side)
+
+
+def _decided(key: StepKey, adm: Admission, last: Event | None) -> Admission:
+    """The log's answer for a record the store knew nothing of: handled when the log holds a later
+    record of the machine (or its end); else it runs."""
+    if last is None:
+        return adm._replace(known=True)
+    ahead = last.terminal or ordinal(last.steps, last.retries) > key.ordinal
+    if not ahead:
+        return adm._replace(known=True)
+    if last.terminal:
+        upto = Ending(key.cid, last.steps, 0, adm.token, DONE)
+    elif last.retries > 0:
+        upto = Ending(key.cid, last.steps, last.retries - 1, adm.token, TRIED)
+    else:
+        upto = Ending(key.cid, last.steps - 1, 0, adm.token, DONE)
+    return adm._replace(done=True, known=True, upto=upto)

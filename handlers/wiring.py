@@ -93,7 +93,13 @@ def open_backend(kind: str, target: str, settings: Settings, side: str = "PRIMAR
 
 
 def open_source(kind: str, settings: Settings) -> Any:
-    """The primary for ``kind``, wrapped with chaos, and with failover when a secondary is set."""
+    """The primary for ``kind``, wrapped with chaos, and with failover when a secondary is set.
+
+    Retries fail over with ``handlers.retries.failover.FailoverRetries`` (the timer polls both
+    sides and each handle is deleted on its own side); the other kinds with
+    ``eventlog.failover.with_failover``. On Lambda an unset primary raises ``SettingsError``
+    naming the setting (``Settings.source``) instead of opening a file in the container's /tmp.
+    """
     from eventlog.chaos import with_chaos
     from eventlog.failover import with_failover
 
@@ -104,10 +110,20 @@ def open_source(kind: str, settings: Settings) -> Any:
         return primary
     secondary = with_chaos(open_backend(kind, secondary_target, settings, "SECONDARY"), secondary_target, settings,
                            kind=kind)
+    if kind == "CACHE":
+        from .cache.failover import FailoverSteps
+        from .cache.steps import as_steps
+
+        return FailoverSteps(as_steps(primary), as_steps(secondary))
+    if kind == "RETRY":
+        from .retries.failover import with_retry_failover
+
+        return with_retry_failover(primary, secondary, settings)
     return with_failover(kind, primary, secondary, settings)
 
 
 def open_services(settings: Settings) -> Services:
+    settings.check_sources()  # on Lambda: every unset source named at once, before anything opens
     return Services(
         log=open_source("STREAM", settings),
         checkpoints=open_source("CHECKPOINT", settings),

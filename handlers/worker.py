@@ -14,6 +14,14 @@ handled in the meantime are skipped by the engine's idempotency flags.
 Several worker processes on one file cooperate through the claims (who reads
 what) and the engine's leases (who runs which machine). Killing a worker
 (even ``kill -9``) loses nothing: its claim expires and is handed out again.
+
+Both sides of the stream: when the stream source has a secondary (records
+appended while the primary failed over), the worker claims from every side
+that offers claims, in turn, as Lambda has one trigger per stream. Each claim
+stays on its side: its records are delivered with that side's own name as
+``eventSourceARN`` and their raw positions, and the claim is completed there.
+The worker only idles (or, with ``--once``, stops) when no side has anything
+claimable. A side that fails to claim does not hold up the other.
 """
 
 from __future__ import annotations
@@ -24,21 +32,23 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from eventlog.errors import ServiceUnavailable
+from eventlog.errors import BackendError, ServiceUnavailable, SettingsError
 from eventlog.log import LogRecord
+from eventlog.sides import sides
 
 from .engine import BatchResult, Engine, Inbound
 from .triggers.kinesis import handle_kinesis_event
 
-log = logging.getLogger("fsmlog.worker")
+logger = logging.getLogger("fsmlog.worker")
 
 # stop retrying the failed tail of a claim once this share of its TTL is used up,
 # so the claim is never handled by two workers because we overran it
 CLAIM_BUDGET = 0.8
 MAX_IDLE_BACKOFF_S = 5.0
+SIDE_WARNING_EVERY_S = 30.0  # a side that cannot be claimed from is warned about at most this often
 
 
 @dataclass
@@ -53,6 +63,7 @@ class WorkerStats:
     redelivered: int = 0  # records handed to the engine again after a failure in their batch
     retries_moved: int = 0  # retry records moved from the retry source into the log
     abandoned_claims: int = 0  # claims left to expire because their tail kept failing
+    by_side: dict[str, int] = field(default_factory=dict)  # batches claimed per side of the stream
 
 
 def kinesis_record(rec: LogRecord, source: str, now: float, region: str = "local") -> dict[str, Any]:
@@ -91,8 +102,13 @@ class _Recorder:
         return getattr(self._engine, name)
 
 
+def claimable_sides(log: Any) -> list[tuple[str, Any]]:
+    """The sides of the stream the local worker can claim batches from (the embedded log's)."""
+    return [(name, backend) for name, backend in sides(log) if callable(getattr(backend, "claim_batch", None))]
+
+
 class Worker:
-    """Claims batches of the embedded log and runs them through the engine until told to stop."""
+    """Claims batches of the embedded log (every side of it) and runs them through the engine until told to stop."""
 
     def __init__(
         self,
@@ -111,6 +127,19 @@ class Worker:
             raise ValueError("batch_size must be at least 1")
         self.engine = engine
         self.log = log
+        self.sides = claimable_sides(log)
+        if not self.sides:
+            raise SettingsError(
+                f"the local worker needs the embedded log to claim batches from, but the stream source "
+                f"{getattr(log, 'name', log)!r} offers none; use sqlite: stream sources (or deploy the Lambda)")
+        claimable = {id(b) for _, b in self.sides}
+        # sides the worker cannot claim from: their records reach the engine only through their trigger
+        self.unclaimable = [(name, getattr(b, "name", repr(b))) for name, b in sides(log) if id(b) not in claimable]
+        for name, target in self.unclaimable:
+            logger.warning("worker: the %s stream %s cannot be claimed locally; its records are handled only "
+                           "by its own trigger (the Lambda, or `fsmlog dev`)", name, target)
+        self._next_side = 0
+        self._side_warned: dict[str, float] = {}
         self.consumer = consumer
         self.batch_size = batch_size
         self.claim_ttl_s = float(claim_ttl_s)
@@ -129,19 +158,56 @@ class Worker:
 
     # ---------------------------------------------------------------- one batch
 
+    def _claim(self) -> tuple[str, Any, tuple[str, list[LogRecord]]] | None:
+        """The next claim as ``(side, backend, (claim_id, records))``, trying every side in turn from the
+        one after the side that served last; ``None`` when no side has anything claimable now.
+
+        A side that fails is skipped (warned about at most every ``SIDE_WARNING_EVERY_S``) while
+        another answers; when every side fails, the first side's error is raised."""
+        errors: list[tuple[str, Any, BackendError]] = []
+        n = len(self.sides)
+        result = None
+        for i in range(n):
+            index = (self._next_side + i) % n
+            name, backend = self.sides[index]
+            try:
+                claimed = backend.claim_batch(self.consumer, self.owner, self.batch_size, self.claim_ttl_s)
+            except BackendError as exc:
+                errors.append((name, backend, exc))
+                continue
+            if claimed is not None:
+                self._next_side = (index + 1) % n
+                result = (name, backend, claimed)
+                break
+        if errors and len(errors) == n:
+            raise errors[0][2]
+        for name, backend, exc in errors:
+            self._warn_side(name, backend, exc)
+        return result
+
+    def _warn_side(self, name: str, backend: Any, exc: BaseException) -> None:
+        now = self.monotonic()
+        if now - self._side_warned.get(name, float("-inf")) < SIDE_WARNING_EVERY_S:
+            return
+        self._side_warned[name] = now
+        logger.warning("worker %s: cannot claim from the %s stream %s (%s); serving the other side meanwhile",
+                       self.owner, name, getattr(backend, "name", backend), exc)
+
     def run_once(self) -> BatchResult | None:
-        """Claim one batch and handle it; ``None`` when nothing is claimable right now."""
-        claimed = self.log.claim_batch(self.consumer, self.owner, self.batch_size, self.claim_ttl_s)
-        if claimed is None:
+        """Claim one batch (from the next side that has one) and handle it; ``None`` when no side of the
+        stream has anything claimable right now."""
+        found = self._claim()
+        if found is None:
             return None
-        claim_id, records = claimed
+        side, backend, (claim_id, records) = found
+        self.stats.by_side[side] = self.stats.by_side.get(side, 0) + 1
         budget_end = self.monotonic() + self.claim_ttl_s * CLAIM_BUDGET
         total = BatchResult()
         pending: Sequence[LogRecord] = records
         delay = 0.05
         first_pass = True
         while True:
-            result = self._deliver(pending)
+            result = self._deliver(pending, getattr(backend, "name", self.log.name))
             if not first_pass:
                 self.stats.redelivered += len(pending)
             first_pass = False
@@ -150,7 +216,7 @@ class Worker:
             total.skipped += result.skipped
             total.outcomes.extend(result.outcomes)
             if not result.failed_item_ids:
-                self.log.complete_claim(claim_id)
+                backend.complete_claim(claim_id)
                 break
             failed = set(result.failed_item_ids)
             first = next(i for i, r in enumerate(pending) if r.position in failed)
@@ -159,8 +225,8 @@ class Worker:
                 # leave the claim incomplete: once its TTL runs out it is handed out again, whole
                 total.failed_item_ids = [r.position for r in pending]
                 self.stats.abandoned_claims += 1
-                log.warning("claim %s: %d record(s) from position %s left for redelivery",
-                            claim_id, len(pending), pending[0].position)
+                logger.warning("claim %s on the %s stream: %d record(s) from position %s left for redelivery",
+                               claim_id, side, len(pending), pending[0].position)
                 break
             self.sleep(delay)
             delay = min(delay * 2, 1.0)
@@ -171,11 +237,13 @@ class Worker:
         self.stats.failed += len(total.failed_item_ids)
         return total
 
-    def _deliver(self, records: Sequence[LogRecord]) -> BatchResult:
-        """Hand records to the engine through the very function a Lambda's Kinesis trigger runs."""
+    def _deliver(self, records: Sequence[LogRecord], source: str | None = None) -> BatchResult:
+        """Hand records to the engine through the very function a Lambda's Kinesis trigger runs;
+        ``source`` is the name of the side they were claimed from (its trigger's eventSourceARN)."""
         region = self.engine.settings.get("AWS_REGION") or "local"
         now = time.time()
-        event = {"Records": [kinesis_record(r, self.log.name, now, region) for r in records]}
+        name = source if source is not None else self.log.name
+        event = {"Records": [kinesis_record(r, name, now, region) for r in records]}
         recorder = _Recorder(self.engine)
         response = handle_kinesis_event(event, recorder)
         outcome = BatchResult()
@@ -233,7 +301,7 @@ class Worker:
                     moved = self.run_due_retries()
                     result = self.run_once()
                 except ServiceUnavailable as exc:  # another process held the file too long: wait, go on
-                    log.warning("worker %s: %s; trying again in %.1fs", self.owner, exc, idle_backoff)
+                    logger.warning("worker %s: %s; trying again in %.1fs", self.owner, exc, idle_backoff)
                     self._wait(idle_backoff, stop_event)
                     idle_backoff = min(idle_backoff * 2, MAX_IDLE_BACKOFF_S)
                     continue
@@ -282,7 +350,7 @@ class Worker:
         def on_signal(signum: int, frame: Any) -> None:
             if self._stop.is_set():
                 raise KeyboardInterrupt
-            log.info("worker %s: signal %d, stopping after the current batch", self.owner, signum)
+            logger.info("worker %s: signal %d, stopping after the current batch", self.owner, signum)
             self._stop.set()
 
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -26,6 +26,7 @@ from amazon_kclpy.checkpoint_error import CheckpointError
 from amazon_kclpy.v3 import processor
 
 from eventlog.codec import decode
+from eventlog.sides import PRIMARY, SECONDARY, tag_position
 from projections.fold import fold_all
 from projections.state import MachineState
 
@@ -52,8 +53,10 @@ class ReplayProcessor(processor.RecordProcessorBase):
         backoff_s: float = 0.2,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        side: str = PRIMARY,
     ):
         self.projections = projections
+        self.side = side  # which stream this daemon reads: a secondary's shards are noted as "secondary|shardId-..."
         self.checkpoint_every = checkpoint_every
         self.checkpoint_interval_s = checkpoint_interval_s
         self.checkpoint_retries = checkpoint_retries
@@ -74,7 +77,7 @@ class ReplayProcessor(processor.RecordProcessorBase):
     # -- the KCL callbacks ---------------------------------------------------------------------------
 
     def initialize(self, initialize_input) -> None:
-        self.shard_id = initialize_input.shard_id
+        self.shard_id = tag_position(self.side, initialize_input.shard_id)
         self.last_sequence = None
         self._last_checkpoint_at = self.clock()
         log.info("initialize shard %s at sequence %s", self.shard_id, initialize_input.sequence_number)
@@ -185,6 +188,8 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"projection file (sqlite); default ${STATE_ENV} or .fsmlog/replay-projections.db")
     parser.add_argument("--checkpoint-every", type=int, default=1000, help="records between checkpoints")
     parser.add_argument("--checkpoint-seconds", type=float, default=60.0, help="seconds between checkpoints")
+    parser.add_argument("--side", choices=(PRIMARY, SECONDARY), default=PRIMARY,
+                        help="which stream the daemon reads (both fold into one projection file)")
     parser.add_argument("--log-file", default=None, help="log here instead of stderr")
     parser.add_argument("--log-level", default="WARNING",
                         help="the daemon logs every stderr line of ours as ERROR, so INFO is opt-in")
@@ -202,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     projections = ProjectionFile(args.state)
     try:
         proc = ReplayProcessor(projections, checkpoint_every=args.checkpoint_every,
-                               checkpoint_interval_s=args.checkpoint_seconds)
+                               checkpoint_interval_s=args.checkpoint_seconds, side=args.side)
         kcl.KCLProcess(proc, input_file=sys.stdin, output_file=protocol_out, error_file=sys.stderr).run()
     finally:
         projections.close()

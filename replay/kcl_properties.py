@@ -19,10 +19,12 @@ from .errors import ReplayError
 MAIN_CLASS = "software.amazon.kinesis.multilang.MultiLangDaemon"
 
 
-def default_executable(state_path: str | Path | None = None) -> str:
+def default_executable(state_path: str | Path | None = None, side: str = "primary") -> str:
     cmd = f"{sys.executable} -m replay.kcl_processor"
     if state_path is not None:
         cmd += f" --state {Path(state_path).resolve()}"
+    if side != "primary":
+        cmd += f" --side {side}"
     return cmd
 
 
@@ -94,22 +96,30 @@ def write_properties_for(
     *,
     application_name: str = "fsmlog-replay",
     state_path: str | Path | None = None,
+    side: str = "primary",
     **options: Any,
 ) -> str:
-    """``write_properties`` for the Kinesis stream that ``PRIMARY_STREAM_SOURCE`` names.
+    """``write_properties`` for the Kinesis stream that ``PRIMARY_STREAM_SOURCE`` names (``side``
+    "secondary": ``SECONDARY_STREAM_SOURCE``; run one daemon per stream, each with its own
+    application name, both folding into the same projection file).
 
     Region and stream come from the ARN; an ``ENDPOINTS`` entry for the stream
     (a local emulator) is used for both Kinesis and the lease table's DynamoDB.
     """
     from eventlog import aws
 
-    target = settings.source("STREAM", "PRIMARY")
-    arn = aws.parse_arn(target, "PRIMARY_STREAM_SOURCE") if target and target.startswith("arn:") else None
+    if side not in ("primary", "secondary"):
+        raise ReplayError(f"side must be primary or secondary, not {side!r}")
+    setting = f"{side.upper()}_STREAM_SOURCE"
+    target = settings.source("STREAM", side.upper())
+    arn = aws.parse_arn(target, setting) if target and target.startswith("arn:") else None
     if arn is None or arn.service != "kinesis" or arn.resource_type != "stream":
         raise ReplayError(
-            f"PRIMARY_STREAM_SOURCE is {target!r}; the KCL application reads a Kinesis stream, so set it to "
+            f"{setting} is {target!r}; the KCL application reads a Kinesis stream, so set it to "
             f"the stream's ARN (arn:aws:kinesis:REGION:ACCOUNT:stream/NAME)"
         )
+    if side != "primary" and "executable" not in options:
+        options["executable"] = default_executable(state_path, side)
     endpoint = aws.endpoint_for(target, settings)
     return write_properties(
         path, stream_name=arn.name, application_name=application_name, region=aws.region_for(target, settings),

@@ -6,25 +6,35 @@ after the snapshot's position. On the embedded log that is ``read_key``; on
 Kinesis the tail starts on the shard the position names and continues into
 that shard's children (after a split or merge the machine's partition key
 lives on exactly one child of each generation), found by their parent links.
+
+Both streams: a stream source with a secondary holds records on both sides
+(``eventlog.sides``). The snapshot's position names its side (``secondary|...``
+for the secondary's; untagged is the primary's); the tail is read after it on
+that side and in full on every other readable side, and the union is folded
+(the fold does not care about order or duplicates).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from eventlog.codec import decode, encode
 from eventlog.errors import DecodeError
 from eventlog.event import RETRY, Event
 from eventlog.log import LogRecord, OutRecord
+from eventlog.sides import read_machine, readable_sides, sides
 from projections.fold import fold
 from projections.state import MachineState, Snapshot, decode_snapshot
 
 from .errors import BadPosition, ReplayError, UnknownCorrelationId, UnreadableLog
 
 PAGE = 10_000
+
+log = logging.getLogger("fsmlog.replay")
 
 
 @dataclass(frozen=True)
@@ -37,6 +47,8 @@ class Rebuilt:
     position: str | None  # the last log position read (the snapshot's, if the tail was empty)
     bad_records: int = 0
     snapshot: Snapshot | None = None
+    records: tuple[LogRecord, ...] = field(default=(), repr=False)  # the tail read (positions tagged by side)
+    warnings: tuple[str, ...] = ()  # e.g. the snapshot's shard has expired: records may be missing
 
     @property
     def correlation_id(self) -> str:
@@ -50,11 +62,15 @@ class Rebuilt:
             "tail_records": len(self.tail_events),
             "bad_records": self.bad_records,
             "position": self.position,
+            "warnings": list(self.warnings),
         }
 
 
 def readable(log: Any) -> Any:
-    """The backend behind chaos/failover wrappers that can be read back (the primary side)."""
+    """The backend behind chaos/failover wrappers (the primary side of a failover proxy).
+
+    Only for what concerns one backend (e.g. "is it Kinesis?"); reading a source
+    goes through ``eventlog.sides`` so that both sides are read."""
     seen = 0
     while seen < 8:
         seen += 1
@@ -105,12 +121,17 @@ def _covers(shard: dict[str, Any], h: int) -> bool:
     return int(r["StartingHashKey"]) <= h <= int(r["EndingHashKey"])
 
 
-def kinesis_tail(log: Any, key: str, after: str | None, *, settings: Any = None) -> list[LogRecord]:
+def kinesis_tail(log: Any, key: str, after: str | None, *, settings: Any = None,
+                 on_gap: Callable[[str], None] | None = None) -> list[LogRecord]:
     """Every record of ``key`` after ``after`` ("shardId:sequenceNumber"; None: from the oldest kept).
 
     Starts on the position's shard (AFTER_SEQUENCE_NUMBER), reads it to its end,
     then follows the child shards whose hash range holds the key, generation by
     generation. Without a position, starts at the oldest kept shards of the key's lineage.
+
+    When the position's shard has expired, ``BadPosition`` is raised, unless
+    ``on_gap`` is given: then it is called with the explanation and every kept
+    record of the key is read instead (the snapshot plus whatever is left).
     """
     from eventlog.backends.kinesis import hash_key
 
@@ -131,11 +152,16 @@ def kinesis_tail(log: Any, key: str, after: str | None, *, settings: Any = None)
             raise BadPosition(f"{after!r} is not a Kinesis position (expected SHARD_ID:SEQUENCE_NUMBER)")
         if shard_id not in by_id:
             # the snapshot's shard has expired with its records: the snapshot is too old for this stream
-            raise BadPosition(
+            message = (
                 f"snapshot position {after!r} names shard {shard_id}, which stream {log.stream} no longer keeps; "
                 f"the records after it have passed retention (refresh snapshots more often than the retention: "
                 f"`fsmlog replay scan --refresh-snapshots-older-than`)"
             )
+            if on_gap is None:
+                raise BadPosition(message)
+            on_gap(message)
+            after = None
+    if after:
         queue = [(shard_id, seq)]
     else:
         lineage = [s for s in shards if _covers(s, h)]
@@ -164,18 +190,33 @@ def kinesis_tail(log: Any, key: str, after: str | None, *, settings: Any = None)
     return out
 
 
-def read_tail(log: Any, key: str, after: str | None, *, settings: Any = None) -> list[LogRecord]:
-    """The records of ``key`` after ``after`` on whatever readable log this is."""
-    inner = readable(log)
-    if _is_kinesis(inner):
-        return kinesis_tail(inner, key, after, settings=settings)
-    read_key = getattr(inner, "read_key", None)
-    if read_key is None:
+def side_reader(settings: Any = None, on_gap: Callable[[str], None] | None = None) -> Any:
+    """``(backend, key, after) -> records`` for ``eventlog.sides.read_machine``: Kinesis follows its shard
+    lineage (``kinesis_tail``), every other readable backend answers ``read_key``."""
+
+    def read(backend: Any, key: str, after: str | None) -> list[LogRecord]:
+        inner = readable(backend)
+        if _is_kinesis(inner):
+            return kinesis_tail(inner, key, after, settings=settings, on_gap=on_gap)
+        return backend.read_key(key, after=after)
+
+    return read
+
+
+def read_tail(log: Any, key: str, after: str | None, *, settings: Any = None,
+              on_gap: Callable[[str], None] | None = None) -> list[LogRecord]:
+    """The records of ``key`` after ``after`` on every readable side of the stream source.
+
+    ``after`` may be tagged with its side (``eventlog.sides``); records read
+    from the secondary come back with tagged positions.
+    """
+    if not readable_sides(log):
+        names = ", ".join(f"{side} {getattr(b, 'name', b)!r}" for side, b in sides(log))
         raise UnreadableLog(
-            f"log {getattr(log, 'name', log)!r} cannot be read back, so machines cannot be rebuilt from it; "
-            f"rebuild needs the embedded sqlite: log or Kinesis as PRIMARY_STREAM_SOURCE"
+            f"log {getattr(log, 'name', log)!r} cannot be read back ({names}), so machines cannot be rebuilt "
+            f"from it; rebuild needs the embedded sqlite: log or Kinesis as a stream source"
         )
-    return read_key(key, after=after)
+    return read_machine(log, key, after, reader=side_reader(settings, on_gap))
 
 
 def rebuild(
@@ -196,7 +237,13 @@ def rebuild(
         raise ReplayError(f"the checkpoint store returned a snapshot of {snapshot.correlation_id!r} for {cid!r}")
     base = snapshot.state if snapshot else None
     after = snapshot.position if snapshot else None
-    records = read_tail(services.log, cid, after, settings=settings)
+    warnings: list[str] = []
+
+    def gap(message: str) -> None:
+        log.warning("rebuilding %s: %s; folding the snapshot with every record still kept", cid, message)
+        warnings.append(message)
+
+    records = read_tail(services.log, cid, after, settings=settings, on_gap=gap)
     events: list[Event] = []
     bad = 0
     for rec in records:
@@ -218,7 +265,7 @@ def rebuild(
             f"load the fsm.yaml that defines it"
         )
     position = records[-1].position if records else after
-    return Rebuilt(base, state, tuple(events), position, bad, snapshot)
+    return Rebuilt(base, state, tuple(events), position, bad, snapshot, tuple(records), tuple(warnings))
 
 
 def redispatch(

@@ -9,12 +9,21 @@ snapshot's position, so as long as every machine's snapshot is younger than the
 stream's retention, nothing a rebuild needs has expired. ``refresh_snapshots``
 keeps it that way.
 
+Both streams: a stream source with a secondary is read on every readable side
+(``eventlog.sides``), and the union is folded. A machine whose records have all
+left the stream (stuck longer than the retention) is still found: the
+checkpoint store's snapshots are listed, and every running machine they show
+is counted, whether or not the log still has records of it. A store that
+cannot list its snapshots is named in ``ScanResult.notes``, never skipped
+silently.
+
 ``ProjectionFile`` is where folded states land when they come from somewhere
 other than a readable log (the KCL application), so ``stalled`` works on it too.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -25,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from eventlog.codec import decode, decode_fields, encode
-from eventlog.errors import DecodeError
-from eventlog.log import ReadableLog
+from eventlog.errors import BackendError, DecodeError
+from eventlog.sides import PRIMARY, readable_sides, sides, split_position, tag_position, unreadable_sides
 from projections.checkpoints import CheckpointStore
 from projections.fold import fold, fold_records
 from projections.state import MachineState, Snapshot, decode_snapshot, encode_snapshot
@@ -34,6 +43,9 @@ from projections.state import MachineState, Snapshot, decode_snapshot, encode_sn
 from .errors import ReplayError
 
 ProgressFn = Callable[[int], None]
+SNAPSHOT_PAGE = 1000
+
+log = logging.getLogger("fsmlog.replay")
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -98,9 +110,16 @@ class ScanResult:
     stalled: list[Stalled]
     records: int
     bad_records: int
-    position: str | None
+    position: str | None  # the last position read on the primary side (where a resumed scan goes on)
     # per correlation id: the position of its last record read, what a fresh snapshot covers
+    # (the primary's when the machine has records there, else the secondary's, tagged)
     positions: dict[str, str] = field(default_factory=dict, repr=False)
+    # the last position read on each side that was read ("secondary": the secondary's own position)
+    side_positions: dict[str, str | None] = field(default_factory=dict)
+    # running machines only the checkpoint store knows (no record of them left on any side)
+    from_checkpoints: list[str] = field(default_factory=list)
+    # what the scan could not look at: an unreadable side, a store that cannot list its snapshots...
+    notes: list[str] = field(default_factory=list)
 
     def summary(self) -> list[dict[str, Any]]:
         """One row per machine name: how many machines are in each status, and how many stalled."""
@@ -151,8 +170,108 @@ def _fold_batch(states: dict[str, MachineState], datas: list[bytes]) -> tuple[di
         return fold_records(states, good), bad
 
 
+def _unwrap(backend: Any) -> Any:
+    for _ in range(8):
+        inner = getattr(backend, "wrapped", None)
+        if inner is None or inner is backend:
+            break
+        backend = inner
+    return backend
+
+
+def _sqlite_snapshots(store: Any) -> Iterable[tuple[str, bytes]]:
+    last = ""
+    while True:
+        rows = store.db.execute("SELECT cid, data FROM checkpoints WHERE cid > ? ORDER BY cid LIMIT ?",
+                                (last, SNAPSHOT_PAGE))
+        for cid, data in rows:
+            yield str(cid), bytes(data)
+        if len(rows) < SNAPSHOT_PAGE:
+            return
+        last = rows[-1][0]
+
+
+def _dynamodb_snapshots(store: Any) -> Iterable[tuple[str, bytes]]:
+    from eventlog import aws
+
+    params: dict[str, Any] = {"TableName": store.table, "ConsistentRead": True}
+    while True:
+        page = store._api("scan", **params)
+        for item in page.get("Items", []):
+            yield item["cid"]["S"], aws.unpack_blob(item)
+        key = page.get("LastEvaluatedKey")
+        if not key:
+            return
+        params["ExclusiveStartKey"] = key
+
+
+def snapshot_lister(store: Any) -> Callable[[], Iterable[tuple[str, bytes]]] | None:
+    """How to list every ``(correlation_id, snapshot)`` of one checkpoint backend, or ``None`` if it cannot.
+
+    A backend's own ``snapshots()`` wins; the embedded file and DynamoDB are
+    listed directly (a paged SELECT, a paged Scan)."""
+    own = getattr(store, "snapshots", None)
+    if callable(own):
+        return own
+    inner = _unwrap(store)
+    own = getattr(inner, "snapshots", None)
+    if callable(own):
+        return own
+    try:
+        from projections.checkpoints.sqlite import SqliteCheckpoints
+    except ImportError:  # pragma: no cover
+        SqliteCheckpoints = None  # type: ignore[assignment,misc]
+    if SqliteCheckpoints is not None and isinstance(inner, SqliteCheckpoints):
+        return lambda: _sqlite_snapshots(inner)
+    if type(inner).__name__ == "DynamoDBCheckpoints" and hasattr(inner, "_api"):
+        return lambda: _dynamodb_snapshots(inner)
+    return None
+
+
+@dataclass(frozen=True)
+class SnapshotListing:
+    """Every snapshot of every side of a checkpoint store (the newest per machine)."""
+
+    snapshots: dict[str, Snapshot]
+    notes: list[str]  # one per side that could not be listed (or only in part)
+    complete: bool  # every side was listed to its end
+
+
+def list_snapshots(checkpoints: Any) -> SnapshotListing:
+    """List every side of the checkpoint store; a side that cannot be listed is named in the notes."""
+    found: dict[str, Snapshot] = {}
+    notes: list[str] = []
+    complete = True
+    for side, store in sides(checkpoints):
+        name = getattr(store, "name", repr(store))
+        lister = snapshot_lister(store)
+        if lister is None:
+            complete = False
+            notes.append(f"checkpoint store {name} ({side}) cannot list its snapshots: a running machine "
+                         f"with no record left in the stream is not shown")
+            continue
+        bad = 0
+        try:
+            for cid, raw in lister():
+                try:
+                    snap = decode_snapshot(raw)
+                except DecodeError:
+                    bad += 1
+                    continue
+                known = found.get(cid)
+                if known is None or snap.version > known.version:
+                    found[cid] = snap
+        except BackendError as exc:
+            complete = False
+            notes.append(f"listing the snapshots of {name} ({side}) failed: {exc}; a running machine with no "
+                         f"record left in the stream may be missing")
+        if bad:
+            notes.append(f"{bad} undecodable snapshot(s) in {name} ({side}) skipped")
+    return SnapshotListing(found, notes, complete)
+
+
 def scan(
-    log: ReadableLog,
+    log: Any,
     checkpoints: CheckpointStore | None,
     *,
     now: float,
@@ -160,38 +279,94 @@ def scan(
     progress: ProgressFn | None = None,
     batch: int = 10_000,
     after: str | None = None,
+    list_checkpoints: bool = True,
 ) -> ScanResult:
-    """Read the whole log in batches, fold every machine and list the stalled ones.
+    """Read the whole log (every readable side) in batches, fold every machine and list the stalled ones.
 
-    Snapshots are consulted only for stall candidates: if the checkpoint store
-    knows a later state than the log (records trimmed by retention), that state
-    wins, so a machine is never reported stalled on stale evidence.
+    ``after`` (a position, tagged for the secondary) resumes the side it names;
+    the other sides are read from their start.
+
+    Snapshots count too: with ``list_checkpoints`` every snapshot is listed, so
+    a running machine whose records have all expired is found; a snapshot that
+    knows a later state than the log (records trimmed by retention) wins, so a
+    machine is never reported stalled on stale evidence. A checkpoint store
+    that cannot list is consulted for the stall candidates only, and named in
+    ``notes``.
     """
-    read = getattr(log, "read", None)
-    if read is None:
+    to_read = readable_sides(log)
+    if not to_read:
         raise ReplayError(f"log {getattr(log, 'name', log)!r} cannot be read back; scan needs a readable log "
                           f"(the embedded sqlite: log or Kinesis)")
+    notes = [f"the {side} stream {getattr(b, 'name', b)} cannot be read back; its records are not counted"
+             for side, b in unreadable_sides(log)]
+    after_side, after_raw = split_position(after)
     states: dict[str, MachineState] = {}
     positions: dict[str, str] = {}
+    side_positions: dict[str, str | None] = {}
+    on_primary: set[str] = set()
     total = 0
     bad = 0
-    position = after
-    while True:
-        records = read(position, batch)
-        if not records:
-            break
-        datas = []
-        for rec in records:
-            datas.append(rec.data)
-            positions[rec.key] = rec.position
-        states, nbad = _fold_batch(states, datas)
-        bad += nbad
-        total += len(records)
-        position = records[-1].position
-        if progress is not None:
-            progress(total)
+    failed: list[tuple[str, Any, BackendError]] = []
+    for side, backend in to_read:
+        position = after_raw if side == after_side else None
+        try:
+            while True:
+                records = backend.read(position, batch)
+                if not records:
+                    break
+                datas = []
+                for rec in records:
+                    datas.append(rec.data)
+                    if side == PRIMARY:
+                        on_primary.add(rec.key)
+                        positions[rec.key] = rec.position
+                    elif rec.key not in on_primary:
+                        positions[rec.key] = tag_position(side, rec.position)
+                states, nbad = _fold_batch(states, datas)
+                bad += nbad
+                total += len(records)
+                position = records[-1].position
+                if progress is not None:
+                    progress(total)
+        except BackendError as exc:
+            failed.append((side, backend, exc))
+        side_positions[side] = position
+    if len(failed) == len(to_read):
+        raise failed[0][2]
+    for side, backend, exc in failed:
+        log.warning("scan: the %s stream %s failed: %s", side, getattr(backend, "name", backend), exc)
+        notes.append(f"the {side} stream {getattr(backend, 'name', backend)} could not be read to its end "
+                     f"({exc}); machines on it may be missing or behind")
+
+    candidates, from_checkpoints, more = _with_checkpoints(states, checkpoints, now=now,
+                                                          stalled_after_s=stalled_after_s,
+                                                          list_checkpoints=list_checkpoints)
+    return ScanResult(states, candidates, total, bad, side_positions.get(PRIMARY), positions, side_positions,
+                      from_checkpoints, notes + more)
+
+
+def _with_checkpoints(states: dict[str, MachineState], checkpoints: Any, *, now: float, stalled_after_s: float,
+                      list_checkpoints: bool = True) -> tuple[list[Stalled], list[str], list[str]]:
+    """Merge the checkpoint store into ``states`` (in place): every snapshot when the store can list
+    them, else the stall candidates' only. Returns (stalled, machines only the store knows, notes)."""
+    from_checkpoints: list[str] = []
+    notes: list[str] = []
+    listed = False
+    if checkpoints is not None and list_checkpoints:
+        listing = list_snapshots(checkpoints)
+        notes.extend(listing.notes)
+        listed = listing.complete
+        for cid, snap in listing.snapshots.items():
+            known = states.get(cid)
+            if known is not None:
+                merged = fold(known, [snap.state.last])
+                if merged is not None:
+                    states[cid] = merged
+            elif not snap.state.terminal and snap.correlation_id == cid:
+                states[cid] = snap.state
+                from_checkpoints.append(cid)
     candidates = stalled(states.values(), now=now, stalled_after_s=stalled_after_s)
-    if checkpoints is not None and candidates:
+    if checkpoints is not None and candidates and not listed:
         for cand in candidates:
             raw = checkpoints.load(cand.correlation_id)
             if raw is None:
@@ -201,7 +376,18 @@ def scan(
             if merged is not None:
                 states[cand.correlation_id] = merged
         candidates = stalled(states.values(), now=now, stalled_after_s=stalled_after_s)
-    return ScanResult(states, candidates, total, bad, position, positions)
+    from_checkpoints.sort()
+    return candidates, from_checkpoints, notes
+
+
+def with_snapshots(result: ScanResult, checkpoints: Any, *, now: float, stalled_after_s: float) -> ScanResult:
+    """``result`` (e.g. from a KCL projection file) with the checkpoint store's snapshots merged in,
+    as ``scan`` does for the log: running machines only the store knows are added."""
+    states = dict(result.states)
+    candidates, from_checkpoints, notes = _with_checkpoints(states, checkpoints, now=now,
+                                                            stalled_after_s=stalled_after_s)
+    return ScanResult(states, candidates, result.records, result.bad_records, result.position, result.positions,
+                      result.side_positions, from_checkpoints, result.notes + notes)
 
 
 @dataclass(frozen=True)
@@ -229,7 +415,11 @@ def refresh_snapshots(
     written: list[str] = []
     up_to_date = 0
     no_pos = 0
+    only_snapshot = set(result.from_checkpoints)
     for cid, state in result.states.items():
+        if cid in only_snapshot:  # its state came from its snapshot: nothing newer to write
+            up_to_date += 1
+            continue
         pos = result.positions.get(cid)
         if pos is None:
             no_pos += 1

@@ -9,7 +9,9 @@ see new records of every shard at once belongs to the Lambda trigger or the KCL.
 
 API calls: ``append`` = one PutRecords per 500 records / 5 MiB, plus one per
 resend of refused entries. ``read`` = one ListShards, then per shard visited
-one GetShardIterator and one GetRecords per page. ``read_key`` visits only the
+one GetShardIterator and one GetRecords per page, until the page's
+``MillisBehindLatest`` says the iterator is at the tip (a sparse shard answers
+empty pages while it is behind; those never end a read) or the limit is met. ``read_key`` visits only the
 shards whose hash-key range holds the key's MD5.
 """
 
@@ -29,7 +31,14 @@ MAX_BATCH_BYTES = 5 * 1024 * 1024
 MAX_BATCH_RECORDS = 500
 MAX_KEY_CHARS = 256
 PAGE = 10_000  # GetRecords' own maximum
-MAX_EMPTY_PAGES = 5  # a shard can answer empty pages while behind; give up on it after these
+
+
+def at_tip(page: dict[str, Any]) -> bool:
+    """Whether a GetRecords answer says its next iterator is at the shard's tip (``MillisBehindLatest``
+    is 0). A sparse shard answers empty pages while behind; only the tip ends a read. A service that
+    leaves the field out is taken to be at the tip (the read ends on a short page)."""
+    behind = page.get("MillisBehindLatest")
+    return behind is None or int(behind) <= 0
 
 
 def hash_key(key: str) -> int:
@@ -140,21 +149,16 @@ class KinesisLog:
             params["ShardIteratorType"] = "TRIM_HORIZON"
         iterator = self._api("get_shard_iterator", **params).get("ShardIterator")
         out: list[LogRecord] = []
-        empty = 0
         while iterator and len(out) < limit:
             want = min(PAGE, limit - len(out))
             page = self._api("get_records", ShardIterator=iterator, Limit=want)
             got = page.get("Records", [])
             for rec in got:
                 out.append(LogRecord(f"{shard_id}:{rec['SequenceNumber']}", rec["PartitionKey"], bytes(rec["Data"])))
-            iterator = page.get("NextShardIterator")
-            caught_up = page.get("MillisBehindLatest", 0) == 0
-            if got and len(got) < want and caught_up:
-                break  # a short page at the tip: nothing more to fetch now
-            if not got:
-                empty += 1
-                if caught_up or empty >= MAX_EMPTY_PAGES:
-                    break
+            iterator = page.get("NextShardIterator")  # None: a closed shard read to its end
+            if at_tip(page) and len(got) < want:
+                break  # the iterator reached the tip: nothing more to fetch now
+            # behind the tip: an empty page only means this stretch of the shard holds no record
         return out
 
     def read(self, after: str | None, limit: int) -> list[LogRecord]:

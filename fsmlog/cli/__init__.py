@@ -199,9 +199,12 @@ def open_runtime(args: argparse.Namespace, definitions: Any = None, fsm_path: st
 
 
 def local_log(runtime: Runtime, what: str) -> Any:
-    """The stream as a log this process can read and claim from, or a clear error."""
+    """The stream as a log this process can read and claim from (every side of it that can), or a
+    clear error. The worker claims from each embedded side itself (``handlers.worker``)."""
+    from handlers.worker import claimable_sides
+
     log = runtime.log
-    if not hasattr(log, "claim_batch"):
+    if not claimable_sides(log):
         raise FsmlogError(
             f"{what} needs the embedded log, but PRIMARY_STREAM_SOURCE is {log.name!r}; use --db PATH "
             "(or unset the stream settings) to run locally, or deploy the Lambda for AWS sources"
@@ -210,8 +213,11 @@ def local_log(runtime: Runtime, what: str) -> Any:
 
 
 def readable_log(runtime: Runtime, what: str) -> Any:
+    """The stream source, when at least one side of it can be read back (``eventlog.sides``)."""
+    from eventlog.sides import readable_sides
+
     log = runtime.log
-    if not hasattr(log, "read_key"):
+    if not readable_sides(log):
         raise FsmlogError(
             f"{what} needs a stream fsmlog can read back; PRIMARY_STREAM_SOURCE {log.name!r} is not one "
             "(use Kinesis or the embedded log)"

@@ -18,6 +18,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("template", help="print (or write) the deployment template for the settings")
     p.add_argument("--out", default=None, metavar="FILE", help="write to FILE instead of stdout")
+    p.add_argument("--region", default=None, metavar="REGION",
+                   help="render the stack for REGION (default: the primary stream's); a failover stream in "
+                        "another region is consumed by its region's stack")
     p.set_defaults(func=cmd_template)
 
 
@@ -37,9 +40,14 @@ def cmd_resources(args: argparse.Namespace) -> int:
 
 
 def cmd_template(args: argparse.Namespace) -> int:
-    from fsmlog.template import render_template
+    from fsmlog.template import render_template, untriggered_streams
 
-    text = render_template(settings_for(args))
+    settings = settings_for(args)
+    text = render_template(settings, region=args.region)
+    for arn, region in untriggered_streams(settings, args.region):
+        print(f"note: stream {arn} is in {region}; this stack cannot trigger from it. Deploy "
+              f"`fsmlog template --region {region}` there too, or its records are never consumed.",
+              file=sys.stderr)
     if not isinstance(text, str):
         text = json.dumps(text, indent=2)
     if not text.endswith("\n"):

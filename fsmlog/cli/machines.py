@@ -185,7 +185,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
             print(counter())
             return 0
         con = out.err_console()
-        con.print(f"worker {worker.owner} on {log.name} (Ctrl-C to stop)", style="bold")
+        streams = " + ".join(f"{getattr(b, 'name', b)}" for _, b in worker.sides)
+        con.print(f"worker {worker.owner} on {streams} (Ctrl-C to stop)", style="bold", markup=False)
+        for side, name in worker.unclaimable:
+            con.print(f"note: the {side} stream {name} cannot be claimed locally; its own trigger "
+                      "(the Lambda, or `fsmlog dev`) handles it", style="yellow", markup=False)
         with Live(counter(), console=con, refresh_per_second=4, transient=False) as live:
             worker.run(on_batch=lambda result: live.update(counter()), on_idle=lambda: live.update(counter()))
             live.update(counter())
@@ -197,17 +201,50 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def _all_states(log) -> list:
+    """Every machine folded from every readable side of the stream source, newest first."""
+    from eventlog.sides import readable_sides
     from projections.fold import fold_records
 
     states: dict = {}
-    after = None
-    while True:
-        page = log.read(after, READ_PAGE)
-        if not page:
-            break
-        states = fold_records(states, (r.data for r in page))
-        after = page[-1].position
+    for _side, backend in readable_sides(log):
+        after = None
+        while True:
+            page = backend.read(after, READ_PAGE)
+            if not page:
+                break
+            states = fold_records(states, (r.data for r in page))
+            after = page[-1].position
     return sorted(states.values(), key=lambda s: s.time, reverse=True)
+
+
+def _streams(log) -> str:
+    """The stream sources read: the primary's name, and the secondary's when there is one."""
+    from eventlog.sides import readable_sides
+
+    return " + ".join(getattr(b, "name", str(b)) for _, b in readable_sides(log)) or log.name
+
+
+def _one_machine(rt, cid: str):
+    """(state, snapshot, tail records) from the snapshot and every side of the stream after it."""
+    from eventlog.sides import readable_sides
+    from projections.fold import fold
+    from replay.rebuild import read_tail
+
+    snap = rt.engine.load_snapshot(cid)
+    if not readable_sides(rt.log):  # a stream fsmlog cannot read back: the engine's answer is all there is
+        return rt.engine.status(cid), snap, []
+    events = []
+    for r in read_tail(rt.log, cid, snap.position if snap else None, settings=rt.settings,
+                       on_gap=lambda message: out.err_console().print(f"warning: {message}", markup=False)):
+        try:
+            ev = decode(r.data)
+        except DecodeError:
+            continue
+        if ev.correlation_id == cid:
+            events.append((ev.time, ev.steps, r, ev))
+    events.sort(key=lambda e: (e[0], e[1]))
+    state = fold(snap.state if snap else None, (ev for *_, ev in events))
+    return state, snap, [r for _, _, r, _ in events]
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -215,23 +252,21 @@ def cmd_status(args: argparse.Namespace) -> int:
         if args.id is None:
             states = _all_states(readable_log(rt, "fsmlog status"))
             counts = out.status_counts(states)
+            where = _streams(rt.log)
             if args.json:
-                out.print_json({"log": rt.log.name, "counts": counts, "machines": [s.as_dict() for s in states]})
+                out.print_json({"log": where, "counts": counts, "machines": [s.as_dict() for s in states]})
                 return 0
             con = out.console()
             shown = states[:TABLE_ROWS]
-            title = f"{len(states)} machine(s) in {rt.log.name}"
+            title = f"{len(states)} machine(s) in {where}"
             if len(states) > len(shown):
                 title += f" (newest {len(shown)} shown)"
             con.print(out.machines_table(shown, title))
             con.print(out.counts_text(counts))
             return 0
-        state = rt.engine.status(args.id)
+        state, snap, tail = _one_machine(rt, args.id)
         if state is None:
-            raise FsmlogError(f"no machine with id {args.id!r} in {rt.log.name}; `fsmlog status` lists them")
-        snap = rt.engine.load_snapshot(args.id)
-        log = rt.log
-        tail = log.read_key(args.id, after=snap.position if snap else None) if hasattr(log, "read_key") else []
+            raise FsmlogError(f"no machine with id {args.id!r} in {_streams(rt.log)}; `fsmlog status` lists them")
         tail = tail[-TAIL_RECORDS:]
         if args.json:
             out.print_json({
@@ -258,10 +293,12 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
+    from eventlog.sides import read_machine
     from projections.fold import fold
 
     with open_runtime(args) as rt:
-        records = readable_log(rt, "fsmlog history").read_key(args.id)
+        records = read_machine(readable_log(rt, "fsmlog history"), args.id)
+    records = _by_time(records)
     if not records:
         raise FsmlogError(f"no records of machine {args.id!r} in the log; `fsmlog status` lists machines")
     rows = []
@@ -278,6 +315,18 @@ def cmd_history(args: argparse.Namespace) -> int:
         return 0
     out.console().print(out.records_table(rows, f"history of {args.id} ({len(rows)} records)"))
     return 0
+
+
+def _by_time(records: list) -> list:
+    """Records of both streams in the order they were written (their record time; steps break ties)."""
+    def key(r):
+        try:
+            ev = decode(r.data)
+        except DecodeError:
+            return (float("inf"), 0)
+        return (ev.time, ev.steps)
+
+    return sorted(records, key=key)
 
 
 def cmd_abort(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ import argparse
 import shlex
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_machine)
 
-    c = cmds.add_parser("scan", help="read the whole log, summarize machines and list the stalled ones")
+    c = cmds.add_parser("scan", help="read the whole log (both streams when there is a secondary) and the "
+                                     "snapshots, summarize machines and list the stalled ones")
     c.add_argument("--stalled-after", default="15m", metavar="DURATION",
                    help="running with no record for longer than this is stalled: 90s, 15m, 2h, 1d (default 15m)")
     c.add_argument("--redispatch", action="store_true", help="redispatch every stalled machine")
@@ -63,10 +65,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     c = cmds.add_parser("kcl-properties", help="write the KCL MultiLangDaemon properties for the Kinesis stream "
                                                "and print the command that launches it")
-    c.add_argument("--out", default=DEFAULT_PROPERTIES, metavar="PATH",
-                   help=f"properties file to write (default {DEFAULT_PROPERTIES})")
-    c.add_argument("--application", default=DEFAULT_APPLICATION, metavar="NAME",
-                   help=f"KCL application name, also its DynamoDB lease table (default {DEFAULT_APPLICATION})")
+    c.add_argument("--side", choices=("primary", "secondary"), default="primary",
+                   help="the stream to read: a secondary stream needs its own daemon (default primary)")
+    c.add_argument("--out", default=None, metavar="PATH",
+                   help=f"properties file to write (default {DEFAULT_PROPERTIES}; "
+                        f"fsmlog-replay-secondary.properties for --side secondary)")
+    c.add_argument("--application", default=None, metavar="NAME",
+                   help=f"KCL application name, also its DynamoDB lease table (default {DEFAULT_APPLICATION}; "
+                        f"{DEFAULT_APPLICATION}-secondary for --side secondary)")
     c.add_argument("--state", default=DEFAULT_STATE, metavar="PATH",
                    help=f"projection file the daemon's processors write (default {DEFAULT_STATE})")
     c.set_defaults(func=cmd_kcl_properties)
@@ -109,10 +115,12 @@ def _when(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
-def _readable(rt: Any) -> Any:
-    from replay.rebuild import readable
+def _stream_names(rt: Any) -> str:
+    """The stream sources a scan reads: the primary's name, plus the secondary's when there is one."""
+    from eventlog.sides import readable_sides
 
-    return readable(rt.log)
+    names = [getattr(b, "name", str(b)) for _, b in readable_sides(rt.log)]
+    return " + ".join(names) or rt.log.name
 
 
 # ---------------------------------------------------------------- machine
@@ -173,6 +181,8 @@ def _tail_line(rebuilt: Any) -> str:
         line += f" (last position read: {rebuilt.position})"
     if rebuilt.bad_records:
         line += f"; {rebuilt.bad_records} undecodable or misfiled record(s) skipped"
+    for warning in rebuilt.warnings:
+        line += f"; warning: {warning}"
     return line
 
 
@@ -233,12 +243,11 @@ def _scan_log(rt: Any, now: float, stalled_after_s: float) -> Any:
 
     from replay.scan import scan
 
-    log = _readable(rt)
     columns = (SpinnerColumn(), TextColumn("reading {task.description}"),
                TextColumn("[bold]{task.completed:,.0f}[/bold] records"), TimeElapsedColumn())
     with Progress(*columns, console=out.err_console(), transient=False) as progress:
-        task = progress.add_task(rt.log.name, total=None)
-        result = scan(log, rt.services.checkpoints, now=now, stalled_after_s=stalled_after_s,
+        task = progress.add_task(_stream_names(rt), total=None)
+        result = scan(rt.log, rt.services.checkpoints, now=now, stalled_after_s=stalled_after_s,
                       progress=lambda n: progress.update(task, completed=n))
         progress.update(task, completed=result.records)
     return result
@@ -258,7 +267,7 @@ def summary_table(result: Any, title: str) -> Any:
     return table
 
 
-def stalled_table(stalled: list[Any], title: str) -> Any:
+def stalled_table(stalled: list[Any], title: str, snapshot_only: frozenset[str] = frozenset()) -> Any:
     from rich.table import Table
 
     table = Table(title=title)
@@ -266,8 +275,11 @@ def stalled_table(stalled: list[Any], title: str) -> Any:
         table.add_column(col, overflow="fold")
     for st in stalled:
         s = st.state
+        last = Text(s.last.kind)
+        if s.correlation_id in snapshot_only:
+            last.append(" (snapshot only)", style="yellow")
         table.add_row(Text(s.correlation_id), Text(s.machine), Text(s.state), Text(s.event or "(start)"),
-                      Text(human_duration(st.stuck_s), style="yellow"), Text(s.last.kind), str(s.retries))
+                      Text(human_duration(st.stuck_s), style="yellow"), last, str(s.retries))
     return table
 
 
@@ -313,7 +325,7 @@ def redispatch_table(rows: list[dict[str, Any]]) -> Any:
 
 
 def cmd_scan(args: argparse.Namespace) -> int:
-    from replay.scan import refresh_snapshots, scan_projections
+    from replay.scan import refresh_snapshots, scan_projections, with_snapshots
 
     stalled_after_s = _duration(args.stalled_after, "--stalled-after")
     max_age_s = None
@@ -335,14 +347,19 @@ def cmd_scan(args: argparse.Namespace) -> int:
                               f"kcl-properties --state {path}`)")
         result = scan_projections(path, now=now, stalled_after_s=stalled_after_s)
         doc.update(source="projections", projections=str(path))
-        if args.redispatch and result.stalled:
-            with open_runtime(args) as rt:
+        with open_runtime(args) as rt:
+            try:  # the snapshots: running machines whose records left the stream before the daemon read them
+                result = with_snapshots(result, rt.services.checkpoints, now=now, stalled_after_s=stalled_after_s)
+            except FsmlogError as exc:
+                result = replace(result, notes=[*result.notes, f"the checkpoint store could not be read: {exc}"])
+            if args.redispatch and result.stalled:
                 redispatched, errors = _redispatch_all(result.stalled, rt)
                 doc["log"] = rt.log.name
     else:
         with open_runtime(args) as rt:
             result = _scan_log(rt, now, stalled_after_s)
-            doc.update(source="log", log=rt.log.name, position=result.position)
+            doc.update(source="log", log=_stream_names(rt), position=result.position,
+                       sides=result.side_positions)
             if max_age_s is not None:
                 refreshed = refresh_snapshots(result, rt.services.checkpoints, now=now, max_age_s=max_age_s)
             if args.redispatch and result.stalled:
@@ -351,12 +368,15 @@ def cmd_scan(args: argparse.Namespace) -> int:
         redispatched = []
 
     rows = []
+    only_snapshot = set(result.from_checkpoints)
     for st in result.stalled:
         row = st.as_row()
         row["stuck_for"] = human_duration(st.stuck_s)
+        row["snapshot_only"] = st.correlation_id in only_snapshot
         rows.append(row)
     doc.update(records=result.records, bad_records=result.bad_records, machines=len(result.states),
-               summary=result.summary(), stalled=rows)
+               summary=result.summary(), stalled=rows, from_checkpoints=result.from_checkpoints,
+               notes=result.notes)
     if refreshed is not None:
         doc["snapshots"] = {"written": len(refreshed.written), "up_to_date": refreshed.up_to_date,
                             "without_position": refreshed.skipped_no_position}
@@ -388,6 +408,12 @@ def _print_scan(result: Any, doc: dict[str, Any], refreshed: Any, redispatched: 
         con.print(summary_table(result, counts))
     else:
         con.print(f"no machines: {result.records:,} record(s) read from {where}", markup=False)
+    if result.from_checkpoints:  # wrapped at the console's width (80 columns when not a terminal)
+        con.print(f"{len(result.from_checkpoints)} running machine(s) known only from their snapshot "
+                  f"(no record left in the stream), e.g. {result.from_checkpoints[0]}", style="yellow",
+                  markup=False, soft_wrap=False)
+    for note in result.notes:
+        con.print(f"note: {note}", style="yellow", markup=False, soft_wrap=False)
     threshold = human_duration(stalled_after_s)
     if not result.stalled:
         con.print(f"no stalled machines (none running without a record for more than {threshold})", style="green")
@@ -396,7 +422,7 @@ def _print_scan(result: Any, doc: dict[str, Any], refreshed: Any, redispatched: 
         title = f"{len(result.stalled)} stalled machine(s): running, no record for more than {threshold}"
         if len(shown) < len(result.stalled):
             title += f" (longest stuck {len(shown)} shown; --json lists all)"
-        con.print(stalled_table(shown, title))
+        con.print(stalled_table(shown, title, frozenset(result.from_checkpoints)))
     if refreshed is not None:
         con.print(f"snapshots: wrote {len(refreshed.written)} fresh snapshot(s); {refreshed.up_to_date} up to date"
                   + (f", {refreshed.skipped_no_position} without a log position"
@@ -423,17 +449,23 @@ def cmd_kcl_properties(args: argparse.Namespace) -> int:
     from . import settings_for
 
     settings = settings_for(args)
+    side = args.side
+    suffix = "" if side == "primary" else "-secondary"
+    application = args.application or DEFAULT_APPLICATION + suffix
     state = Path(args.state).expanduser().absolute()
-    props = Path(args.out).expanduser().absolute()
-    write_properties_for(settings, props, application_name=args.application, state_path=state)
+    props = Path(args.out or DEFAULT_PROPERTIES.replace(".properties", f"{suffix}.properties")).expanduser().absolute()
+    write_properties_for(settings, props, application_name=application, state_path=state, side=side)
     con = out.console()
-    con.print(f"wrote {props} for {settings.source('STREAM', 'PRIMARY')} "
-              f"(application {args.application!r}, projections {state})", markup=False)
+    con.print(f"wrote {props} for {settings.source('STREAM', side.upper())} "
+              f"(application {application!r}, projections {state})", markup=False)
     command = launch_command(props)  # raises a one-line error when amazon-kclpy (its jars) is missing
     con.print("launch the daemon with:", style="bold")
     print(shlex.join(command), flush=True)
+    if side == "primary" and settings.source("STREAM", "SECONDARY"):
+        con.print("the stream has a secondary: run a second daemon for it too "
+                  "(`fsmlog replay kcl-properties --side secondary`)", style="yellow", markup=False)
     con.print(f"It runs the KCL MultiLangDaemon (Java): one lease per shard in DynamoDB table "
-              f"{args.application!r}, one `python -m replay.kcl_processor` per shard folding every record into "
+              f"{application!r}, one `python -m replay.kcl_processor` per shard folding every record into "
               f"{state}; then `fsmlog replay scan --projections {state}` lists the stalled machines.",
               style="dim", markup=False)
     if shutil.which("java") is None:

@@ -11,8 +11,8 @@ Items (hash key ``key``, a string):
 
 The prefixes keep a flag from ever overwriting a lease's counter.
 
-The step gate's fast path (``begin_step`` / ``end_step`` / ``abort_machine``,
-see ``handlers.gate``) costs one UpdateItem per call in the common case. It
+The step gate's store (``handlers.cache.steps.StepCache``) costs one UpdateItem per record to
+begin and one to end in the common case. It
 keeps the machine's flags on its lease item ``L|lease:<cid>`` — the same item
 and fence counter ``acquire("lease:<cid>")`` uses, so mixing the two paths
 never hands out a smaller token:
@@ -36,11 +36,13 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from eventlog.errors import BackendError
 from eventlog.settings import Settings
+
+from .steps import Ending, StepKey, StepView
 
 TTL_ATTRIBUTE = "ttl"
 _END_TRIES = 4  # refused end_step updates (each one means another writer changed the item) before giving up
@@ -122,27 +124,42 @@ class DynamoDBCache:
         return call(attempt, resource=self.arn, service="dynamodb", operation="update_item",
                     TableName=self.table, ReturnValuesOnConditionCheckFailure="ALL_OLD", **params)
 
-    def _take(self, key: str, owner: str, ttl_s: float, returned: str) -> dict[str, Any] | None:
-        """The lease update ``acquire`` and ``begin_step`` share (one item, one fence counter)."""
-        now = self._clock()
-        response = self._conditional(
-            "update_item",
-            Key={"key": {"S": f"L|{key}"}},
-            UpdateExpression="ADD #t :one SET #o = :me, #e = :exp",
-            ConditionExpression="attribute_not_exists(#o) OR #e < :now OR #o = :me",
-            ExpressionAttributeNames={"#t": "token", "#o": "owner", "#e": "expires"},
-            ExpressionAttributeValues={
-                ":one": {"N": "1"},
-                ":me": {"S": owner},
-                ":exp": {"N": repr(now + ttl_s)},
-                ":now": {"N": repr(now)},
-            },
-            ReturnValues=returned,
-        )
-        return None if response is None else response["Attributes"]
+    def _take(self, key: str, owner: str, ttl_s: float, returned: str, floor: int = 0) -> dict[str, Any] | None:
+        """The lease update ``acquire`` and ``begin_steps`` share (one item, one fence counter).
 
-    def acquire(self, key: str, owner: str, ttl_s: float) -> int | None:
-        item = self._take(key, owner, ttl_s, "UPDATED_NEW")
+        The token is ``max(counter + 1, floor)``; expressions have no ``max``, so the first call
+        guesses from the common case (a new attempt: the counter is below its floor) and a refusal,
+        which returns the item as it was, picks the other form."""
+        now = self._clock()
+        floor = max(1, int(floor))
+        free = "(attribute_not_exists(#o) OR #e < :now OR #o = :me)"
+        names = {"#t": "token", "#o": "owner", "#e": "expires"}
+        values = {":me": {"S": owner}, ":exp": {"N": repr(now + ttl_s)}, ":now": {"N": repr(now)},
+                  ":floor": {"N": str(floor)}, ":one": {"N": "1"}}
+        forms = {
+            "floor": ("SET #t = :floor, #o = :me, #e = :exp", f"(attribute_not_exists(#t) OR #t < :floor) AND {free}",
+                      (":me", ":exp", ":now", ":floor")),
+            "next": ("ADD #t :one SET #o = :me, #e = :exp", f"#t >= :floor AND {free}",
+                     (":me", ":exp", ":now", ":floor", ":one")),
+        }
+        form = "floor"
+        for _ in range(_END_TRIES):
+            update, condition, used = forms[form]
+            ok, item = self._update_or_old(
+                Key={"key": {"S": f"L|{key}"}}, UpdateExpression=update, ConditionExpression=condition,
+                ExpressionAttributeNames=names, ExpressionAttributeValues={v: values[v] for v in used},
+                ReturnValues=returned,
+            )
+            if ok:
+                return item
+            holder = item.get("owner", {}).get("S")
+            if holder is not None and holder != owner and float(item.get("expires", {}).get("N", "0")) >= now:
+                return None
+            form = "next" if int(item.get("token", {}).get("N", "0")) >= floor else "floor"
+        raise BackendError(f"dynamodb {self.arn}: taking the lease {key!r} kept racing other writers")
+
+    def acquire(self, key: str, owner: str, ttl_s: float, floor: int = 0) -> int | None:
+        item = self._take(key, owner, ttl_s, "UPDATED_NEW", floor)
         return None if item is None else int(item["token"]["N"])
 
     def release(self, key: str, owner: str, token: int) -> None:
@@ -155,17 +172,54 @@ class DynamoDBCache:
             ExpressionAttributeValues={":me": {"S": owner}, ":tok": {"N": str(int(token))}},
         )
 
-    # ---------------------------------------------------------------- the step gate's fast path
-
-    def begin_step(self, cid: str, steps: int, owner: str, ttl_s: float) -> tuple[int | None, bool, bool]:
-        """Take ``lease:<cid>`` as ``acquire`` does and read the done mark and abort flag: one UpdateItem."""
-        item = self._take(f"lease:{cid}", owner, ttl_s, "ALL_NEW")
-        if item is None:
-            return None, False, False
+    def extend(self, key: str, owner: str, token: int, ttl_s: float) -> bool:
         now = self._clock()
-        return int(item["token"]["N"]), _covers(item, steps, now), _alive(item, "aborted_until", now)
+        return self._conditional(
+            "update_item",
+            Key={"key": {"S": f"L|{key}"}},
+            UpdateExpression="SET #o = :me, #e = :exp",
+            # no acquisition came after ours (the counter is our token), even if the lease ran out
+            ConditionExpression="#t = :tok AND (attribute_not_exists(#o) OR #o = :me)",
+            ExpressionAttributeNames={"#t": "token", "#o": "owner", "#e": "expires"},
+            ExpressionAttributeValues={":me": {"S": owner}, ":tok": {"N": str(int(token))},
+                                       ":exp": {"N": repr(now + ttl_s)}},
+        ) is not None
 
-    def end_step(self, cid: str, steps: int, owner: str, token: int, done: bool, dedupe_s: float) -> None:
+    # ---------------------------------------------------------------- the step gate's store
+
+    @staticmethod
+    def _view(token: int | None, item: dict[str, Any], now: float) -> StepView:
+        mark = int(item["done"]["N"]) if "done" in item and _alive(item, "done_until", now) else None
+        return StepView(token, mark, _alive(item, "aborted_until", now))
+
+    def begin_steps(self, items: Sequence[StepKey], owner: str, ttl_s: float) -> list[StepView]:
+        """Take each ``lease:<cid>`` as ``acquire`` does and read its mark and abort flag: one UpdateItem
+        per record in the common case."""
+        out = []
+        for key in items:
+            item = self._take(f"lease:{key.cid}", owner, ttl_s, "ALL_NEW", key.floor)
+            out.append(StepView(None, None, False) if item is None
+                       else self._view(int(item["token"]["N"]), item, self._clock()))
+        return out
+
+    def peek_steps(self, cids: Sequence[str]) -> list[StepView]:
+        from eventlog.aws import call
+
+        out = []
+        for cid in cids:
+            response = call(self._client.get_item, resource=self.arn, TableName=self.table,
+                            Key={"key": {"S": f"L|lease:{cid}"}}, ConsistentRead=True)
+            out.append(self._view(None, response.get("Item", {}), self._clock()))
+        return out
+
+    def renew_leases(self, items: Sequence[tuple[str, int]], owner: str, ttl_s: float) -> list[bool]:
+        return [self.extend(f"lease:{cid}", owner, token, ttl_s) for cid, token in items]
+
+    def end_steps(self, items: Sequence[Ending], owner: str, dedupe_s: float) -> None:
+        for e in items:
+            self._end_step(e.cid, e.handled_upto(), owner, e.token, e.mark is not None, dedupe_s)
+
+    def _end_step(self, cid: str, steps: int, owner: str, token: int | None, done: bool, dedupe_s: float) -> None:
         """Raise the done mark to ``steps`` (when done) and release the lease if ``(owner, token)`` still
         hold it: one UpdateItem in the common case (we hold it and the step is new).
 
@@ -174,31 +228,34 @@ class DynamoDBCache:
         """
         key = f"lease:{cid}"
         if not done:
-            self.release(key, owner, token)
+            if token is not None:
+                self.release(key, owner, token)
             return
         now = self._clock()
-        values = {":me": {"S": owner}, ":tok": {"N": str(int(token))}, ":s": {"N": str(int(steps))},
+        tok = -1 if token is None else int(token)
+        values = {":me": {"S": owner}, ":tok": {"N": str(tok)}, ":s": {"N": str(int(steps))},
                   ":until": {"N": repr(now + dedupe_s)}, ":now": {"N": repr(now)}}
         names = {"#o": "owner", "#e": "expires", "#t": "token", "#d": "done", "#du": "done_until"}
         held = "#o = :me AND #t = :tok"
         lower = "(attribute_not_exists(#d) OR #d < :s OR #du < :now)"
         covered = "#d >= :s AND #du >= :now"
         # first guess the common case; a refusal returns the item as it was, which picks the next try
-        old: dict[str, Any] = {"owner": {"S": owner}, "token": {"N": str(int(token))}}
+        old: dict[str, Any] = {"owner": {"S": owner}, "token": {"N": str(tok)}} if token is not None else {}
         for _ in range(_END_TRIES):
-            holds = old.get("owner", {}).get("S") == owner and int(old.get("token", {}).get("N", -1)) == int(token)
+            holds = old.get("owner", {}).get("S") == owner and int(old.get("token", {}).get("N", -1)) == tok
             raise_mark = not _covers(old, steps, now)
             if holds and raise_mark:
                 update, condition = "SET #d = :s, #du = :until REMOVE #o, #e", f"{held} AND {lower}"
             elif holds:  # a duplicate's end: the mark already covers it; refresh its window
                 update, condition = "SET #du = :until REMOVE #o, #e", f"{held} AND {covered}"
-            elif raise_mark:  # a stale holder: record the step, leave the lease alone
+            elif raise_mark:  # a stale holder (or a mark only): record the step, leave the lease alone
                 update, condition = "SET #d = :s, #du = :until", lower
             else:
                 return
             used = set(re.findall(r"[#:]\w+", f"{update} {condition}"))  # DynamoDB refuses unused ones
             ok, old = self._update_or_old(Key={"key": {"S": f"L|{key}"}}, UpdateExpression=update,
-                                          ConditionExpression=condition, ExpressionAttributeNames={n: names[n] for n in names if n in used},
+                                          ConditionExpression=condition,
+                                          ExpressionAttributeNames={n: names[n] for n in names if n in used},
                                           ExpressionAttributeValues={v: values[v] for v in values if v in used})
             if ok:
                 return

@@ -4,8 +4,9 @@ Memcached has no scripts, so a lease is built from its atomic primitives:
 ``add`` takes a free lease, ``gets``/``cas`` re-takes one we hold or gives it
 back, and ``incr`` on a counter key stored without expiry yields the fence
 token. Memcached may still evict that counter under memory pressure or lose it
-on restart; it is then re-seeded from the clock in microseconds, so tokens keep
-increasing as long as fewer than a million acquisitions per second were made.
+on restart, and evict flags: the step gate then finds no knowledge of the machine and
+asks the log before it runs anything, and the counter starts again from the floor the
+record in hand gives (``handlers.cache.steps.token_floor``).
 """
 
 from __future__ import annotations
@@ -72,17 +73,23 @@ class MemcachedCache:
         except MemcacheError as exc:
             raise BackendError(f"memcached {self.name}: {what} failed: {exc}") from exc
 
-    def _next_token(self, key: str) -> int:
+    def _next_token(self, key: str, floor: int) -> int:
+        """``max(counter + 1, floor)``, compare-and-set: a counter memcached evicted or lost in a
+        restart starts again from the floor the record in hand gives (``handlers.cache.steps``)."""
         counter = _safe(self.prefix, f"fence:{key}")
+        floor = max(1, int(floor))
         for _ in range(_TRIES):
-            token = self._call("incr", self._client.incr, counter, 1)
-            if token is not None:
-                return int(token)
-            seed = str(int(time.time() * 1_000_000)).encode()
-            self._call("add", self._client.add, counter, seed, expire=0)
-        raise BackendError(f"memcached {self.name}: fence counter for {key!r} keeps disappearing")
+            value, cas = self._call("gets", self._client.gets, counter)
+            if value is None:
+                if self._call("add", self._client.add, counter, str(floor).encode(), expire=0):
+                    return floor
+                continue
+            token = max(int(value) + 1, floor)
+            if self._call("cas", self._client.cas, counter, str(token).encode(), cas, expire=0):
+                return token
+        raise BackendError(f"memcached {self.name}: fence counter for {key!r} lost {_TRIES} races in a row")
 
-    def acquire(self, key: str, owner: str, ttl_s: float) -> int | None:
+    def acquire(self, key: str, owner: str, ttl_s: float, floor: int = 0) -> int | None:
         lease = _safe(self.prefix, f"lease:{key}")
         for _ in range(_TRIES):
             value, cas = self._call("gets", self._client.gets, lease)
@@ -90,7 +97,7 @@ class MemcachedCache:
                 _, _, holder = value.decode().partition(":")
                 if holder != owner:
                     return None
-            token = self._next_token(key)
+            token = self._next_token(key, floor)
             held = f"{token}:{owner}".encode()
             if value is None:
                 if self._call("add", self._client.add, lease, held, expire=_expire(ttl_s)):
@@ -106,6 +113,15 @@ class MemcachedCache:
         if value == f"{token}:{owner}".encode():
             # memcached's delete takes no cas; a negative expiry makes the overwrite expire at once
             self._call("cas", self._client.cas, lease, b"", cas, expire=-1)
+
+    def extend(self, key: str, owner: str, token: int, ttl_s: float) -> bool:
+        """Renew while no acquisition came after ours (the counter is our token), even if it ran out."""
+        counter = self._call("get", self._client.get, _safe(self.prefix, f"fence:{key}"))
+        if counter is None or int(counter) != int(token):
+            return False
+        self._call("set", self._client.set, _safe(self.prefix, f"lease:{key}"), f"{token}:{owner}".encode(),
+                   expire=_expire(ttl_s))
+        return True
 
     def mark(self, key: str, ttl_s: float) -> bool:
         return bool(self._call("add", self._client.add, _safe(self.prefix, f"flag:{key}"), b"1", expire=_expire(ttl_s)))

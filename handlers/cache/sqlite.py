@@ -17,10 +17,12 @@ expired flag may be set again.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from eventlog.embedded import EmbeddedBackend
 from eventlog.settings import DEFAULT_SQLITE
+
+from .steps import Ending, StepKey, StepView
 
 PURGE_EVERY = 1024  # marks between sweeps of expired flags and leases
 
@@ -30,20 +32,22 @@ class SqliteCache(EmbeddedBackend):
         super().__init__(target, clock=clock)
         self._marks = 0
 
-    def acquire(self, key: str, owner: str, ttl_s: float) -> int | None:
+    def acquire(self, key: str, owner: str, ttl_s: float, floor: int = 0) -> int | None:
         with self.db.transaction() as conn:
-            return self._take_lease(conn, key, owner, ttl_s, self.clock())
+            return self._take_lease(conn, key, owner, ttl_s, self.clock(), floor)
 
     @staticmethod
-    def _take_lease(conn, key: str, owner: str, ttl_s: float, now: float) -> int | None:
-        """Inside a transaction: the lease with a new fence token, or None while another owner holds it."""
+    def _take_lease(conn, key: str, owner: str, ttl_s: float, now: float, floor: int = 0) -> int | None:
+        """Inside a transaction: the lease with a new fence token (at least ``floor``), or None while
+        another owner holds it."""
         held = conn.execute("SELECT owner, expires FROM leases WHERE key = ?", (key,)).fetchone()
         if held is not None and held[0] != owner and held[1] > now:
             return None
         # (no RETURNING: it needs SQLite 3.35, newer than some distributions' Python ships)
         conn.execute(
-            "INSERT INTO fence (key, token) VALUES (?, 1) ON CONFLICT (key) DO UPDATE SET token = token + 1",
-            (key,),
+            "INSERT INTO fence (key, token) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET "
+            "token = max(token + 1, excluded.token)",
+            (key, max(1, int(floor))),
         )
         token = conn.execute("SELECT token FROM fence WHERE key = ?", (key,)).fetchone()[0]
         conn.execute(
@@ -54,55 +58,79 @@ class SqliteCache(EmbeddedBackend):
         )
         return int(token)
 
-    # -- the step gate's fast path (see handlers.gate): one transaction per call, or per batch ----------
+    # -- the step gate's store (see handlers.cache.steps): one transaction per batch ----------------
 
-    def begin_step(self, cid: str, ordinal: int, owner: str, ttl_s: float) -> tuple[int | None, bool, bool]:
-        """Take ``lease:<cid>`` and say whether the attempt was handled already and whether the
-        machine is aborted, in one transaction."""
-        return self.begin_steps([(cid, ordinal)], owner, ttl_s)[0]
-
-    def end_step(self, cid: str, ordinal: int, owner: str, token: int, mark: bool, dedupe_s: float) -> None:
-        """Raise the machine's handled mark to ``ordinal`` (when ``mark``) and release the lease."""
-        self.end_steps([(cid, ordinal, token, mark)], owner, dedupe_s)
-
-    def begin_steps(self, items: list[tuple[str, int]], owner: str, ttl_s: float) -> list[tuple[int | None, bool, bool]]:
-        """``begin_step`` for every ``(cid, ordinal)`` of a batch, in one transaction."""
+    def begin_steps(self, items: Sequence[StepKey], owner: str, ttl_s: float) -> list[StepView]:
         now = self.clock()
-        out: list[tuple[int | None, bool, bool]] = []
+        out: list[StepView] = []
         with self.db.transaction() as conn:
-            for cid, ordinal in items:
-                token = self._take_lease(conn, f"lease:{cid}", owner, ttl_s, now)
+            for key in items:
+                token = self._take_lease(conn, f"lease:{key.cid}", owner, ttl_s, now, key.floor)
                 if token is None:
-                    out.append((None, False, False))
+                    out.append(StepView(None, None, False))
                     continue
-                row = conn.execute("SELECT done, done_expires, aborted_expires FROM progress WHERE cid = ?",
-                                   (cid,)).fetchone()
-                done = row is not None and row[1] > now and ordinal <= row[0]
-                out.append((token, done, row is not None and row[2] > now))
+                mark, aborted = self._progress(conn, key.cid, now)
+                out.append(StepView(token, mark, aborted))
         return out
 
-    def end_steps(self, items: list[tuple[str, int, int, bool]], owner: str, dedupe_s: float) -> None:
-        """``end_step`` for every ``(cid, ordinal, token, mark)`` of a batch, in one transaction.
+    @staticmethod
+    def _progress(conn, cid: str, now: float) -> tuple[int | None, bool]:
+        row = conn.execute("SELECT done, done_expires, aborted_expires FROM progress WHERE cid = ?",
+                           (cid,)).fetchone()
+        if row is None:
+            return None, False
+        mark = int(row[0]) if row[1] > now and row[0] >= 0 else None
+        return mark, row[2] > now
+
+    def peek_steps(self, cids: Sequence[str]) -> list[StepView]:
+        now = self.clock()
+        with self.db.transaction() as conn:
+            return [StepView(None, *self._progress(conn, cid, now)) for cid in cids]
+
+    def end_steps(self, items: Sequence[Ending], owner: str, dedupe_s: float) -> None:
+        """Marks first, then releases, in one transaction.
 
         The mark is raised even when the lease was lost meanwhile: the attempt's record is in the
         log, so a copy of it must not run again; the lease is released only by its holder.
         """
         now = self.clock()
         with self.db.transaction() as conn:
-            for cid, ordinal, token, mark in items:
-                if mark:
+            for e in items:
+                if e.mark is not None:
                     conn.execute(
                         "INSERT INTO progress (cid, done, done_expires, aborted_expires) VALUES (?, ?, ?, 0) "
                         "ON CONFLICT (cid) DO UPDATE SET "
                         "done = CASE WHEN progress.done_expires <= ? THEN excluded.done "
                         "ELSE max(progress.done, excluded.done) END, done_expires = excluded.done_expires",
-                        (cid, int(ordinal), now + dedupe_s, now),
+                        (e.cid, e.handled_upto(), now + dedupe_s, now),
                     )
-                conn.execute("DELETE FROM leases WHERE key = ? AND owner = ? AND token = ?",
-                             (f"lease:{cid}", owner, int(token)))
+                if e.token is not None:
+                    conn.execute("DELETE FROM leases WHERE key = ? AND owner = ? AND token = ?",
+                                 (f"lease:{e.cid}", owner, int(e.token)))
         before, self._marks = self._marks, self._marks + len(items)
         if before // PURGE_EVERY != self._marks // PURGE_EVERY:
             self.purge_expired()
+
+    def renew_leases(self, items: Sequence[tuple[str, int]], owner: str, ttl_s: float) -> list[bool]:
+        now = self.clock()
+        with self.db.transaction() as conn:
+            return [self._keep(conn, f"lease:{cid}", owner, token, now + ttl_s) for cid, token in items]
+
+    def extend(self, key: str, owner: str, token: int, ttl_s: float) -> bool:
+        with self.db.transaction() as conn:
+            return self._keep(conn, key, owner, token, self.clock() + ttl_s)
+
+    @staticmethod
+    def _keep(conn, key: str, owner: str, token: int, expires: float) -> bool:
+        """Renew the lease while no acquisition came after ours (the fence counter still equals our
+        token), even if it ran out meanwhile: nobody else can have held it in between."""
+        row = conn.execute("SELECT token FROM fence WHERE key = ?", (key,)).fetchone()
+        if row is None or int(row[0]) != int(token):
+            return False
+        conn.execute("INSERT INTO leases (key, owner, token, expires) VALUES (?, ?, ?, ?) ON CONFLICT (key) "
+                     "DO UPDATE SET owner = excluded.owner, token = excluded.token, expires = excluded.expires",
+                     (key, owner, int(token), expires))
+        return True
 
     def abort_machine(self, cid: str, dedupe_s: float) -> None:
         with self.db.transaction() as conn:

@@ -9,6 +9,7 @@ from typing import NamedTuple, Protocol, runtime_checkable
 class DueRetry(NamedTuple):
     handle: str  # what ``done`` takes to remove it
     data: bytes  # the encoded retry record
+    due: float | None = None  # epoch seconds it was due at, when the store knows (orders merged sides)
 
 
 class ScheduledRetry(NamedTuple):

@@ -119,7 +119,7 @@ class DynamoDBRetries(aws.DynamoDBTable):
             for candidate in self._candidates((first + n) % SHARDS, now, limit - len(out)):
                 item = self._claim(candidate["id"]["S"], now)
                 if item is not None:
-                    out.append(DueRetry(item["id"]["S"], aws.unpack_blob(item)))
+                    out.append(DueRetry(item["id"]["S"], aws.unpack_blob(item), float(item.get("due", {}).get("N", 0) or 0)))
         return out
 
     def done(self, handles: Sequence[str]) -> None:

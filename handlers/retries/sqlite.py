@@ -38,15 +38,15 @@ class SqliteRetries(EmbeddedBackend):
         """Claim up to ``limit`` retries whose time has come and that nobody holds, oldest due first."""
         with self.db.transaction() as conn:
             rows = conn.execute(
-                "SELECT id, data FROM retries WHERE due <= ? AND claimed_until <= ? ORDER BY due, id LIMIT ?",
+                "SELECT id, data, due FROM retries WHERE due <= ? AND claimed_until <= ? ORDER BY due, id LIMIT ?",
                 (now, now, int(limit)),
             ).fetchall()
             if rows:
                 conn.executemany(
                     "UPDATE retries SET claimed_until = ? WHERE id = ?",
-                    [(now + self.claim_s, rid) for rid, _ in rows],
+                    [(now + self.claim_s, rid) for rid, _, _ in rows],
                 )
-        return [DueRetry(str(rid), bytes(data)) for rid, data in rows]
+        return [DueRetry(str(rid), bytes(data), float(due)) for rid, data, due in rows]
 
     def done(self, handles: Sequence[str]) -> None:
         ids = [int(h) for h in handles if str(h).isdigit()]

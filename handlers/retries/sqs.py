@@ -108,7 +108,7 @@ class SqsRetries:
                     early.append((key, data, due_at))
                     early_handles.append(m["ReceiptHandle"])
                 else:
-                    out.append(DueRetry(m["ReceiptHandle"], data))
+                    out.append(DueRetry(m["ReceiptHandle"], data, due_at))
             if early:
                 self._send(early, now)  # the next link first: a crash in between repeats, never loses
                 self.done(early_handles)

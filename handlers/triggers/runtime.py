@@ -3,8 +3,9 @@
 Settings come from ``load_settings()`` (``FSMLOG_SETTINGS`` and the environment);
 definitions from ``FSMLOG_DEFINITIONS`` (a path to fsm.yaml), else ``fsm.yaml`` in
 the working directory, else in ``LAMBDA_TASK_ROOT``. With no source configured
-everything runs on the embedded SQLite file; inside Lambda, where only ``/tmp`` is
-writable, that file lives under ``/tmp``.
+everything runs on the embedded SQLite file, except inside Lambda: there a file
+would live in one container's ``/tmp``, so an unset source is a ``SettingsError``
+naming the setting (metrics alone default to ``emf:``; see ``eventlog.settings``).
 
 The ``fsmlog.step`` logger writes one JSON line per step to stderr (CloudWatch
 Logs keeps them); user context appears in them only when ``DEBUG`` is set.
@@ -21,9 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from eventlog.errors import SettingsError
-from eventlog.settings import SOURCES, Settings, load_settings
-
-LAMBDA_SQLITE = "sqlite:////tmp/.fsmlog/local.db"
+from eventlog.settings import Settings, load_settings
 
 _lock = threading.RLock()
 _engine: Any = None
@@ -62,14 +61,9 @@ def in_lambda() -> bool:
 
 
 def runtime_settings(environ: dict[str, str] | None = None) -> Settings:
-    """``load_settings()``; inside Lambda, unset primaries go to the embedded file under /tmp."""
-    settings = load_settings(environ)
-    env = os.environ if environ is None else environ
-    if env.get("AWS_LAMBDA_FUNCTION_NAME") or env.get("LAMBDA_TASK_ROOT"):
-        unset = {f"PRIMARY_{k}_SOURCE": LAMBDA_SQLITE for k in SOURCES if not settings.get(f"PRIMARY_{k}_SOURCE")}
-        if unset:
-            settings = settings.replace(**unset)
-    return settings
+    """``load_settings()``. Inside Lambda an unset source is not filled in with a file under /tmp:
+    opening it raises ``SettingsError`` naming the setting (see ``eventlog.settings``)."""
+    return load_settings(environ)
 
 
 def definitions_path(environ: dict[str, str] | None = None) -> Path:

@@ -1,10 +1,10 @@
 """Contract of the step gate (``handlers.gate.Gate``) over every cache backend.
 
-Each test runs twice per backend: on the cache as it is (its fast path
-``begin_step``/``end_step``/``abort_machine`` when it offers one; Memcached
-offers none) and on ``BasicOnly``, which hides the fast path so the gate
-composes each call from ``acquire``/``release``/``mark``/``marked``. Both
-paths must keep the same contract.
+Each test runs twice per backend: on the cache as it is (its batch store
+``handlers.cache.steps.StepCache`` when it offers one; Memcached offers none)
+and on ``BasicOnly``, which hides it so the gate composes each call from
+``acquire``/``release``/``extend``/``mark``/``marked``. Both paths must keep the
+same contract.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections import Counter
 
 import pytest
 
+from handlers.cache.steps import StepCache
 from handlers.gate import Admission, Gate, lease_key
 
 HOLD = 30.0  # a lease that does not run out during a test
@@ -29,11 +30,14 @@ class BasicOnly:
         self._cache = cache
         self.name = cache.name
 
-    def acquire(self, key: str, owner: str, ttl_s: float) -> int | None:
-        return self._cache.acquire(key, owner, ttl_s)
+    def acquire(self, key: str, owner: str, ttl_s: float, floor: int = 0) -> int | None:
+        return self._cache.acquire(key, owner, ttl_s, floor)
 
     def release(self, key: str, owner: str, token: int) -> None:
         self._cache.release(key, owner, token)
+
+    def extend(self, key: str, owner: str, token: int, ttl_s: float) -> bool:
+        return self._cache.extend(key, owner, token, ttl_s)
 
     def mark(self, key: str, ttl_s: float) -> bool:
         return self._cache.mark(key, ttl_s)
@@ -64,10 +68,10 @@ def _run(gate: Gate, cid: str, steps: int) -> int:
     return adm.token
 
 
-def test_fast_path_is_offered_by_the_fast_backends(request, cache):
+def test_the_batch_store_is_offered_by_the_fast_backends(request, cache):
     backend = request.node.callspec.params["cache"]
-    offered = all(callable(getattr(cache, m, None)) for m in ("begin_step", "end_step", "abort_machine"))
-    assert offered == (backend in FAST_BACKENDS)
+    assert isinstance(cache, StepCache) == (backend in FAST_BACKENDS)
+    assert not isinstance(BasicOnly(cache), StepCache)
 
 
 def test_begin_admits_a_fresh_step_with_a_token(store):

@@ -1,0 +1,144 @@
+"""One invocation's batch of records: admitted together, run in order, committed together.
+
+Each rule of the batch is one method. In order, for each record:
+
+* a machine that failed earlier in the batch keeps its order: its later records are handed back;
+* a copy of an attempt this batch already handled is skipped (the store cannot know yet);
+* a lease held elsewhere is waited for, within the time left;
+* an attempt the gate (or the log, where the store forgot) says was handled, or an aborted
+  machine, runs nothing;
+* anything else runs.
+
+Then the commit: leases the keeper found lost are not appended (their records are handed back
+for whoever holds the machine now), the rest is appended in one call, retries are scheduled,
+and the attempts are marked handled before their leases are released.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from eventlog.errors import BackendError
+
+from .errors import LeaseBusy
+from .gate import Admission, Ending, ordinal
+from .leases import LeaseKeeper
+
+if TYPE_CHECKING:
+    from .engine import BatchResult, Engine, Inbound, _Step
+
+log = logging.getLogger("fsmlog.engine")
+
+
+class Batch:
+    def __init__(self, engine: Engine, result: BatchResult, deadline: float | None) -> None:
+        self.engine = engine
+        self.result = result
+        self.deadline = deadline
+        self.steps: list[_Step] = []
+        self.ends: list[Ending] = []  # leases to give back with no mark (nothing ran), or the log's mark
+        self.failed_cids: set[str] = set()
+        self.handled: dict[str, int] = {}  # per machine, the ordinal handled by this batch, not yet committed
+        self.keeper = LeaseKeeper(engine.gate, engine.clock, thread=engine.keep_leases_in_thread)
+
+    def run(self, records: Sequence[Inbound]) -> None:
+        todo = self.engine._parse_batch(records, self.result)
+        if not todo:
+            return
+        try:
+            admissions = self.engine.gate.begin_many([(r.correlation_id, r.steps, r.retries) for _, r, _, _ in todo])
+        except BackendError as exc:  # no lease, no verdict: hand the batch back
+            for inbound, record, _, _ in todo:
+                self.fail(inbound.item_id, record, exc)
+            return
+        now = self.engine.clock()
+        for adm, (_, record, _, _) in zip(admissions, todo):
+            if adm.token is not None:
+                self.keeper.hold(record.correlation_id, adm.token, now)
+                self.engine._count_admission(record, adm)
+        with self.keeper:
+            for i, (item, adm) in enumerate(zip(todo, admissions)):
+                if self.out_of_time(todo[i:], admissions[i:]):
+                    break
+                self.keeper.tick()
+                self.one(*item, adm)
+            self.commit()
+
+    # ---------------------------------------------------------------- the rules
+
+    def out_of_time(self, left: list[tuple], admissions: list[Admission]) -> bool:
+        """Records not started by the deadline are handed back, to be delivered again."""
+        if self.deadline is None or self.engine.clock() < self.deadline:
+            return False
+        self.result.failed_item_ids.extend(x[0].item_id for x in left)
+        self.ends.extend(Ending(x[1].correlation_id, x[1].steps, x[1].retries, a.token, None)
+                         for x, a in zip(left, admissions) if a.token is not None)
+        self.engine.metrics.count("BatchesCutShort")
+        log.warning("time budget spent: %d record(s) left for redelivery", len(left))
+        return True
+
+    def one(self, inbound: Inbound, record, mdef, ctx, adm: Admission) -> None:
+        cid = record.correlation_id
+        if cid in self.failed_cids:  # keep per-machine order: a later record waits for the failed one
+            self.give_back(record, adm)
+            self.result.failed_item_ids.append(inbound.item_id)
+            return
+        if ordinal(record.steps, record.retries) <= self.handled.get(cid, -1):
+            self.give_back(record, adm)  # a copy of an attempt this batch handled, not yet committed
+            self.result.skipped += 1
+            return
+        if adm.token is not None and self.keeper.lost(cid, adm.token):
+            adm = adm._replace(token=None)  # taken over while earlier records ran: take it afresh
+            self.engine.metrics.count("LeaseLost", 1, {"machine": record.machine})
+        elif adm.token is not None and cid in self.handled:
+            adm = adm._replace(token=None)  # a further attempt of a machine that ran here: a new, larger token
+        if adm.token is None:
+            try:
+                adm = self.wait_for_lease(record)
+            except (LeaseBusy, BackendError) as exc:
+                self.fail(inbound.item_id, record, exc)
+                return
+        if adm.done or adm.aborted:
+            self.skip(record, mdef, adm)
+            return
+        step = self.engine._run(inbound, record, mdef, ctx, adm)
+        self.steps.append(step)
+        self.handled[cid] = max(self.handled.get(cid, -1), self.engine._ending(step, step.mark).handled_upto())
+
+    def wait_for_lease(self, record) -> Admission:
+        adm = self.engine._admit(record, self.deadline, on_wait=self.keeper.tick)
+        self.keeper.hold(record.correlation_id, adm.token)
+        self.engine._count_admission(record, adm)
+        return adm
+
+    def skip(self, record, mdef, adm: Admission) -> None:
+        """Nothing to run: the attempt was handled (the log's verdict is marked where the store forgot)."""
+        self.engine.metrics.count("DuplicateSteps" if adm.done else "AbortedSteps", 1, {"machine": mdef.name})
+        self.ends.append(adm.upto or Ending(record.correlation_id, record.steps, record.retries, adm.token, None))
+        self.result.skipped += 1
+
+    def give_back(self, record, adm: Admission) -> None:
+        if adm.token is not None:
+            self.ends.append(Ending(record.correlation_id, record.steps, record.retries, adm.token, None))
+
+    def fail(self, item_id: str, record, exc: Exception) -> None:
+        log.warning("%s: %s", record.describe(), exc)
+        self.engine.metrics.count("LeaseBusy" if isinstance(exc, LeaseBusy) else "ServiceErrors")
+        self.failed_cids.add(record.correlation_id)
+        self.result.failed_item_ids.append(item_id)
+
+    # ---------------------------------------------------------------- the commit
+
+    def commit(self) -> None:
+        """Append only what was run under a lease still held; hand the rest back."""
+        lost = self.keeper.confirm([(s.record.correlation_id, s.token) for s in self.steps])
+        kept = []
+        for s in self.steps:
+            if (s.record.correlation_id, s.token) in lost:
+                self.engine._lease_lost(s, self.result)
+                self.ends.append(Ending(s.record.correlation_id, s.record.steps, s.record.retries, s.token, None))
+            else:
+                kept.append(s)
+        self.engine._commit(kept, self.ends, self.result)

@@ -1,0 +1,194 @@
+"""The step gate's store over a primary and a secondary cache.
+
+Every call goes to the primary first, every time: two workers that both reach the
+primary always share its leases, so there is one holder at a time whenever one store
+can decide. Only a worker that cannot reach the primary takes the lease on the
+secondary; that overlap (a partition between the two sides) is counted per admission
+(``split``), logged, and ordered by fence tokens, whose floors rise with the machine's
+steps whichever side issues them.
+
+Marks are read from both sides: a batch admitted on one side also peeks at the other,
+and the mark the gate sees is the higher of the two. When the other side cannot be read,
+the admission reports no knowledge (unless the side that answered knows the attempt was
+handled), so the gate asks the log. Ends go to the side that admitted (mark, then
+release) and the marks are copied to the other side, best effort.
+
+Which side holds a lease this process took is remembered here until the lease ends:
+that is this process's own state, never a decision another worker depends on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+from eventlog.errors import BackendError, ServiceUnavailable
+from eventlog.failover import FAILOVERS
+
+from .steps import Ending, StepCache, StepKey, StepView
+
+log = logging.getLogger("fsmlog.failover")
+
+PRIMARY, SECONDARY = "primary", "secondary"
+
+
+class FailoverSteps:
+    """``StepCache`` over two ``StepCache`` sides (see the module docstring)."""
+
+    kind = "CACHE"
+
+    def __init__(self, primary: StepCache, secondary: StepCache) -> None:
+        self.primary = primary
+        self.secondary = secondary
+        self._held: dict[tuple[str, int], str] = {}  # (cid, token) -> side of a lease this process holds
+        self._lock = threading.Lock()
+        self.failovers = 0  # calls the secondary served because the primary failed
+        self.split = 0  # leases taken on the secondary: holders the primary cannot order
+        self.unverified = 0  # admissions whose other side could not be read
+        self.last_error: BaseException | None = None
+
+    @property
+    def name(self) -> str:
+        return self.primary.name
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    def _side(self, side: str) -> StepCache:
+        return self.primary if side == PRIMARY else self.secondary
+
+    def _failed_over(self, exc: BaseException, what: str) -> None:
+        with self._lock:
+            self.failovers += 1
+            self.last_error = exc
+        FAILOVERS[self.kind] += 1
+        log.warning("cache %s: %s on the secondary %s (%s)", self.primary.name, what, self.secondary.name, exc)
+
+    # ---------------------------------------------------------------- admission
+
+    def begin_steps(self, items: Sequence[StepKey], owner: str, ttl_s: float) -> list[StepView]:
+        if not items:
+            return []
+        side, other = PRIMARY, SECONDARY
+        try:
+            views = self.primary.begin_steps(items, owner, ttl_s)
+        except BackendError as first:
+            try:
+                views = self.secondary.begin_steps(items, owner, ttl_s)
+            except BackendError as second:
+                raise _both_down("begin_steps", self, first, second) from second
+            self._failed_over(first, f"{len(items)} lease(s) taken")
+            side, other = SECONDARY, PRIMARY
+        with self._lock:
+            for key, view in zip(items, views):
+                if view.token is not None:
+                    self._held[(key.cid, view.token)] = side
+            if side == SECONDARY:
+                self.split += sum(1 for v in views if v.token is not None)
+        try:
+            others = self._side(other).peek_steps([k.cid for k in items])
+        except BackendError:
+            with self._lock:
+                self.unverified += len(items)
+            return [_unverified(k, v, side) for k, v in zip(items, views)]
+        return [_merged(v, o, side) for v, o in zip(views, others)]
+
+    def peek_steps(self, cids: Sequence[str]) -> list[StepView]:
+        answers = []
+        for side in (self.primary, self.secondary):
+            try:
+                answers.append(side.peek_steps(cids))
+            except BackendError:
+                answers.append([StepView(None, None, False)] * len(cids))
+        return [_merged(a, b, PRIMARY) for a, b in zip(*answers)]
+
+    # ---------------------------------------------------------------- leases
+
+    def renew_leases(self, items: Sequence[tuple[str, int]], owner: str, ttl_s: float) -> list[bool]:
+        held = [False] * len(items)
+        for side, idx in self._by_side([(cid, token) for cid, token in items]).items():
+            try:
+                answers = self._side(side).renew_leases([items[i] for i in idx], owner, ttl_s)
+            except BackendError as exc:  # cannot tell: the lease may be gone; the holder must not append
+                log.warning("cache %s: renewing %d lease(s) failed: %s", self._side(side).name, len(idx), exc)
+                continue
+            for i, ok in zip(idx, answers):
+                held[i] = ok
+        return held
+
+    def end_steps(self, items: Sequence[Ending], owner: str, dedupe_s: float) -> None:
+        if not items:
+            return
+        failed: list[BackendError] = []
+        sides = self._by_side([(e.cid, e.token) for e in items])
+        for side, idx in sides.items():
+            group = [items[i] for i in idx]
+            other = SECONDARY if side == PRIMARY else PRIMARY
+            marks = [e._replace(token=None) for e in group if e.mark is not None]
+            try:
+                self._side(side).end_steps(group, owner, dedupe_s)
+            except BackendError as exc:  # the marks must land somewhere; the lease expires by itself
+                failed.append(exc)
+                try:
+                    self._side(other).end_steps(marks, owner, dedupe_s)
+                except BackendError as again:
+                    raise _both_down("end_steps", self, exc, again) from again
+                continue
+            if marks:  # a copy on the other side, so either side alone knows the step was handled
+                try:
+                    self._side(other).end_steps(marks, owner, dedupe_s)
+                except BackendError:
+                    pass
+        with self._lock:
+            for e in items:
+                if e.token is not None:
+                    self._held.pop((e.cid, e.token), None)
+
+    def abort_machine(self, cid: str, dedupe_s: float) -> None:
+        errors = []
+        for side in (self.primary, self.secondary):
+            try:
+                side.abort_machine(cid, dedupe_s)
+            except BackendError as exc:
+                errors.append(exc)
+        if len(errors) == 2:
+            raise _both_down("abort_machine", self, errors[0], errors[1])
+
+    def _by_side(self, pairs: Sequence[tuple[str, int | None]]) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        with self._lock:
+            for i, (cid, token) in enumerate(pairs):
+                side = self._held.get((cid, token), PRIMARY) if token is not None else PRIMARY
+                out.setdefault(side, []).append(i)
+        return out
+
+    def close(self) -> None:
+        for side in (self.primary, self.secondary):
+            close = getattr(side, "close", None)
+            if close is not None:
+                close()
+
+
+def _merged(view: StepView, other: StepView, side: str) -> StepView:
+    marks = [m for m in (view.mark, other.mark) if m is not None]
+    return StepView(view.token, max(marks) if marks else None, view.aborted or other.aborted, side)
+
+
+def _unverified(key: StepKey, view: StepView, side: str) -> StepView:
+    """The other side could not be read: keep a mark that proves the attempt handled, else report none."""
+    done = view.mark is not None and view.mark >= key.ordinal
+    return StepView(view.token, view.mark if done else None, view.aborted, side)
+
+
+def _both_down(what: str, pair: FailoverSteps, first: BaseException, second: BaseException) -> ServiceUnavailable:
+    return ServiceUnavailable(
+        f"cache source unavailable on both sides ({what}): primary {pair.primary.name} ({first}); "
+        f"secondary {pair.secondary.name} ({second})"
+    )

@@ -1,0 +1,112 @@
+"""Keeping a batch's leases alive while its actions run, and knowing which were lost.
+
+A batch takes every lease it needs at its start and gives them back at its commit. In
+between, actions may run for longer than a lease lasts (a slow gateway), so a keeper renews
+every lease the batch holds: from a thread every third of a lease, and from the engine
+between records (which is what moves an injected clock). Before the commit appends
+anything, ``confirm`` renews once more: a lease the store says is gone (expired, taken over,
+forgotten) was lost, and the holder must not append that step's outcome.
+
+When the store cannot be asked (an outage), a lease counts as held while the holder's own
+reckoning says it has not expired: its last successful take or renewal plus the lease, less a
+margin for clock skew.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+
+from eventlog.errors import BackendError
+
+from .gate import Gate
+
+log = logging.getLogger("fsmlog.leases")
+
+SKEW_SHARE = 0.2  # of a lease: how early a holder stops trusting its own reckoning
+
+
+class LeaseKeeper:
+    """The leases of one batch, one per machine: the latest token this worker took for it."""
+
+    def __init__(self, gate: Gate, clock: Callable[[], float], *, thread: bool = True) -> None:
+        self.gate = gate
+        self.clock = clock
+        self.every_s = gate.lease_s / 3
+        self._held: dict[str, int] = {}  # machine -> the latest token we took for it
+        self._until: dict[str, float] = {}  # machine -> when its lease runs out, by our own reckoning
+        self._lost: set[tuple[str, int]] = set()
+        self._lock = threading.Lock()
+        self._last = clock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._use_thread = thread
+        self.renewals = 0
+
+    def __enter__(self) -> LeaseKeeper:
+        if self._use_thread:
+            self._thread = threading.Thread(target=self._loop, name="fsmlog-lease-keeper", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def hold(self, cid: str, token: int, since: float | None = None) -> None:
+        """We took ``token`` for ``cid`` (a re-entrant take supersedes our earlier token for it)."""
+        with self._lock:
+            self._held[cid] = token
+            self._until[cid] = (self.clock() if since is None else since) + self.gate.lease_s
+
+    def lost(self, cid: str, token: int) -> bool:
+        """Whether work done under ``token`` may have overlapped another holder: the token, or the
+        token that superseded it, was lost."""
+        with self._lock:
+            return (cid, token) in self._lost or (cid, self._held.get(cid, token)) in self._lost
+
+    def tick(self) -> None:
+        """Renew when a third of a lease went by since the last renewal (by the engine's clock)."""
+        if self.clock() - self._last >= self.every_s:
+            self.renew()
+
+    def renew(self) -> None:
+        with self._lock:
+            pairs = [p for p in self._held.items() if p not in self._lost]
+        self._last = now = self.clock()
+        if not pairs:
+            return
+        try:
+            answers: list[bool | None] = list(self.gate.renew(pairs))
+        except BackendError as exc:
+            log.warning("renewing %d lease(s) failed: %s", len(pairs), exc)
+            answers = [None] * len(pairs)
+        with self._lock:
+            for (cid, token), held in zip(pairs, answers):
+                if held is True:
+                    self._until[cid] = now + self.gate.lease_s
+                    self.renewals += 1
+                elif held is False:
+                    self._lost.add((cid, token))
+                elif self._until.get(cid, 0.0) - self.gate.lease_s * SKEW_SHARE <= now:
+                    self._lost.add((cid, token))  # cannot ask, and by our own reckoning it may have run out
+
+    def confirm(self, pairs: Sequence[tuple[str, int]]) -> set[tuple[str, int]]:
+        """Renew once more, stop renewing (the commit releases the leases next), and return which of
+        ``pairs`` were lost."""
+        self.renew()
+        self.stop()
+        return {p for p in pairs if self.lost(*p)}
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                self.renew()
+            except Exception:  # noqa: BLE001 - a keeper must never take the batch down
+                log.exception("lease keeper")

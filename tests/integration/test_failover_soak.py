@@ -1,0 +1,652 @@
+"""Failover soak, black box: several worker processes of the CLI, a secondary for every source, the primary
+failing a share of every process's calls; every machine must end, one holder at a time, steps in order,
+fence tokens rising (docs: /work/shared/spec/GUARANTEES.md, "How it is proven").
+
+Everything goes through the ``fsmlog`` command line as subprocesses, configured by one settings file
+(``FSMLOG_SETTINGS``):
+
+(1) embedded: ``PRIMARY_<KIND>_SOURCE`` one SQLite file and ``SECONDARY_<KIND>_SOURCE`` another, for every
+    kind; ``AWS_CHAOS`` names the primary's URL, so the primary fails 25% of the calls of every process
+    (each process draws from its own OS-seeded RNG) and the secondary never fails on purpose;
+    machines are started with ``fsmlog start`` and run by three ``fsmlog worker`` processes;
+(2) AWS over moto's server: Kinesis streams and DynamoDB tables (and CloudWatch) on both sides, resources
+    made by ``fsmlog resources create``, three ``fsmlog dev`` processes (the Lambda-shaped loop: it polls
+    every shard of both streams and runs the retry timer);
+(3) Redis: as (1), but the primary cache is a real ``redis-server`` (no persistence) with the secondary's
+    SQLite file behind it; the server is killed and started again on the same port mid-run.
+
+The action (failover_soak_actions.py) journals every execution: start and end time, pid, machine, step and
+the fence token it was handed. With the log as the only authority (the fold over the union of both streams)
+and the journal, the soak asserts:
+
+- every machine completed, and each of its steps ran to the end at least once;
+- no two executions of one machine overlap in time (the only overlap the guarantees allow is under a
+  partition between the two sides of the cache; every worker here reaches both sides, so none is allowed);
+- no execution of step k starts after an execution of a later step of its machine began;
+- per machine, the fence tokens of successive executions (by start time) strictly rise.
+
+Re-executions of a step whose outcome was not recorded are expected (at least once) and reported, not failed.
+Figures are printed as one ``SOAK {...}`` line (``pytest -s`` shows it) and recorded as a property, also when
+the soak fails; the failure message names the offending machines with their journal lines.
+
+Timing: the only timed assertion is the overall deadline. Each variant is bounded by it plus a few seconds of
+setup and teardown; workers are stopped (SIGTERM, then SIGKILL) in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eventlog.settings import DEFAULTS, SOURCES, load_settings
+from projections.fold import fold_records
+from tests.fixtures.servers import ACCOUNT, REGION
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300)]
+
+FSM = Path(__file__).with_name("failover_soak_fsm.yaml")
+MACHINE = "failover_soak"
+STEPS = 5  # executions per machine: s0 .. s4 (failover_soak_fsm.yaml)
+WORKERS = 3
+FAULT_P = 0.25  # share of the primary's calls that fail, in each process
+FSMLOG = Path(sys.executable).with_name("fsmlog")
+JOURNAL_ENV = "FAILOVER_SOAK_JOURNAL"
+
+TUNING: dict[str, Any] = {
+    "LEASE_SECONDS": 5.0,  # > the slowest action (0.3 s) by far; a stalled holder costs at most this
+    "LEASE_WAIT_SECONDS": 1.0,
+    "RETRY_BASE_SECONDS": 0.05,
+    "RETRY_CAP_SECONDS": 0.5,
+    "SNAPSHOT_EVERY": 2,
+    "FAILOVER_COOLDOWN_SECONDS": 0.5,  # the primary is tried again soon: traffic keeps moving between sides
+    "DEDUPE_SECONDS": 3600.0,
+}
+
+SETTLE_S = 2.0  # workers keep running this long after the last machine completed: late re-runs show up
+STOP_WAIT_S = 10.0  # after SIGTERM, before SIGKILL
+STARTERS = 3  # `fsmlog start` processes at once
+MAX_MESSAGE_CHARS = 14_000
+
+
+# --------------------------------------------------------------------------------------- the soak's run
+
+
+def clean_environ(**extra: str) -> dict[str, str]:
+    """This process's environment less any fsmlog setting (the settings file must be all there is)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in DEFAULTS and not k.startswith("FSMLOG_") and k not in ("AWS_CHAOS", "AWS_ENDPOINT_URL")}
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Soak:
+    """One soak run: its files, its processes, what it saw."""
+
+    name: str
+    tmp: Path
+    machines: int
+    deadline_s: float
+    settings: dict[str, Any]
+    poll_s: float = 1.0
+    journal: Path = field(init=False)
+    settings_path: Path = field(init=False)
+    env: dict[str, str] = field(init=False)
+    workers: list[subprocess.Popen] = field(default_factory=list)
+    guarded: bool = False  # workers run under coreutils' timeout, each in a process group of its own
+    logs: list[Path] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)  # what the test did when (restarts ...)
+    record_counts: dict[str, int] = field(default_factory=dict)  # records on each side's stream at the end
+    exited_early: dict[str, int] = field(default_factory=dict)  # worker log -> exit code, for workers that died
+    started: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.journal = self.tmp / "journal.jsonl"
+        self.settings_path = self.tmp / "settings.json"
+        self.settings_path.write_text(json.dumps(self.settings, indent=1))
+        self.env = clean_environ(FSMLOG_SETTINGS=str(self.settings_path), COLUMNS="200",  # rich: unwrapped logs
+                                 **{JOURNAL_ENV: str(self.journal)})
+        self.started = time.monotonic()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def note(self, what: str) -> None:
+        self.events.append(f"{self.elapsed():.1f}s {what}")
+
+    def cli(self, *args: str, timeout: float = 60.0, env: dict[str, str] | None = None,
+            check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run([str(FSMLOG), *args], env=env or self.env, cwd=self.tmp, capture_output=True,
+                              text=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"`fsmlog {' '.join(args)}` exited {proc.returncode}:\n{proc.stderr[-2000:]}")
+        return proc
+
+    def start_machines(self) -> None:
+        """``fsmlog start`` per machine, a few at a time (under the same chaos as the workers: it fails over too)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        def start_one(cid: str) -> str:
+            for attempt in range(3):  # the secondary never fails on purpose; a refusal is still retried
+                if self.elapsed() > self.deadline_s:
+                    raise AssertionError(f"starting machines used up the deadline: {'; '.join(self.events[-3:])}")
+                proc = self.cli("start", str(FSM), "--machine", MACHINE, "--id", cid, check=False)
+                if proc.returncode == 0:
+                    assert proc.stdout.strip() == cid, proc.stdout
+                    return cid
+                self.note(f"fsmlog start {cid} attempt {attempt + 1} exited {proc.returncode}: "
+                          f"{proc.stderr.strip()[-300:]}")
+            raise AssertionError(f"`fsmlog start` kept failing for {cid}:\n" + "\n".join(self.events[-3:]))
+
+        cids = [f"fo{n:03d}-{uuid.uuid4().hex[:10]}" for n in range(self.machines)]
+        with ThreadPoolExecutor(max_workers=STARTERS) as pool:
+            self.ids.extend(pool.map(start_one, cids))
+        self.note(f"started {len(self.ids)} machines")
+
+    def spawn(self, argv: list[str]) -> None:
+        """One worker process. Under coreutils' ``timeout`` when there is one: should this test process die
+        before its ``finally``, the worker still ends (SIGTERM passes through ``timeout`` to it)."""
+        n = len(self.workers)
+        out = self.tmp / f"worker-{n}.log"
+        self.logs.append(out)
+        guard = shutil.which("timeout")
+        self.guarded = guard is not None
+        prefix = [guard, "-k", "10", str(int(self.deadline_s + 120))] if guard else []
+        with open(out, "wb") as fh:
+            proc = subprocess.Popen([*prefix, str(FSMLOG), *argv], env=self.env, cwd=self.tmp, stdout=fh,
+                                    stderr=subprocess.STDOUT)
+        self.workers.append(proc)
+
+    def stop_workers(self) -> list[int | None]:
+        """SIGTERM every worker this soak started, then SIGKILL what is left (by pid, never by name)."""
+        for proc in self.workers:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        end = time.monotonic() + STOP_WAIT_S
+        for proc in self.workers:
+            try:
+                proc.wait(timeout=max(0.1, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                if self.guarded:  # timeout made itself a group leader: its group is it and our worker
+                    try:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                proc.kill()
+                proc.wait(timeout=10)
+        return [proc.returncode for proc in self.workers]
+
+    def worker_tails(self, lines: int = 12) -> dict[str, str]:
+        tails = {}
+        for path in self.logs:
+            text = path.read_text(errors="replace") if path.exists() else ""
+            tails[path.name] = "\n".join(text.splitlines()[-lines:])[-1500:]
+        return tails
+
+    def journal_lines(self) -> list[str]:
+        if not self.journal.exists():
+            return []
+        return self.journal.read_text(errors="replace").splitlines()
+
+
+class UnionLog:
+    """The authority: every record of both sides' streams, folded (raw backends: no chaos, no failover)."""
+
+    def __init__(self, settings_path: Path, environ: dict[str, str] | None = None) -> None:
+        from handlers.wiring import open_backend
+
+        env = {"FSMLOG_SETTINGS": str(settings_path), **(environ or {})}
+        settings = load_settings(environ=env).replace(AWS_CHAOS={})
+        self.sides = {side: open_backend("STREAM", settings.source("STREAM", side), settings, side)
+                      for side in ("PRIMARY", "SECONDARY")}
+        self.counts: dict[str, int] = {}
+
+    def fold(self, page: int = 5000) -> dict[str, Any]:
+        states: dict[str, Any] = {}
+        for side, log in self.sides.items():
+            n = 0
+            after = None
+            while records := log.read(after, page):
+                states = fold_records(states, [r.data for r in records])
+                n += len(records)
+                after = records[-1].position
+            self.counts[side] = n
+        return states
+
+    def close(self) -> None:
+        for log in self.sides.values():
+            close = getattr(log, "close", None)
+            if close is not None:
+                close()
+
+
+def run_soak(soak: Soak, worker_argv: list[str], *, on_tick: Callable[[Soak, int], None] | None = None,
+             oracle_env: dict[str, str] | None = None) -> tuple[dict[str, Any], list[int | None], bool]:
+    """Start the machines and the workers, wait for every machine to end (or the deadline), stop the workers.
+
+    Returns the union fold's final states, the workers' exit codes and whether the deadline passed."""
+    oracle = UnionLog(soak.settings_path, oracle_env)
+    timed_out = False
+    try:
+        soak.start_machines()
+        for _ in range(WORKERS):
+            soak.spawn(worker_argv)
+        soak.note(f"{WORKERS} workers running")
+        deadline = soak.started + soak.deadline_s
+        while True:
+            states = oracle.fold()
+            done = [cid for cid in soak.ids if cid in states and states[cid].terminal]
+            if len(done) == len(soak.ids):
+                soak.note("every machine ended")
+                time.sleep(SETTLE_S)
+                break
+            if time.monotonic() > deadline:
+                timed_out = True
+                soak.note(f"deadline: {len(done)} of {len(soak.ids)} machines ended")
+                break
+            if on_tick is not None:
+                on_tick(soak, sum(1 for line in soak.journal_lines() if '"event":"end"' in line))
+            dead = [p.pid for p in soak.workers if p.poll() is not None]
+            if len(dead) == len(soak.workers):
+                soak.note(f"every worker exited: {[p.returncode for p in soak.workers]}")
+                break
+            time.sleep(soak.poll_s)
+    finally:
+        soak.exited_early = {path.name: proc.returncode for path, proc in zip(soak.logs, soak.workers)
+                             if proc.poll() is not None}
+        codes = soak.stop_workers()
+    try:
+        states = oracle.fold()
+        soak.record_counts = dict(oracle.counts)
+    finally:
+        oracle.close()
+    return states, codes, timed_out
+
+
+# --------------------------------------------------------------------------------------- the verdict
+
+
+@dataclass
+class Execution:
+    eid: str
+    cid: str
+    steps: int
+    retries: int
+    pid: int
+    token: Any
+    start: float
+    end: float | None = None
+    lines: list[str] = field(default_factory=list)
+
+
+def parse_journal(lines: list[str]) -> tuple[dict[str, list[Execution]], dict[str, list[str]], int]:
+    """Executions by machine (sorted by start), the raw lines by machine, and how many lines were unreadable."""
+    execs: dict[str, Execution] = {}
+    raw: dict[str, list[str]] = defaultdict(list)
+    bad = 0
+    for line in lines:
+        try:
+            e = json.loads(line)
+            cid, eid = e["cid"], e["eid"]
+        except (ValueError, KeyError, TypeError):
+            bad += 1
+            continue
+        raw[cid].append(line)
+        if e["event"] == "start":
+            execs[eid] = Execution(eid, cid, int(e["steps"]), int(e["retries"]), int(e["pid"]), e.get("token"),
+                                   float(e["t"]))
+        elif eid in execs:
+            execs[eid].end = float(e["t"])
+        else:
+            bad += 1  # an end without its start
+    by_cid: dict[str, list[Execution]] = defaultdict(list)
+    for x in execs.values():
+        by_cid[x.cid].append(x)
+    for xs in by_cid.values():
+        xs.sort(key=lambda x: (x.start, x.eid))
+    return by_cid, raw, bad
+
+
+def verdict(soak: Soak, states: dict[str, Any], timed_out: bool) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Every problem, by kind then machine, and the figures."""
+    by_cid, raw, bad_lines = parse_journal(soak.journal_lines())
+    problems: dict[str, dict[str, Any]] = defaultdict(dict)
+
+    for cid in soak.ids:
+        s = states.get(cid)
+        if s is None:
+            problems["not_in_log"][cid] = "no record on either side"
+        elif s.status != "completed" or s.steps != STEPS:
+            problems["not_completed"][cid] = {"status": s.status, "state": s.state, "steps": s.steps,
+                                              "retries": s.retries, "error": s.error}
+        else:
+            ended = {x.steps for x in by_cid.get(cid, []) if x.end is not None}
+            missing = sorted(set(range(STEPS)) - ended)
+            if missing:
+                problems["completed_without_running"][cid] = {"steps_never_ended": missing}
+    for name, code in soak.exited_early.items():  # a worker must never die of faults
+        problems["worker_exited"][name] = {"exit_code": code, "tail": soak.worker_tails(6).get(name, "")}
+    for cid in set(by_cid) - set(soak.ids):
+        problems["unknown_machine"][cid] = len(by_cid[cid])
+
+    overlaps = 0
+    for cid, xs in by_cid.items():
+        bad: list[str] = []
+        for i, a in enumerate(xs):
+            a_end = a.end if a.end is not None else float("inf")  # an execution that never ended never let go
+            for b in xs[i + 1:]:
+                if b.start >= a_end:
+                    continue
+                overlaps += 1
+                bad.append(f"step {a.steps} (pid {a.pid}, token {a.token}) [{a.start:.3f}, "
+                           f"{'open' if a.end is None else f'{a.end:.3f}'}] overlaps step {b.steps} "
+                           f"(pid {b.pid}, token {b.token}) from {b.start:.3f}")
+        if bad:
+            problems["overlapping_executions"][cid] = bad[:6] + ([f"... {len(bad) - 6} more"] if len(bad) > 6 else [])
+
+        late: list[str] = []
+        highest: Execution | None = None
+        for x in xs:
+            if highest is not None and x.steps < highest.steps:
+                late.append(f"step {x.steps} (pid {x.pid}) started at {x.start:.3f}, after step {highest.steps} "
+                            f"(pid {highest.pid}) began at {highest.start:.3f}")
+            if highest is None or x.steps > highest.steps:
+                highest = x
+        if late:
+            problems["step_after_a_later_step"][cid] = late[:6]
+
+        falling = [f"token {b.token} (step {b.steps}, pid {b.pid}) after {a.token} (step {a.steps}, pid {a.pid})"
+                   for a, b in zip(xs, xs[1:])
+                   if not (isinstance(a.token, int) and isinstance(b.token, int) and b.token > a.token)]
+        if falling:
+            problems["tokens_not_rising"][cid] = falling[:6]
+
+    never_ended = [x for xs in by_cid.values() for x in xs if x.end is None]
+    per_step = Counter((x.cid, x.steps) for xs in by_cid.values() for x in xs)
+    completed = sum(1 for cid in soak.ids if cid in states and states[cid].status == "completed")
+    figures: dict[str, Any] = {
+        "variant": soak.name,
+        "machines": len(soak.ids),
+        "steps": STEPS,
+        "workers": WORKERS,
+        "primary_fault_p": FAULT_P,
+        "completed": completed,
+        "not_completed": len(soak.ids) - completed,
+        "statuses": dict(Counter(states[cid].status if cid in states else "missing" for cid in soak.ids)),
+        "stuck_at_steps": dict(sorted(Counter(states[cid].steps for cid in soak.ids
+                                              if cid in states and not states[cid].terminal).items())),
+        "executions": sum(per_step.values()),
+        "re_executions": sum(n - 1 for n in per_step.values()),
+        "never_ended_executions": len(never_ended),
+        "overlaps": overlaps,
+        "machines_overlapping": len(problems.get("overlapping_executions", {})),
+        "machines_out_of_order": len(problems.get("step_after_a_later_step", {})),
+        "machines_tokens_not_rising": len(problems.get("tokens_not_rising", {})),
+        "worker_pids_seen": len({x.pid for xs in by_cid.values() for x in xs}),
+        "journal_unreadable_lines": bad_lines,
+        "log_records": soak.record_counts,
+        "timed_out": timed_out,
+        "wall_s": round(soak.elapsed(), 1),
+    }
+    return problems, figures
+
+
+def report(soak: Soak, figures: dict[str, Any], record_property: Callable[[str, Any], None]) -> None:
+    record_property("soak", json.dumps(figures))
+    print(f"\nSOAK {json.dumps(figures, sort_keys=False)}")
+
+
+def assert_clean(soak: Soak, problems: dict[str, dict[str, Any]], figures: dict[str, Any],
+                 codes: list[int | None]) -> None:
+    if not any(problems.values()):
+        return
+    offenders: list[str] = []
+    for kind in ("overlapping_executions", "step_after_a_later_step", "tokens_not_rising",
+                 "completed_without_running", "not_completed", "not_in_log", "unknown_machine"):
+        offenders += [cid for cid in problems.get(kind, {}) if cid not in offenders]
+    _, raw, _ = parse_journal(soak.journal_lines())
+    parts = [f"failover soak {soak.name!r} broke the guarantees:",
+             "problems: " + json.dumps({k: len(v) for k, v in problems.items() if v}),
+             "figures: " + json.dumps(figures)]
+    for kind, found in problems.items():
+        if found:
+            sample = dict(list(found.items())[:8])
+            parts.append(f"{kind} ({len(found)} machines): " + json.dumps(sample, default=str)[:2500])
+    parts.append("journal of the first offenders (oldest first):")
+    for cid in offenders[:5]:
+        lines = raw.get(cid, [])
+        shown = lines[:24]
+        parts.append(f"  {cid}: {len(lines)} line(s)")
+        parts += [f"    {line[:220]}" for line in shown]
+        if len(lines) > len(shown):
+            parts.append(f"    ... {len(lines) - len(shown)} more")
+    parts.append(f"what the test did: {soak.events}")
+    parts.append(f"worker exit codes: {codes}")
+    for name, tail in soak.worker_tails().items():
+        parts.append(f"--- tail of {name}:\n{tail}")
+    message = "\n".join(parts)
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[:MAX_MESSAGE_CHARS] + f"\n... ({len(message) - MAX_MESSAGE_CHARS} chars cut)"
+    raise AssertionError(message)
+
+
+# --------------------------------------------------------------------------------------- settings
+
+
+def embedded_sources(tmp: Path) -> tuple[dict[str, str], str]:
+    primary = f"sqlite:///{tmp / 'primary.db'}"
+    secondary = f"sqlite:///{tmp / 'secondary.db'}"
+    sources = {}
+    for kind in SOURCES:
+        sources[f"PRIMARY_{kind}_SOURCE"] = primary
+        sources[f"SECONDARY_{kind}_SOURCE"] = secondary
+    return sources, primary
+
+
+def metrics_by_side(soak: Soak) -> dict[str, dict[str, int]]:
+    """The engine's counters as each side's embedded metrics store holds them (what got through)."""
+    from handlers.wiring import open_backend
+
+    settings = load_settings(environ={"FSMLOG_SETTINGS": str(soak.settings_path)}).replace(AWS_CHAOS={})
+    out: dict[str, dict[str, int]] = {}
+    for side in ("PRIMARY", "SECONDARY"):
+        target = settings.source("METRICS", side)
+        if not target or not target.startswith("sqlite:"):
+            continue
+        backend = open_backend("METRICS", target, settings, side)
+        try:
+            counters: Counter[str] = Counter()
+            for (name, _), value in backend.read().items():
+                counters[name] += int(value)
+        finally:
+            close = getattr(backend, "close", None)
+            if close is not None:
+                close()
+        out[side.lower()] = dict(sorted(counters.items()))
+    return out
+
+
+def cli_status_by_side(soak: Soak) -> dict[str, Any]:
+    """``fsmlog status --json`` on each side's file on its own (``--db``: no failover, no chaos)."""
+    out: dict[str, Any] = {}
+    env = clean_environ()
+    for side, name in (("primary", "primary.db"), ("secondary", "secondary.db")):
+        proc = soak.cli("--db", str(soak.tmp / name), "status", "--json", env=env, check=False)
+        if proc.returncode != 0:
+            out[side] = f"exit {proc.returncode}: {proc.stderr.strip()[-200:]}"
+            continue
+        doc = json.loads(proc.stdout)
+        out[side] = doc.get("counts")
+    return out
+
+
+def finish(soak: Soak, states: dict[str, Any], codes: list[int | None], timed_out: bool,
+           record_property: Callable[[str, Any], None], extra: Callable[[], dict[str, Any]] | None = None) -> None:
+    problems, figures = verdict(soak, states, timed_out)
+    figures["worker_exit_codes"] = codes
+    figures["faults_injected"] = None  # the chaos layer counts per process (ChaosProxy.injected); no CLI shows it
+    abandoned = sum(path.read_text(errors="replace").count("left for redelivery")
+                    for path in soak.logs if path.exists())
+    figures["abandoned_claims_logged"] = abandoned
+    if extra is not None:
+        try:
+            figures.update(extra())
+        except Exception as exc:  # figures only: never hide the verdict behind them
+            figures["extra_figures_error"] = f"{type(exc).__name__}: {exc}"
+    figures["test_events"] = soak.events
+    report(soak, figures, record_property)
+    assert_clean(soak, problems, figures, codes)
+
+
+# --------------------------------------------------------------------------------------- (1) embedded
+
+
+EMBEDDED_MACHINES = 24
+EMBEDDED_DEADLINE_S = 120.0
+
+
+@pytest.mark.parametrize("cooldown", ["flapping", "default-cooldown"])
+def test_failover_soak_embedded(tmp_path: Path, record_property, cooldown: str) -> None:
+    """``flapping``: the primary is tried again 0.5 s after a fault, so every process keeps moving between the
+    sides and 25% of the primary's calls fail; ``default-cooldown``: FAILOVER_COOLDOWN_SECONDS left at its
+    default (30 s), so a process leaves the primary at its first fault and stays on the secondary for most
+    of the run, while the other processes leave it at other moments."""
+    sources, primary = embedded_sources(tmp_path)
+    tuning = dict(TUNING)
+    if cooldown == "default-cooldown":
+        del tuning["FAILOVER_COOLDOWN_SECONDS"]
+    soak = Soak(f"embedded-{cooldown}", tmp_path, EMBEDDED_MACHINES, EMBEDDED_DEADLINE_S, {
+        **sources,
+        **tuning,
+        "AWS_CHAOS": {primary: {"ServiceUnavailable": FAULT_P}},  # the primary's URL: the secondary is spared
+    })
+    states, codes, timed_out = run_soak(soak, ["worker", str(FSM), "--batch", "10"])
+
+    def extra() -> dict[str, Any]:
+        return {"metrics": metrics_by_side(soak), "cli_status": cli_status_by_side(soak)}
+
+    finish(soak, states, codes, timed_out, record_property, extra)
+
+
+# --------------------------------------------------------------------------------------- (2) AWS over moto
+
+
+MOTO_MACHINES = 12
+MOTO_DEADLINE_S = 130.0
+
+
+def aws_sources(tag: str) -> tuple[dict[str, str], list[str]]:
+    """Both sides of every source as AWS resources; returns the settings and the primary ARNs."""
+    sources: dict[str, str] = {}
+    primaries: list[str] = []
+    for side, letter in (("PRIMARY", "p"), ("SECONDARY", "s")):
+        name = f"fsmlog-fo-{tag}-{letter}"
+        table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}-"
+        side_sources = {
+            "STREAM": f"arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/{name}",
+            "CHECKPOINT": table + "checkpoints",
+            "RETRY": table + "retries",
+            "CACHE": table + "cache",
+            "ENVIRONMENT": table + "environment",
+            "DEAD_LETTER": table + "dead-letters",
+            "METRICS": f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:namespace/{name}",
+        }
+        for kind, arn in side_sources.items():
+            sources[f"{side}_{kind}_SOURCE"] = arn
+            if side == "PRIMARY":
+                primaries.append(arn)
+    return sources, primaries
+
+
+def test_failover_soak_moto(tmp_path: Path, moto_server: str, record_property) -> None:
+    sources, primaries = aws_sources(uuid.uuid4().hex[:8])
+    soak = Soak("moto", tmp_path, MOTO_MACHINES, MOTO_DEADLINE_S, {
+        **sources,
+        **TUNING,
+        "AWS_REGION": REGION,
+        "ENDPOINTS": {arn: moto_server for arn in sources.values()},
+        "AWS_CHAOS": {arn: {"ServiceUnavailable": FAULT_P} for arn in primaries},
+    }, poll_s=2.0)
+    soak.cli("resources", "create", "--shards", "1", timeout=120)
+    soak.note("resources created")
+    # `fsmlog dev` is the CLI's loop over AWS sources: Lambda's pollers (every shard of both streams, from
+    # TRIM_HORIZON: each process sees every record, as three event source mappings would) and the retry timer
+    states, codes, timed_out = run_soak(
+        soak, ["dev", str(FSM), "--batch", "10", "--timer", "0.5", "--quiet"],
+        oracle_env={"AWS_DEFAULT_REGION": REGION},
+    )
+    finish(soak, states, codes, timed_out, record_property)
+
+
+# --------------------------------------------------------------------------------------- (3) Redis restarted
+
+
+REDIS_MACHINES = 24
+REDIS_DEADLINE_S = 120.0
+REDIS_RESTART_SHARE = 1 / 3  # restart once this share of the steps ended ...
+REDIS_RESTART_LATEST_S = 25.0  # ... or this long after the start, whichever comes first
+REDIS_DOWN_S = 1.0
+
+
+@pytest.fixture
+def own_redis() -> Iterator[Any]:
+    """A redis-server of this test's own (the session's is shared with other tests): restarting it wipes
+    nothing anyone else relies on."""
+    from tests.fixtures.cache_servers import ServerProcess, _ensure_binary, _free_port
+
+    binary = _ensure_binary("redis-server")
+    port = _free_port()
+    server = ServerProcess("redis-server", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                            "--appendonly", "no", "--maxmemory-policy", "noeviction"], port)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_failover_soak_redis_restarted(tmp_path: Path, own_redis: Any, record_property) -> None:
+    sources, primary = embedded_sources(tmp_path)
+    sources["PRIMARY_CACHE_SOURCE"] = f"redis://127.0.0.1:{own_redis.port}/0"
+    soak = Soak("redis", tmp_path, REDIS_MACHINES, REDIS_DEADLINE_S, {
+        **sources,
+        **TUNING,
+        # the embedded primaries fail on purpose as in (1); Redis fails for real, by being restarted
+        "AWS_CHAOS": {primary: {"ServiceUnavailable": FAULT_P}},
+    })
+    restarted: list[float] = []
+
+    def on_tick(s: Soak, ended_lines: int) -> None:
+        if restarted:
+            return
+        if ended_lines < REDIS_RESTART_SHARE * s.machines * STEPS and s.elapsed() < REDIS_RESTART_LATEST_S:
+            return
+        s.note(f"redis-server killed after {ended_lines} ended executions")
+        own_redis.stop()
+        time.sleep(REDIS_DOWN_S)
+        own_redis.start()
+        restarted.append(s.elapsed())
+        s.note("redis-server started again on the same port, empty")
+
+    states, codes, timed_out = run_soak(soak, ["worker", str(FSM), "--batch", "10"], on_tick=on_tick)
+
+    def extra() -> dict[str, Any]:
+        return {"redis_restarts": len(restarted), "metrics": metrics_by_side(soak),
+                "cli_status": cli_status_by_side(soak)}
+
+    finish(soak, states, codes, timed_out, record_property, extra)
+    assert restarted, "the machines ended before redis-server was restarted: raise REDIS_MACHINES"
