@@ -48,7 +48,7 @@ class Batch:
         if not todo:
             return
         try:
-            admissions = self.engine.gate.begin_many([(r.correlation_id, r.steps, r.retries) for _, r, _, _ in todo])
+            admissions = self.engine.gate.begin_many([self.engine._step_key(r) for _, r, _, _ in todo])
         except BackendError as exc:  # no lease, no verdict: hand the batch back
             for inbound, record, _, _ in todo:
                 self.fail(inbound.item_id, record, exc)

@@ -208,6 +208,11 @@ class Engine:
             self.flush_metrics()
         return result
 
+    def _step_key(self, record: Event) -> tuple[str, int, int, int]:
+        """What the gate admits: the attempt, and how long ago its record was written (its token floor)."""
+        elapsed_ms = int(max(0.0, self.clock() - record.time) * 1000)
+        return record.correlation_id, record.steps, record.retries, elapsed_ms
+
     def _count_admission(self, record: Event, adm: Admission) -> None:
         if adm.side != "primary":  # a lease the primary cannot order: bounded overlap, counted
             self.metrics.count("SplitLeases", 1, {"machine": record.machine, "side": adm.side})
@@ -290,7 +295,7 @@ class Engine:
         while True:
             if on_wait is not None:
                 on_wait()
-            adm = self.gate.begin(record.correlation_id, record.steps, record.retries)
+            adm = self.gate.begin(*self._step_key(record))
             if adm.token is not None:
                 return adm
             now = self.clock()

@@ -72,11 +72,11 @@ class Gate:
 
     # ---------------------------------------------------------------- admission
 
-    def begin(self, cid: str, steps: int, retries: int = 0) -> Admission:
-        return self.begin_many([(cid, steps, retries)])[0]
+    def begin(self, cid: str, steps: int, retries: int = 0, elapsed_ms: int = 0) -> Admission:
+        return self.begin_many([(cid, steps, retries, elapsed_ms)])[0]
 
-    def begin_many(self, items: Sequence[tuple[str, int, int]]) -> list[Admission]:
-        """Admit ``(cid, steps, retries)`` records in one round trip; where the store knew nothing
+    def begin_many(self, items: Sequence[tuple[str, int, int] | tuple[str, int, int, int]]) -> list[Admission]:
+        """Admit ``(cid, steps, retries[, elapsed_ms])`` records in one round trip; where the store knew nothing
         of a machine, ask the log (one read per such machine). Records of one machine share its
         lease and token."""
         if not items:

@@ -114,7 +114,8 @@ def open_source(kind: str, settings: Settings) -> Any:
         from .cache.failover import FailoverSteps
         from .cache.steps import as_steps
 
-        return FailoverSteps(as_steps(primary), as_steps(secondary))
+        return FailoverSteps(as_steps(primary), as_steps(secondary),
+                             failover_after_s=float(settings.get("CACHE_FAILOVER_SECONDS", 1.0)))
     if kind == "RETRY":
         from .retries.failover import with_retry_failover
 

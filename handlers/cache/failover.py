@@ -2,10 +2,15 @@
 
 Every call goes to the primary first, every time: two workers that both reach the
 primary always share its leases, so there is one holder at a time whenever one store
-can decide. Only a worker that cannot reach the primary takes the lease on the
-secondary; that overlap (a partition between the two sides) is counted per admission
-(``split``), logged, and ordered by fence tokens, whose floors rise with the machine's
-steps whichever side issues them.
+can decide. A failed call is tried again at once (twice); a primary that keeps failing
+is not yet *down*: leases move to the secondary only once the primary has failed for
+``CACHE_FAILOVER_SECONDS`` (1 s by default) without a single success in between. Until
+then the batch is handed back and delivered again, because a lease taken on the
+secondary while other workers still reach the primary would split it. Only a worker
+that has lost the primary for that long takes leases on the secondary; that overlap (a
+partition between the two sides) is counted per admission (``split``), logged, and
+ordered by fence tokens, whose floors rise with the machine's steps and with time,
+whichever side issues them.
 
 Marks are read from both sides: a batch admitted on one side also peeks at the other,
 and the mark the gate sees is the higher of the two. When the other side cannot be read,
@@ -21,7 +26,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from eventlog.errors import BackendError, ServiceUnavailable
 from eventlog.failover import FAILOVERS
@@ -31,6 +38,10 @@ from .steps import Ending, StepCache, StepKey, StepView
 log = logging.getLogger("fsmlog.failover")
 
 PRIMARY, SECONDARY = "primary", "secondary"
+TRIES = 3  # calls to one side before it counts as failed (transient faults are common)
+DEFAULT_FAILOVER_AFTER_S = 1.0
+
+T = TypeVar("T")
 
 
 class FailoverSteps:
@@ -38,14 +49,21 @@ class FailoverSteps:
 
     kind = "CACHE"
 
-    def __init__(self, primary: StepCache, secondary: StepCache) -> None:
+    def __init__(self, primary: StepCache, secondary: StepCache, *,
+                 failover_after_s: float = DEFAULT_FAILOVER_AFTER_S,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep) -> None:
         self.primary = primary
         self.secondary = secondary
+        self.failover_after_s = failover_after_s
+        self._clock = clock
+        self._sleep = sleep
+        self._down_since: float | None = None  # when the primary's current run of failures began
         self._held: dict[tuple[str, int], str] = {}  # (cid, token) -> side of a lease this process holds
         self._lock = threading.Lock()
         self.failovers = 0  # calls the secondary served because the primary failed
         self.split = 0  # leases taken on the secondary: holders the primary cannot order
         self.unverified = 0  # admissions whose other side could not be read
+        self.handed_back = 0  # admissions refused: the primary failed, but not for long enough to move leases
         self.last_error: BaseException | None = None
 
     @property
@@ -60,6 +78,30 @@ class FailoverSteps:
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+
+    def _try(self, call: Callable[..., T], *args: object) -> T:
+        """A call, tried again at once on failure (``TRIES`` in all, 10 ms then 20 ms apart)."""
+        for attempt in range(TRIES):
+            try:
+                return call(*args)
+            except BackendError:
+                if attempt == TRIES - 1:
+                    raise
+                self._sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _primary_answered(self) -> None:
+        with self._lock:
+            self._down_since = None
+
+    def _primary_down(self, exc: BaseException) -> bool:
+        """Whether the primary has failed for long enough (and with no success since) to move leases."""
+        now = self._clock()
+        with self._lock:
+            if self._down_since is None:
+                self._down_since = now
+            self.last_error = exc
+            return now - self._down_since >= self.failover_after_s
 
     def _side(self, side: str) -> StepCache:
         return self.primary if side == PRIMARY else self.secondary
@@ -78,10 +120,18 @@ class FailoverSteps:
             return []
         side, other = PRIMARY, SECONDARY
         try:
-            views = self.primary.begin_steps(items, owner, ttl_s)
+            views = self._try(self.primary.begin_steps, items, owner, ttl_s)
+            self._primary_answered()
         except BackendError as first:
+            if not self._primary_down(first):
+                with self._lock:
+                    self.handed_back += len(items)
+                raise ServiceUnavailable(
+                    f"cache {self.primary.name}: begin_steps failed ({first}); leases move to the secondary "
+                    f"only once the primary has failed for {self.failover_after_s:g}s (CACHE_FAILOVER_SECONDS)"
+                ) from first
             try:
-                views = self.secondary.begin_steps(items, owner, ttl_s)
+                views = self._try(self.secondary.begin_steps, items, owner, ttl_s)
             except BackendError as second:
                 raise _both_down("begin_steps", self, first, second) from second
             self._failed_over(first, f"{len(items)} lease(s) taken")
@@ -112,13 +162,12 @@ class FailoverSteps:
     # ---------------------------------------------------------------- leases
 
     def renew_leases(self, items: Sequence[tuple[str, int]], owner: str, ttl_s: float) -> list[bool]:
+        """Each lease renewed on the side that took it. A side that cannot be asked raises: the keeper
+        then goes by its own reckoning of the lease (a failed call is not a lost lease)."""
         held = [False] * len(items)
         for side, idx in self._by_side([(cid, token) for cid, token in items]).items():
-            try:
-                answers = self._side(side).renew_leases([items[i] for i in idx], owner, ttl_s)
-            except BackendError as exc:  # cannot tell: the lease may be gone; the holder must not append
-                log.warning("cache %s: renewing %d lease(s) failed: %s", self._side(side).name, len(idx), exc)
-                continue
+            store = self._side(side)
+            answers = self._try(store.renew_leases, [items[i] for i in idx], owner, ttl_s)
             for i, ok in zip(idx, answers):
                 held[i] = ok
         return held
@@ -132,12 +181,13 @@ class FailoverSteps:
             group = [items[i] for i in idx]
             other = SECONDARY if side == PRIMARY else PRIMARY
             marks = [e._replace(token=None) for e in group if e.mark is not None]
+            store = self._side(side)
             try:
-                self._side(side).end_steps(group, owner, dedupe_s)
+                self._try(store.end_steps, group, owner, dedupe_s)
             except BackendError as exc:  # the marks must land somewhere; the lease expires by itself
                 failed.append(exc)
                 try:
-                    self._side(other).end_steps(marks, owner, dedupe_s)
+                    self._try(self._side(other).end_steps, marks, owner, dedupe_s)
                 except BackendError as again:
                     raise _both_down("end_steps", self, exc, again) from again
                 continue

@@ -24,7 +24,8 @@ from typing import NamedTuple, Protocol, runtime_checkable
 from . import Cache
 
 RETRY_SLOTS = 1 << 20  # attempts per step an ordinal can tell apart
-TOKEN_SLOTS = 1 << 10  # acquisitions per attempt before the counter runs into the next attempt's floor
+ATTEMPT_BITS = 10  # retries a token floor tells apart (more retries share the last slot)
+TIME_BITS = 22  # milliseconds since the record was written (about 70 minutes) in a token floor
 
 DONE = "done"  # the step completed: its next record is in the log
 TRIED = "tried"  # the attempt failed and its retry is scheduled
@@ -48,17 +49,24 @@ def predecessor(steps: int, retries: int) -> int:
     return completed_ordinal(steps - 1) if steps > 0 else -1
 
 
-def token_floor(steps: int, retries: int) -> int:
-    """The least token an attempt gets, whichever side issues it."""
-    return (ordinal(steps, retries) + 1) * TOKEN_SLOTS
+def token_floor(steps: int, retries: int, elapsed_ms: int = 0) -> int:
+    """The least token an attempt gets, whichever side issues it and whatever that side remembers.
+
+    Later attempts have higher floors; within one attempt the floor rises with the time since its
+    record was written, so a store that lost its counter (a restart, a flush, the other side of a
+    failover) still issues a re-run a token above the earlier run's, to the millisecond.
+    """
+    attempt = (steps << ATTEMPT_BITS) + min(max(retries, 0), (1 << ATTEMPT_BITS) - 1)
+    return ((attempt + 1) << TIME_BITS) + min(max(int(elapsed_ms), 0), (1 << TIME_BITS) - 1)
 
 
 class StepKey(NamedTuple):
-    """One record to admit."""
+    """One record to admit; ``elapsed_ms`` since it was written raises its token floor."""
 
     cid: str
     steps: int
     retries: int
+    elapsed_ms: int = 0
 
     @property
     def ordinal(self) -> int:
@@ -66,7 +74,7 @@ class StepKey(NamedTuple):
 
     @property
     def floor(self) -> int:
-        return token_floor(self.steps, self.retries)
+        return token_floor(self.steps, self.retries, self.elapsed_ms)
 
 
 class StepView(NamedTuple):

@@ -232,8 +232,8 @@ class FailoverRetries:
             return []
         for side in got:
             self.served[side] += 1
-        if "primary" not in got:  # the secondary answered instead
-            self._failed_over()
+        if "primary" in errors or ("primary" in held_back and "primary" not in got):
+            self._failed_over()  # the secondary answered instead of the primary
         merged: list[tuple[float, int, DueRetry]] = []
         for side, items in got.items():
             for item in items:
