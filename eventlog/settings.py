@@ -66,13 +66,14 @@ DEFAULTS: dict[str, Any] = {
     "METRICS_EMF": False,  # also print CloudWatch Embedded Metric Format lines (zero API calls)
     "FAILOVER_COOLDOWN_SECONDS": 30.0,  # after a failover, how long new machines stay off the primary
     "CACHE_FAILOVER_SECONDS": 1.0,  # how long the primary cache must fail without a success before leases move
+    "CACHE_ALLOW_EVICTION": False,  # accept a Redis cache whose maxmemory-policy can evict leases
     "DEBUG": False,  # log user context values and show tracebacks
 }
 
 _JSON = {"AWS_CHAOS", "ENDPOINTS"}
 _FLOAT = {"FAILOVER_COOLDOWN_SECONDS", "CACHE_FAILOVER_SECONDS", "RETRY_BASE_SECONDS", "RETRY_CAP_SECONDS", "LEASE_SECONDS", "LEASE_WAIT_SECONDS", "DEDUPE_SECONDS"}
 _INT = {"SNAPSHOT_EVERY", "MAX_RETRIES"}
-_BOOL = {"DEBUG", "METRICS_EMF"}
+_BOOL = {"DEBUG", "METRICS_EMF", "CACHE_ALLOW_EVICTION"}
 
 
 @dataclass(frozen=True)

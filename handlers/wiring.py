@@ -8,12 +8,15 @@ the embedded default never imports boto3.
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Any
 
 from eventlog.errors import SettingsError
 from eventlog.settings import Settings
 
 from .services import Services
+
+log = logging.getLogger("fsmlog.wiring")
 
 # (setting kind, service) -> "module:Class"
 BACKENDS: dict[tuple[str, str], str] = {
@@ -89,7 +92,14 @@ def open_backend(kind: str, target: str, settings: Settings, side: str = "PRIMAR
             f"setting {side}_{kind}_SOURCE value {target!r} names service {service!r}, which cannot serve as "
             f"{kind.lower()} source; valid values: {VALID[kind]}"
         )
-    return _load(path).from_target(target, settings)
+    backend = _load(path).from_target(target, settings)
+    if kind == "CACHE":
+        from .cache.policy import check_cache
+
+        warning = check_cache(backend, f"{side}_{kind}_SOURCE", settings)
+        if warning:
+            log.warning("%s", warning)
+    return backend
 
 
 def open_source(kind: str, settings: Settings) -> Any:

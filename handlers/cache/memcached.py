@@ -129,5 +129,9 @@ class MemcachedCache:
     def marked(self, key: str) -> bool:
         return self._call("get", self._client.get, _safe(self.prefix, f"flag:{key}")) is not None
 
+    def evicts_under_pressure(self) -> bool:
+        """Memcached has no no-eviction mode (see ``handlers.cache.policy``)."""
+        return True
+
     def close(self) -> None:
         self._client.close()

@@ -1,0 +1,541 @@
+"""``handlers.cache.failover.FailoverSteps`` over two embedded caches, each behind a switch.
+
+Each side is a ``SqliteCache`` file behind ``Side``, which raises ``ServiceUnavailable`` while
+it is down (or per call, from a plan of failures). The gate (``handlers.gate.Gate``) drives the
+pair as the engine does. What must hold:
+
+* every admission tries the primary first; the moment it answers again, admissions are on it;
+* a lease taken on the secondary is renewed and released on the secondary;
+* marks written on either side are seen by an admission on the other;
+* an admission whose other side cannot be read is either done or of no knowledge (the gate
+  then asks the log), never "known and not done";
+* both sides down raises ``ServiceUnavailable`` naming both.
+"""
+
+from __future__ import annotations
+
+import pickle
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from eventlog.errors import BackendError, ServiceUnavailable
+from handlers.cache.failover import FailoverSteps
+from handlers.cache.sqlite import SqliteCache
+from handlers.cache.steps import (
+    DONE,
+    TRIED,
+    Ending,
+    StepKey,
+    StepView,
+    completed_ordinal,
+    ordinal,
+    token_floor,
+)
+from handlers.gate import Gate
+
+HOLD = 600.0  # a lease that never runs out during a test
+DEDUPE = 3600.0
+
+
+class Side:
+    """A ``StepCache`` that raises ``ServiceUnavailable`` while ``down``, or per call from ``plan``
+    (``True``: that call fails; once the plan is used up, ``down`` decides). Every call is logged as
+    ``(method, failed, releases)``, ``releases`` telling an end that gives leases back from a copy
+    of marks."""
+
+    def __init__(self, cache: SqliteCache, label: str) -> None:
+        self.cache = cache
+        self.label = label
+        self.name = f"{label}-{Path(cache.name).name}"
+        self.down = False
+        self.plan: list[bool] = []
+        self.calls: list[tuple[str, bool, bool]] = []
+
+    def _enter(self, method: str, releases: bool = False) -> None:
+        failing = self.plan.pop(0) if self.plan else self.down
+        self.calls.append((method, failing, releases))
+        if failing:
+            raise ServiceUnavailable(f"{self.name} is down ({method})")
+
+    def count(self, method: str, *, failed: bool | None = None) -> int:
+        return sum(1 for m, f, _ in self.calls if m == method and (failed is None or f == failed))
+
+    def begin_steps(self, items, owner, ttl_s):
+        self._enter("begin_steps")
+        return self.cache.begin_steps(items, owner, ttl_s)
+
+    def end_steps(self, items, owner, dedupe_s):
+        self._enter("end_steps", any(e.token is not None for e in items))
+        return self.cache.end_steps(items, owner, dedupe_s)
+
+    def renew_leases(self, items, owner, ttl_s):
+        self._enter("renew_leases")
+        return self.cache.renew_leases(items, owner, ttl_s)
+
+    def peek_steps(self, cids):
+        self._enter("peek_steps")
+        return self.cache.peek_steps(cids)
+
+    def abort_machine(self, cid, dedupe_s):
+        self._enter("abort_machine")
+        return self.cache.abort_machine(cid, dedupe_s)
+
+    def close(self) -> None:
+        self.cache.close()
+
+
+def _no_sleep(_s: float) -> None:
+    pass
+
+
+def _pair(primary: Side, secondary: Side, **options) -> FailoverSteps:
+    """The pair as the tests need it: leases move at the first failure of the primary, no sleeping
+    between tries."""
+    options.setdefault("failover_after_s", 0.0)
+    options.setdefault("sleep", _no_sleep)
+    return FailoverSteps(primary, secondary, **options)
+
+
+def _cid() -> str:
+    return f"m-{uuid.uuid4().hex[:12]}"
+
+
+def _holder(side: Side, cid: str) -> tuple[str, int] | None:
+    return side.cache.holder(f"lease:{cid}")
+
+
+def _mark(side: Side, cid: str) -> int | None:
+    return side.cache.peek_steps([cid])[0].mark
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> tuple[str, str]:
+    return f"sqlite:///{tmp_path / 'primary.db'}", f"sqlite:///{tmp_path / 'secondary.db'}"
+
+
+@pytest.fixture
+def sides(files: tuple[str, str]) -> Iterator[tuple[Side, Side]]:
+    p, s = Side(SqliteCache(files[0]), "primary"), Side(SqliteCache(files[1]), "secondary")
+    yield p, s
+    p.close()
+    s.close()
+
+
+def _worker(files: tuple[str, str]) -> tuple[Side, Side]:
+    """Another worker's own connections to the same two caches (and its own switches)."""
+    return Side(SqliteCache(files[0]), "primary"), Side(SqliteCache(files[1]), "secondary")
+
+
+# ---------------------------------------------------------------- where leases are taken
+
+
+def test_admissions_are_on_the_primary_while_it_answers(sides):
+    p, s = sides
+    pair = _pair(p, s)
+    gate = Gate(pair, "w", HOLD, DEDUPE)
+    cid = _cid()
+    adm = gate.begin(cid, 1)
+    assert adm.token is not None and adm.side == "primary" and adm.token >= token_floor(1, 0)
+    assert _holder(p, cid) == ("w", adm.token) and _holder(s, cid) is None
+    assert s.count("begin_steps") == 0 and s.count("peek_steps") == 1  # the secondary is only read
+    gate.end(cid, 1, adm.token, True)
+    assert _holder(p, cid) is None
+    assert _mark(p, cid) == _mark(s, cid) == completed_ordinal(1)  # the mark is copied over
+    assert (pair.failovers, pair.split, pair.unverified) == (0, 0, 0)
+
+
+def test_every_admission_tries_the_primary_first_and_is_back_on_it_the_moment_it_answers(sides):
+    p, s = sides
+    pair = _pair(p, s)
+    gate = Gate(pair, "w", HOLD, DEDUPE)
+    p.down = True
+    on_secondary = [gate.begin(_cid(), 1) for _ in range(3)]
+    assert all(a.token is not None and a.side == "secondary" for a in on_secondary)
+    assert p.count("begin_steps", failed=True) >= 3  # each admission asked the primary first
+    assert (pair.failovers, pair.split) == (3, 3)
+    assert isinstance(pair.last_error, ServiceUnavailable)
+    p.down = False  # recovered: no cool-down, the very next admission is on the primary
+    cid = _cid()
+    back = gate.begin(cid, 1)
+    assert back.side == "primary" and _holder(p, cid) == ("w", back.token) and _holder(s, cid) is None
+    assert (pair.failovers, pair.split) == (3, 3)
+    p.down = True  # and down again: the next one is on the secondary again
+    assert gate.begin(_cid(), 1).side == "secondary"
+    assert pair.failovers == 4
+
+
+def test_a_lease_taken_on_the_secondary_is_renewed_and_released_there(sides):
+    p, s = sides
+    pair = _pair(p, s)
+    gate = Gate(pair, "w", HOLD, DEDUPE)
+    cid = _cid()
+    p.down = True
+    adm = gate.begin(cid, 2)
+    assert adm.side == "secondary" and _holder(s, cid) == ("w", adm.token) and _holder(p, cid) is None
+    p.down = False  # the primary recovers while the lease is held on the secondary
+    renewals = p.count("renew_leases")
+    assert gate.renew([(cid, adm.token)]) == [True]
+    assert p.count("renew_leases") == renewals  # never asked of the primary, which knows nothing of it
+    assert _holder(s, cid) == ("w", adm.token)
+    gate.end(cid, 2, adm.token, True)
+    assert _holder(s, cid) is None  # released where it was taken
+    assert [r for m, _, r in p.calls if m == "end_steps"] == [False]  # the primary only got the mark
+    assert _mark(s, cid) == _mark(p, cid) == completed_ordinal(2)
+    nxt = Gate(pair, "other", HOLD, DEDUPE).begin(cid, 3)
+    assert nxt.side == "primary" and nxt.known and not nxt.done
+
+
+def test_the_side_of_a_lease_is_remembered_even_when_both_sides_issue_the_same_token(sides):
+    """A record admitted on the secondary, then a copy of it on the primary once it is back: each lease
+    is renewed and released on the side that took it.
+
+    Both sides issue the record's floor as its first token, so the two leases carry the same token:
+    the side must not be told by ``(cid, token)`` alone, or the secondary's lease is renewed on the
+    primary (its keeper believes it held while it runs out, and another worker cut off from the
+    primary takes it: two holders on the secondary) and its release frees the primary's lease."""
+    p, s = sides
+    pair = _pair(p, s)
+    gate = Gate(pair, "w", HOLD, DEDUPE)
+    cid = _cid()
+    p.down = True
+    old = gate.begin(cid, 1)
+    p.down = False
+    new = gate.begin(cid, 1)
+    assert (old.side, new.side) == ("secondary", "primary")
+    assert old.token == new.token == token_floor(1, 0)  # the trigger
+    gate.renew([(cid, old.token)])
+    assert s.count("renew_leases") == 1, "the secondary's lease was renewed on the primary"
+    gate.release(cid, old.token)
+    assert _holder(s, cid) is None and _holder(p, cid) == ("w", new.token)
+    gate.release(cid, new.token)
+    assert _holder(p, cid) is None
+
+
+def test_a_partition_splits_the_lease_and_counts_it(files, sides):
+    """The bounded overlap: a worker that cannot reach the primary takes the lease on the secondary while
+    one that reaches it holds it there. Both tokens are above the record's floor."""
+    p, s = sides
+    cut_off = _pair(p, s)
+    p.down = True
+    q, r = _worker(files)
+    reaching = _pair(q, r)
+    cid = _cid()
+    a = Gate(cut_off, "a", HOLD, DEDUPE).begin(cid, 4)
+    b = Gate(reaching, "b", HOLD, DEDUPE).begin(cid, 4)
+    assert (a.side, b.side) == ("secondary", "primary")
+    assert a.token >= token_floor(4, 0) and b.token >= token_floor(4, 0)
+    assert (cut_off.split, reaching.split) == (1, 0)
+    # on each side one holder at a time
+    assert Gate(reaching, "c", HOLD, DEDUPE).begin(cid, 4).token is None
+    assert Gate(cut_off, "c", HOLD, DEDUPE).begin(cid, 4).token is None
+
+
+# ---------------------------------------------------------------- marks from both sides
+
+
+def test_a_mark_written_on_the_secondary_is_seen_by_an_admission_on_the_primary(sides):
+    p, s = sides
+    pair = _pair(p, s)
+    gate = Gate(pair, "w", HOLD, DEDUPE)
+    cid = _cid()
+    p.down = True
+    adm = gate.begin(cid, 1)
+    gate.end(cid, 1, adm.token, True)  # ended on the secondary; the copy to the primary fails
+    assert _mark(s, cid) == completed_ordinal(1) and _mark(p, cid) is None
+    p.down = False
+    copy = Gate(pair, "other", HOLD, DEDUPE).begin(cid, 1)
+    assert copy.side == "primary" and copy.done and copy.known
+    nxt = Gate(pair, "other", HOLD, DEDUPE).begin(cid, 2)
+    assert nxt.side == "primary" and nxt.known and not nxt.done
+
+
+def test_a_mark_written_on_the_primary_is_seen_by_an_admission_on_the_secondary(sides):
+    p, s = sides
+    pair = _pair(p, s)
+    gate = Gate(pair, "w", HOLD, DEDUPE)
+    cid = _cid()
+    s.down = True
+    adm = gate.begin(cid, 3, retries=1)
+    gate.end(cid, 3, adm.token, False, retries=1, tried=True)  # the copy to the secondary fails
+    assert _mark(p, cid) == ordinal(3, 1) and _mark(s, cid) is None
+    s.down = False
+    p.plan = [True, True, True]  # the primary fails every try of the admission, then answers the peek
+    copy = Gate(pair, "other", HOLD, DEDUPE).begin(cid, 3, retries=1)
+    assert copy.side == "secondary" and copy.done and copy.known
+    p.plan = [True, True, True]
+    retry = Gate(pair, "other", HOLD, DEDUPE).begin(cid, 3, retries=2)
+    assert retry.side == "secondary" and retry.known and not retry.done
+    assert pair.unverified == 1  # only the admission while the secondary was down
+
+
+def test_an_admission_whose_other_side_cannot_be_read_knows_nothing_unless_it_is_done(sides):
+    p, s = sides
+    pair = _pair(p, s)
+    cid = _cid()
+    s.cache.end_steps([Ending(cid, 2, 0, None, DONE)], "earlier", DEDUPE)  # step 2 ended on the secondary
+    p.cache.end_steps([Ending(cid, 1, 0, None, DONE)], "earlier", DEDUPE)  # step 1 on the primary
+    s.down = True
+    gate = Gate(pair, "w", HOLD, DEDUPE)
+    for steps in (2, 3):  # the primary has followed the machine up to step 2, but cannot vouch for more
+        adm = gate.begin(cid, steps)
+        assert adm.token is not None and adm.side == "primary"
+        assert (adm.done, adm.known) == (False, False)
+        gate.release(cid, adm.token)
+    old = gate.begin(cid, 1)  # what the answering side knows handled stays handled
+    assert (old.done, old.known) == (True, True)
+    gate.release(cid, old.token)
+    assert pair.unverified == 3
+    s.down = False
+    both = gate.begin(cid, 2)
+    assert (both.done, both.known) == (True, True)
+
+
+def test_the_gate_asks_the_log_when_the_other_side_cannot_be_read(sides):
+    p, s = sides
+    pair = _pair(p, s)
+    asked: list[list[str]] = []
+
+    def authority(cids):
+        asked.append(list(cids))
+        return dict.fromkeys(cids)  # the log knows nothing of it either: it runs
+
+    cid = _cid()
+    s.down = True
+    gate = Gate(pair, "w", HOLD, DEDUPE, authority=authority)
+    adm = gate.begin(cid, 5)
+    assert asked == [[cid]] and gate.verified == 1
+    assert adm.token is not None and adm.known and not adm.done
+
+
+def test_peek_reads_both_sides_and_takes_no_lease(sides):
+    p, s = sides
+    pair = _pair(p, s)
+    hi, lo, gone = _cid(), _cid(), _cid()
+    p.cache.end_steps([Ending(hi, 1, 0, None, DONE), Ending(lo, 4, 0, None, DONE)], "x", DEDUPE)
+    s.cache.end_steps([Ending(hi, 3, 0, None, DONE), Ending(lo, 2, 0, None, DONE)], "x", DEDUPE)
+    s.cache.abort_machine(lo, DEDUPE)
+    views = pair.peek_steps([hi, lo, gone])
+    assert [(v.token, v.mark, v.aborted) for v in views] == [
+        (None, completed_ordinal(3), False), (None, completed_ordinal(4), True), (None, None, False)]
+    assert all(_holder(side, c) is None for side in (p, s) for c in (hi, lo, gone))
+    s.down = True  # one side unreadable: the other's answer
+    assert pair.peek_steps([hi])[0].mark == completed_ordinal(1)
+
+
+def test_abort_reaches_every_side_that_answers(sides):
+    p, s = sides
+    pair = _pair(p, s)
+    cid = _cid()
+    p.down = True
+    Gate(pair, "operator", HOLD, DEDUPE).abort(cid)
+    p.down = False
+    adm = Gate(pair, "w", HOLD, DEDUPE).begin(cid, 2)
+    assert adm.side == "primary" and adm.aborted  # flagged on the secondary, seen through the peek
+
+
+# ---------------------------------------------------------------- both sides down
+
+
+def test_both_sides_down_raises_naming_both(sides):
+    p, s = sides
+    pair = _pair(p, s)
+    gate = Gate(pair, "w", HOLD, DEDUPE)
+    cid = _cid()
+    adm = gate.begin(cid, 1)
+    p.down = s.down = True
+    for call in (lambda: gate.begin(_cid(), 1), lambda: gate.end(cid, 1, adm.token, True),
+                 lambda: gate.abort(cid)):
+        with pytest.raises(ServiceUnavailable) as info:
+            call()
+        message = str(info.value)
+        assert "both sides" in message and p.name in message and s.name in message
+    with pytest.raises(BackendError):  # a lease that cannot be asked about is not reported lost
+        gate.renew([(cid, adm.token)])
+
+
+def test_an_end_whose_side_is_down_leaves_the_marks_on_the_other(sides):
+    p, s = sides
+    pair = _pair(p, s)
+    gate = Gate(pair, "w", HOLD, DEDUPE)
+    cid = _cid()
+    adm = gate.begin(cid, 1)
+    p.down = True
+    gate.end(cid, 1, adm.token, True)
+    assert _mark(s, cid) == completed_ordinal(1)
+    assert _holder(p, cid) == ("w", adm.token)  # not released: it expires by itself
+    p.down = False
+    assert Gate(pair, "other", HOLD, DEDUPE).begin(cid, 1).token is None
+
+
+# ---------------------------------------------------------------- a primary that flickers
+
+
+def test_a_primary_that_fails_briefly_hands_the_batch_back(sides):
+    """Leases move only once the primary has failed for ``failover_after_s`` with no success since."""
+    p, s = sides
+    now = [100.0]
+    pair = _pair(p, s, failover_after_s=1.0, clock=lambda: now[0])
+    gate = Gate(pair, "w", HOLD, DEDUPE)
+    p.down = True
+    with pytest.raises(ServiceUnavailable, match="CACHE_FAILOVER_SECONDS"):
+        gate.begin(_cid(), 1)
+    assert pair.handed_back == 1 and s.count("begin_steps") == 0
+    now[0] += 0.5
+    with pytest.raises(ServiceUnavailable):
+        gate.begin(_cid(), 1)
+    now[0] += 0.5  # failing for a second now: leases move
+    assert gate.begin(_cid(), 1).side == "secondary"
+    p.down = False
+    assert gate.begin(_cid(), 1).side == "primary"  # a success ends the run of failures ...
+    p.down = True
+    with pytest.raises(ServiceUnavailable):  # ... so the next failure starts a new one
+        gate.begin(_cid(), 1)
+    assert pair.handed_back == 3
+
+
+def test_a_failure_that_a_retry_gets_past_stays_on_the_primary(sides):
+    p, s = sides
+    pair = _pair(p, s, failover_after_s=1.0, clock=lambda: 0.0)
+    p.plan = [True, True]  # two tries fail, the third answers
+    adm = Gate(pair, "w", HOLD, DEDUPE).begin(_cid(), 1)
+    assert adm.side == "primary" and pair.failovers == 0 and pair.handed_back == 0
+
+
+# ---------------------------------------------------------------- worker processes
+
+
+def test_the_pair_survives_pickling_with_the_sides_of_its_leases(sides):
+    p, s = sides
+    pair = _pair(p, s)
+    cid = _cid()
+    p.down = True
+    adm = Gate(pair, "w", HOLD, DEDUPE).begin(cid, 1)
+    copy: FailoverSteps = pickle.loads(pickle.dumps(pair))
+    assert (copy.failovers, copy.split) == (1, 1) and copy.name == pair.name
+    copy.primary.down = False
+    gate = Gate(copy, "w", HOLD, DEDUPE)
+    assert gate.renew([(cid, adm.token)]) == [True]
+    gate.end(cid, 1, adm.token, True)
+    assert _holder(s, cid) is None  # released on the secondary, where the original took it
+    assert Gate(copy, "w", HOLD, DEDUPE).begin(_cid(), 1).side == "primary"
+    copy.close()
+
+
+# ---------------------------------------------------------------- flapping sides, two workers
+
+OWNERS = ("w0", "w1")
+MACHINES = 2
+
+# a side's answers to one operation's calls (True: that call fails): up, down throughout, or flapping
+_answers = st.one_of(st.just([]), st.just([True] * 12), st.lists(st.booleans(), min_size=1, max_size=6))
+
+_op = st.tuples(
+    st.integers(0, len(OWNERS) - 1),  # who acts
+    st.sampled_from(["begin", "begin", "done", "done", "tried", "release", "renew"]),
+    st.integers(0, MACHINES - 1),  # which machine
+    st.integers(0, 2),  # steps of the record admitted
+    st.integers(0, 1),  # its retries
+    _answers,  # the primary's, to this worker
+    _answers,  # the secondary's
+)
+
+
+@pytest.fixture(scope="module")
+def shared_files(tmp_path_factory) -> tuple[str, str]:
+    base = tmp_path_factory.mktemp("failover")
+    return f"sqlite:///{base / 'primary.db'}", f"sqlite:///{base / 'secondary.db'}"
+
+
+@given(ops=st.lists(_op, max_size=40))
+def test_flapping_sides_keep_one_holder_per_side_and_never_lose_a_done_step(shared_files, ops):
+    """Two workers, each with its own pair over the same two files and its own switches, flapping per call.
+
+    * On each side, one holder of a machine at a time; a lease is taken on the secondary only by an
+      admission whose primary failed. So while both workers reach the primary, every lease is taken
+      there: never two holders.
+    * A token is never below the record's floor.
+    * An attempt ended DONE (or TRIED) is reported done by every later admission that read both sides,
+      and done or unknown (``known`` False: the gate asks the log) when one side could not be read.
+    """
+    run = uuid.uuid4().hex[:8]
+    workers = []
+    for owner in OWNERS:
+        p, s = _worker(shared_files)
+        pair = _pair(p, s)
+        workers.append((owner, p, s, pair, Gate(pair, owner, HOLD, DEDUPE)))
+    holders: dict[tuple[str, str], dict[str, int]] = {}  # (side, cid) -> owner -> token of a lease held there
+    held: dict[tuple[str, str], tuple[int, str, int, int]] = {}  # (owner, cid) -> token, side, steps, retries
+    handled: dict[str, int] = {}  # cid -> highest ordinal an end recorded on some side
+    try:
+        for who, op, m, steps, retries, p_plan, s_plan in ops:
+            owner, p, s, pair, gate = workers[who]
+            cid = f"{run}-{m}"
+            p.plan, s.plan = list(p_plan), list(s_plan)
+            p_calls, s_calls = len(p.calls), len(s.calls)
+            unverified = pair.unverified
+            if op == "begin":
+                try:
+                    adm = gate.begin(cid, steps, retries)
+                except ServiceUnavailable:
+                    continue
+                if adm.token is None:
+                    continue
+                assert adm.token >= token_floor(steps, retries)
+                primary_begins = [f for m_, f, _ in p.calls[p_calls:] if m_ == "begin_steps"]
+                if adm.side == "secondary":
+                    assert primary_begins and all(primary_begins), "a lease moved though the primary answered"
+                others = {o: t for o, t in holders.get((adm.side, cid), {}).items() if o != owner}
+                assert not others, f"{owner} got {cid} on the {adm.side} while {others} hold it there"
+                holders.setdefault((adm.side, cid), {})[owner] = adm.token
+                held[(owner, cid)] = (adm.token, adm.side, steps, retries)
+                mark = handled.get(cid, -1)
+                if ordinal(steps, retries) <= mark:
+                    if pair.unverified == unverified:  # both sides were read
+                        assert adm.done, f"{cid} ({steps}, {retries}) ran again though handled up to {mark}"
+                    else:
+                        assert adm.done or not adm.known, f"{cid} ({steps}, {retries}) known and not done"
+                continue
+            if (owner, cid) not in held:
+                continue
+            token, side, a_steps, a_retries = held[(owner, cid)]
+            if op == "renew":
+                try:
+                    assert gate.renew([(cid, token)]) == [True]  # nobody can have taken it: no lease expires
+                except ServiceUnavailable:
+                    pass
+                continue
+            mark = DONE if op == "done" else TRIED if op == "tried" else None
+            try:
+                gate.store.end_steps([Ending(cid, a_steps, a_retries, token, mark)], owner, DEDUPE)
+            except ServiceUnavailable:  # both sides down: the marks landed nowhere
+                ended = False
+            else:
+                ended = True
+            del held[(owner, cid)]
+            if ended and mark is not None:
+                upto = Ending(cid, a_steps, a_retries, token, mark).handled_upto()
+                handled[cid] = max(handled.get(cid, -1), upto)
+            released = any(m_ == "end_steps" and not f and r
+                           for m_, f, r in (p.calls[p_calls:] if side == "primary" else s.calls[s_calls:]))
+            if released and holders.get((side, cid), {}).get(owner) == token:
+                del holders[(side, cid)][owner]
+    finally:
+        for _, p, s, _, _ in workers:
+            p.close()
+            s.close()
+
+
+def test_a_view_is_what_the_sides_answer():
+    """The merge itself: the higher mark, either abort flag, the admitting side named."""
+    from handlers.cache.failover import _merged, _unverified
+
+    assert _merged(StepView(5, 10, False), StepView(None, 20, True), "secondary") == StepView(5, 20, True, "secondary")
+    assert _merged(StepView(5, None, False), StepView(None, None, False), "primary").mark is None
+    key = StepKey("m", 1, 0)
+    assert _unverified(key, StepView(5, completed_ordinal(1), False), "primary").mark == completed_ordinal(1)
+    assert _unverified(key, StepView(5, completed_ordinal(0), False), "primary").mark is None
