@@ -431,17 +431,17 @@ def test_the_pair_survives_pickling_with_the_sides_of_its_leases(sides):
 OWNERS = ("w0", "w1")
 MACHINES = 2
 
-# a side's answers to one operation's calls (True: that call fails): up, down throughout, or flapping
+# a side's answers to one call sequence (True: that call fails): up, down throughout, or flapping
 _answers = st.one_of(st.just([]), st.just([True] * 12), st.lists(st.booleans(), min_size=1, max_size=6))
 
 _op = st.tuples(
     st.integers(0, len(OWNERS) - 1),  # who acts
-    st.sampled_from(["begin", "begin", "done", "done", "tried", "release", "renew"]),
     st.integers(0, MACHINES - 1),  # which machine
     st.integers(0, 2),  # steps of the record admitted
     st.integers(0, 1),  # its retries
-    _answers,  # the primary's, to this worker
-    _answers,  # the secondary's
+    _answers, _answers,  # the primary's and the secondary's answers to the admission (to this worker)
+    st.sampled_from(["done", "done", "tried", "release", "keep", "renew"]),  # then
+    _answers, _answers,  # the primary's and the secondary's answers to that
 )
 
 
@@ -451,16 +451,49 @@ def shared_files(tmp_path_factory) -> tuple[str, str]:
     return f"sqlite:///{base / 'primary.db'}", f"sqlite:///{base / 'secondary.db'}"
 
 
-@given(ops=st.lists(_op, max_size=40))
-def test_flapping_sides_keep_one_holder_per_side_and_never_lose_a_done_step(shared_files, ops):
+class _Model:
+    """What the test knows of the two sides, from the calls that went through."""
+
+    def __init__(self) -> None:
+        self.holders: dict[tuple[str, str], dict[str, int]] = {}  # (side, cid) -> owner -> token held there
+        self.held: dict[tuple[str, str], tuple[int, str, int, int]] = {}  # (owner, cid) -> token, side, record
+        self.handled: dict[str, int] = {}  # cid -> the highest ordinal an end recorded on some side
+
+    def admitted(self, owner: str, cid: str, steps: int, retries: int, adm, primary_begins: list[bool],
+                 both_read: bool) -> None:
+        assert adm.token >= token_floor(steps, retries)
+        if adm.side == "secondary":
+            assert primary_begins and all(primary_begins), "a lease moved though the primary answered"
+        others = {o: t for o, t in self.holders.get((adm.side, cid), {}).items() if o != owner}
+        assert not others, f"{owner} got {cid} on the {adm.side} while {others} hold it there"
+        self.holders.setdefault((adm.side, cid), {})[owner] = adm.token
+        self.held[(owner, cid)] = (adm.token, adm.side, steps, retries)
+        mark = self.handled.get(cid, -1)
+        if ordinal(steps, retries) <= mark:
+            if both_read:
+                assert adm.done, f"{cid} ({steps}, {retries}) admitted to run though handled up to {mark}"
+            else:
+                assert adm.done or not adm.known, f"{cid} ({steps}, {retries}) known and not done"
+
+    def ended(self, owner: str, cid: str, ending: Ending | None, released: bool) -> None:
+        token, side, _, _ = self.held.pop((owner, cid))
+        if ending is not None and ending.mark is not None:
+            self.handled[cid] = max(self.handled.get(cid, -1), ending.handled_upto())
+        if released and self.holders.get((side, cid), {}).get(owner) == token:
+            del self.holders[(side, cid)][owner]
+
+
+@given(ops=st.lists(_op, min_size=4, max_size=40))
+def test_flapping_sides_keep_one_holder_per_side_and_never_lose_a_handled_attempt(shared_files, ops):
     """Two workers, each with its own pair over the same two files and its own switches, flapping per call.
 
     * On each side, one holder of a machine at a time; a lease is taken on the secondary only by an
       admission whose primary failed. So while both workers reach the primary, every lease is taken
       there: never two holders.
     * A token is never below the record's floor.
-    * An attempt ended DONE (or TRIED) is reported done by every later admission that read both sides,
-      and done or unknown (``known`` False: the gate asks the log) when one side could not be read.
+    * An attempt ended DONE (or TRIED) on some side is reported done by every later admission that read
+      both sides, and done or unknown (``known`` False: the gate asks the log) when one side could not
+      be read.
     """
     run = uuid.uuid4().hex[:8]
     workers = []
@@ -468,62 +501,39 @@ def test_flapping_sides_keep_one_holder_per_side_and_never_lose_a_done_step(shar
         p, s = _worker(shared_files)
         pair = _pair(p, s)
         workers.append((owner, p, s, pair, Gate(pair, owner, HOLD, DEDUPE)))
-    holders: dict[tuple[str, str], dict[str, int]] = {}  # (side, cid) -> owner -> token of a lease held there
-    held: dict[tuple[str, str], tuple[int, str, int, int]] = {}  # (owner, cid) -> token, side, steps, retries
-    handled: dict[str, int] = {}  # cid -> highest ordinal an end recorded on some side
+    model = _Model()
     try:
-        for who, op, m, steps, retries, p_plan, s_plan in ops:
+        for who, m, steps, retries, p_begin, s_begin, then, p_then, s_then in ops:
             owner, p, s, pair, gate = workers[who]
             cid = f"{run}-{m}"
-            p.plan, s.plan = list(p_plan), list(s_plan)
-            p_calls, s_calls = len(p.calls), len(s.calls)
-            unverified = pair.unverified
-            if op == "begin":
-                try:
-                    adm = gate.begin(cid, steps, retries)
-                except ServiceUnavailable:
-                    continue
-                if adm.token is None:
-                    continue
-                assert adm.token >= token_floor(steps, retries)
-                primary_begins = [f for m_, f, _ in p.calls[p_calls:] if m_ == "begin_steps"]
-                if adm.side == "secondary":
-                    assert primary_begins and all(primary_begins), "a lease moved though the primary answered"
-                others = {o: t for o, t in holders.get((adm.side, cid), {}).items() if o != owner}
-                assert not others, f"{owner} got {cid} on the {adm.side} while {others} hold it there"
-                holders.setdefault((adm.side, cid), {})[owner] = adm.token
-                held[(owner, cid)] = (adm.token, adm.side, steps, retries)
-                mark = handled.get(cid, -1)
-                if ordinal(steps, retries) <= mark:
-                    if pair.unverified == unverified:  # both sides were read
-                        assert adm.done, f"{cid} ({steps}, {retries}) ran again though handled up to {mark}"
-                    else:
-                        assert adm.done or not adm.known, f"{cid} ({steps}, {retries}) known and not done"
+            p.plan, s.plan = list(p_begin), list(s_begin)
+            since, unverified = len(p.calls), pair.unverified
+            try:
+                adm = gate.begin(cid, steps, retries)
+            except ServiceUnavailable:
+                adm = None
+            if adm is not None and adm.token is not None:
+                primary_begins = [f for m_, f, _ in p.calls[since:] if m_ == "begin_steps"]
+                model.admitted(owner, cid, steps, retries, adm, primary_begins, pair.unverified == unverified)
+            if (owner, cid) not in model.held or then == "keep":
                 continue
-            if (owner, cid) not in held:
-                continue
-            token, side, a_steps, a_retries = held[(owner, cid)]
-            if op == "renew":
+            token, side, a_steps, a_retries = model.held[(owner, cid)]
+            p.plan, s.plan = list(p_then), list(s_then)
+            if then == "renew":
                 try:
-                    assert gate.renew([(cid, token)]) == [True]  # nobody can have taken it: no lease expires
+                    assert gate.renew([(cid, token)]) == [True]  # no lease runs out: nobody can have taken it
                 except ServiceUnavailable:
                     pass
                 continue
-            mark = DONE if op == "done" else TRIED if op == "tried" else None
+            ending = Ending(cid, a_steps, a_retries, token, {"done": DONE, "tried": TRIED}.get(then))
+            calls = p if side == "primary" else s
+            since = len(calls.calls)
             try:
-                gate.store.end_steps([Ending(cid, a_steps, a_retries, token, mark)], owner, DEDUPE)
+                gate.store.end_steps([ending], owner, DEDUPE)
             except ServiceUnavailable:  # both sides down: the marks landed nowhere
-                ended = False
-            else:
-                ended = True
-            del held[(owner, cid)]
-            if ended and mark is not None:
-                upto = Ending(cid, a_steps, a_retries, token, mark).handled_upto()
-                handled[cid] = max(handled.get(cid, -1), upto)
-            released = any(m_ == "end_steps" and not f and r
-                           for m_, f, r in (p.calls[p_calls:] if side == "primary" else s.calls[s_calls:]))
-            if released and holders.get((side, cid), {}).get(owner) == token:
-                del holders[(side, cid)][owner]
+                ending = None
+            released = any(m_ == "end_steps" and not f and r for m_, f, r in calls.calls[since:])
+            model.ended(owner, cid, ending, released)
     finally:
         for _, p, s, _, _ in workers:
             p.close()
