@@ -146,10 +146,20 @@ class Engine:
         for cid, ctx in zip(ids, contexts):
             ev = Event.create(START, cid, machine, mdef.hash, 0, 0, mdef.initial.name, None, now, ctx)
             records.append(OutRecord(cid, encode(ev)))
+        self._register(ids)
         self.services.log.append(records)
         self.metrics.count("MachinesStarted", len(records), {"machine": machine})
         self.flush_metrics()
         return ids
+
+    def _register(self, cids: Sequence[str]) -> None:
+        """Tell the cache these machines are new, so their start records need no log read. Best effort:
+        a worker that finds the cache knowing nothing reads the log instead."""
+        try:
+            self.gate.register(cids)
+        except BackendError as exc:
+            log.warning("could not register %d new machine(s) with the cache: %s", len(cids), exc)
+            self.metrics.count("ServiceErrors")
 
     def status(self, correlation_id: str) -> MachineState | None:
         """Latest snapshot plus, where the log can be read back, the records after it on every side."""
@@ -515,6 +525,10 @@ class Engine:
     def _ending(s: _Step, mark: str | None) -> Ending:
         """The record's ending; with a mark, up to the furthest attempt its step (and local chain) handled."""
         rec = s.record
+        if mark == DONE and s.out is not None and s.out.kind == RETRY and s.out.steps > rec.steps:
+            # a failure behind a local transition, retried through the log: its attempt is handled
+            return Ending(rec.correlation_id, rec.steps, rec.retries, s.token, TRIED, s.out.steps,
+                          s.out.retries - 1)
         if mark == DONE and s.out is not None:  # completed up to the step before its next record
             last = s.out.steps if s.out.kind == FAILED else s.out.steps - 1
             return Ending(rec.correlation_id, rec.steps, rec.retries, s.token, mark, last)

@@ -134,6 +134,12 @@ class Gate:
                 errors.append(exc)
         return errors
 
+    def register(self, cids: Sequence[str]) -> None:
+        """Mark new machines known with nothing handled (``completed_ordinal(-1)`` is -1), so their start
+        records are admitted without a log read."""
+        if cids:
+            self.store.end_steps([Ending(cid, -1, 0, None, DONE) for cid in cids], self.owner, self.dedupe_s)
+
     def release(self, cid: str, token: int) -> None:
         self.store.end_steps([Ending(cid, -1, 0, token, None)], self.owner, self.dedupe_s)
 

@@ -39,14 +39,14 @@ class ComposedSteps:
         self.name = cache.name
 
     def _mark(self, key: StepKey) -> int | None:
-        cid, steps, retries = key
+        cid, steps, retries = key.cid, key.steps, key.retries
         if self.cache.marked(done_key(cid, steps)):
             return completed_ordinal(steps)
         if self.cache.marked(tried_key(cid, steps, retries)):
             return ordinal(steps, retries)
         if retries > 0 and self.cache.marked(tried_key(cid, steps, retries - 1)):
             return predecessor(steps, retries)
-        if retries == 0 and steps > 0 and self.cache.marked(done_key(cid, steps - 1)):
+        if retries == 0 and self.cache.marked(done_key(cid, steps - 1)):  # done:<cid>:-1: registered
             return predecessor(steps, retries)
         return None
 
@@ -70,6 +70,8 @@ class ComposedSteps:
                 self.cache.mark(done_key(e.cid, e.steps), dedupe_s)
                 if e.mark == DONE and e.last > e.steps:
                     self.cache.mark(done_key(e.cid, e.last), dedupe_s)
+                if e.mark == TRIED and e.last > e.steps + 1:  # a local chain completed the steps before it
+                    self.cache.mark(done_key(e.cid, e.last - 1), dedupe_s)
             if e.mark == TRIED:
                 failed = (e.last, e.last_retries) if e.last > e.steps else (e.steps, e.retries)
                 self.cache.mark(tried_key(e.cid, *failed), dedupe_s)

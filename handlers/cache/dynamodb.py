@@ -37,6 +37,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from eventlog.errors import BackendError
@@ -45,6 +46,7 @@ from eventlog.settings import Settings
 from .steps import Ending, StepKey, StepView
 
 TTL_ATTRIBUTE = "ttl"
+POOL = 16  # calls of one batch in flight at once (the client keeps 32 connections)
 _END_TRIES = 4  # refused end_step updates (each one means another writer changed the item) before giving up
 
 
@@ -74,6 +76,27 @@ class DynamoDBCache:
         self.table = parsed.name
         self._clock = clock
         self._client = client("dynamodb", arn, settings)
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _each(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        """``fn`` over a batch's items, concurrently: a batch costs one round trip of latency, not one
+        per record (DynamoDB has no conditional batch write short of a transaction, which costs two
+        write units per item)."""
+        if len(items) <= 1:
+            return [fn(i) for i in items]
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=POOL, thread_name_prefix="fsmlog-dynamodb")
+        return list(self._pool.map(fn, items))
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_pool"] = None
+        return state
 
     @classmethod
     def from_target(cls, target: str, settings: Settings) -> DynamoDBCache:
@@ -195,29 +218,29 @@ class DynamoDBCache:
     def begin_steps(self, items: Sequence[StepKey], owner: str, ttl_s: float) -> list[StepView]:
         """Take each ``lease:<cid>`` as ``acquire`` does and read its mark and abort flag: one UpdateItem
         per record in the common case."""
-        out = []
-        for key in items:
+        def begin(key: StepKey) -> StepView:
             item = self._take(f"lease:{key.cid}", owner, ttl_s, "ALL_NEW", key.floor)
-            out.append(StepView(None, None, False) if item is None
-                       else self._view(int(item["token"]["N"]), item, self._clock()))
-        return out
+            return (StepView(None, None, False) if item is None
+                    else self._view(int(item["token"]["N"]), item, self._clock()))
+
+        return self._each(begin, items)
 
     def peek_steps(self, cids: Sequence[str]) -> list[StepView]:
         from eventlog.aws import call
 
-        out = []
-        for cid in cids:
+        def peek(cid: str) -> StepView:
             response = call(self._client.get_item, resource=self.arn, TableName=self.table,
                             Key={"key": {"S": f"L|lease:{cid}"}}, ConsistentRead=True)
-            out.append(self._view(None, response.get("Item", {}), self._clock()))
-        return out
+            return self._view(None, response.get("Item", {}), self._clock())
+
+        return self._each(peek, cids)
 
     def renew_leases(self, items: Sequence[tuple[str, int]], owner: str, ttl_s: float) -> list[bool]:
-        return [self.extend(f"lease:{cid}", owner, token, ttl_s) for cid, token in items]
+        return self._each(lambda item: self.extend(f"lease:{item[0]}", owner, item[1], ttl_s), items)
 
     def end_steps(self, items: Sequence[Ending], owner: str, dedupe_s: float) -> None:
-        for e in items:
-            self._end_step(e.cid, e.handled_upto(), owner, e.token, e.mark is not None, dedupe_s)
+        self._each(lambda e: self._end_step(e.cid, e.handled_upto(), owner, e.token, e.mark is not None, dedupe_s),
+                   items)
 
     def _end_step(self, cid: str, steps: int, owner: str, token: int | None, done: bool, dedupe_s: float) -> None:
         """Raise the done mark to ``steps`` (when done) and release the lease if ``(owner, token)`` still

@@ -64,15 +64,16 @@ return token
 
 _ACQUIRE = "local function take()" + _TAKE + "end\nreturn take()"
 
-# take the lease, then read the done mark (KEYS[3]) and the abort flag (KEYS[4]): {token or -1, mark or -1, aborted}
+# take the lease, then read the done mark (KEYS[3]) and the abort flag (KEYS[4]):
+# {token or -1, mark or -2 (none; -1 is a registered new machine), aborted}
 _BEGIN_STEP = "local function take()" + _TAKE + """end
 local token = take()
 if token < 0 then
-  return {-1, -1, 0}
+  return {-1, -2, 0}
 end
 local hw = redis.call('GET', KEYS[3])
 if not hw then
-  hw = -1
+  hw = -2
 end
 return {token, tonumber(hw), redis.call('EXISTS', KEYS[4])}
 """
@@ -228,7 +229,7 @@ class RedisCache:
             if int(token) < 0:
                 out.append(StepView(None, None, False))
             else:
-                out.append(StepView(int(token), None if int(mark) < 0 else int(mark), bool(int(aborted))))
+                out.append(StepView(int(token), None if int(mark) < -1 else int(mark), bool(int(aborted))))
         return out
 
     def peek_steps(self, cids: Sequence[str]) -> list[StepView]:

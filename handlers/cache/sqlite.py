@@ -79,7 +79,7 @@ class SqliteCache(EmbeddedBackend):
                            (cid,)).fetchone()
         if row is None:
             return None, False
-        mark = int(row[0]) if row[1] > now and row[0] >= 0 else None
+        mark = int(row[0]) if row[1] > now else None  # -1: known, nothing handled (a registered start)
         return mark, row[2] > now
 
     def peek_steps(self, cids: Sequence[str]) -> list[StepView]:

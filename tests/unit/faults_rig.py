@@ -150,10 +150,12 @@ class FaultRig:
             services = wiring.open_services(self.settings)
         finally:
             wiring.open_backend = real
-        for kind in SOURCES:  # failover cool-downs on the rig's clock too, where a proxy keeps one
-            source = getattr(services, SERVICE_FIELDS[kind])
-            if "_clock" in getattr(source, "__dict__", {}):
-                source._clock = self.clock
+        for kind in SOURCES:  # failover timing on the rig's clock too, where a proxy keeps one
+            own = getattr(getattr(services, SERVICE_FIELDS[kind]), "__dict__", {})
+            if "_clock" in own:
+                own["_clock"] = self.clock
+            if "_sleep" in own:
+                own["_sleep"] = self.clock.sleep
         return services
 
     def worker(self, name: str, seed: int = 7) -> Worker:

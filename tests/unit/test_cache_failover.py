@@ -429,7 +429,7 @@ def test_the_pair_survives_pickling_with_the_sides_of_its_leases(sides):
 # ---------------------------------------------------------------- flapping sides, two workers
 
 OWNERS = ("w0", "w1")
-MACHINES = 2
+MACHINES = 1
 
 # a side's answers to one call sequence (True: that call fails): up, down throughout, or flapping
 _answers = st.one_of(st.just([]), st.just([True] * 12), st.lists(st.booleans(), min_size=1, max_size=6))

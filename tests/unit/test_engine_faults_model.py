@@ -231,6 +231,7 @@ def definition(n_steps: int, flaky_at: int, local_at: int | None, max_retries: i
 
 
 WORKERS = ("worker-a", "worker-b")
+KINDS = ("STREAM", "CACHE", "RETRY", "CHECKPOINT")  # the sources whose sides change what the engine does
 
 
 class FaultsModel(RuleBasedStateMachine):
@@ -266,6 +267,9 @@ class FaultsModel(RuleBasedStateMachine):
         self.fail_times: dict[str, int] = {}
         self.redispatched: set[str] = set()
         self.cursor: dict[str, str | None] = {side: None for side in SIDES}
+        for w in self.workers:  # some workers begin cut off from some primaries
+            for kind in data.draw(st.sets(st.sampled_from(KINDS)), label=f"{w.name} cannot reach the primary of"):
+                w.cut(kind, PRIMARY)
         for fail_times in data.draw(st.lists(st.integers(0, 3), min_size=1, max_size=3), label="machines"):
             self.start(fail_times, 0)
 
@@ -280,12 +284,13 @@ class FaultsModel(RuleBasedStateMachine):
     def running(self) -> list[str]:
         return [cid for cid in self.cids if not self.rig.fold(cid).terminal]
 
-    def handle(self, worker: int, records) -> None:
+    def handle(self, worker: int, records):
         self.broken = True
         result = self.workers[worker].handle(records)
         # a partition or a lost lease may hand records back (failed items): settling redelivers them
         assert result.parked == 0, result
         self.broken = False
+        return result
 
     # ------------------------------------------------------------------ rules: work
 
@@ -297,20 +302,28 @@ class FaultsModel(RuleBasedStateMachine):
         self.cids.append(cid)
         self.fail_times[cid] = fail_times
 
-    @rule(data=st.data(), worker=st.integers(0, 1))
-    def deliver_any(self, data, worker):
-        """Any records of either log, any order, with duplicates."""
+    @rule(data=st.data(), worker=st.integers(0, 1), dt=st.sampled_from([0.0, 1.5]))
+    def deliver_any(self, data, worker, dt):
+        """Any records of either log, any order, with duplicates (``dt`` seconds after the last rule)."""
+        self.rig.clock.t += dt
         records = self.rig.all_records()
         picks = data.draw(st.lists(st.integers(0, len(records) - 1), min_size=1, max_size=10), label="picks")
         self.handle(worker, [records[i] for i in picks])
 
-    @rule(worker=st.integers(0, 1), side=st.sampled_from(SIDES))
-    def deliver_next(self, worker, side):
-        """What one side's trigger does: the records after its iterator, in log order."""
+    @rule(worker=st.integers(0, 1), side=st.sampled_from(SIDES), dt=st.sampled_from([0.0, 1.5]))
+    def deliver_next(self, worker, side, dt):
+        """What one side's trigger does: the records after its iterator, in log order; a batch with
+        failed items comes again from the first of them."""
+        self.rig.clock.t += dt
         records = self.rig.read(side, self.cursor[side], 100)
         if records:
-            self.cursor[side] = records[-1][1].position
-            self.handle(worker, records)
+            failed = set(self.handle(worker, records).failed_item_ids)
+            for i, (_, rec) in enumerate(records):  # the next batch starts at the first record handed back
+                if rec.position in failed:
+                    self.cursor[side] = records[i - 1][1].position if i else self.cursor[side]
+                    break
+            else:
+                self.cursor[side] = records[-1][1].position
 
     @rule(advance=st.sampled_from([0.0, 2.0, RETRY_CAP + 1]), worker=st.integers(0, 1))
     def run_due_retries(self, advance, worker):
@@ -332,13 +345,21 @@ class FaultsModel(RuleBasedStateMachine):
 
     # ------------------------------------------------------------------ rules: faults
 
-    @rule(worker=st.integers(0, 1), kind=st.sampled_from(SOURCES), side=st.sampled_from(SIDES))
+    @rule(worker=st.integers(0, 1), kind=st.sampled_from(KINDS), side=st.sampled_from(SIDES))
     def flip_reach(self, worker, kind, side):
         """A worker loses (or regains) one side of one source; never both sides of a source at once."""
         w = self.workers[worker]
         if not w.reaches(kind, side):
             w.restore(kind, side)
         elif w.reaches(kind, PRIMARY if side == SECONDARY else SECONDARY):
+            w.cut(kind, side)
+
+    @rule(worker=st.integers(0, 1), side=st.sampled_from(SIDES))
+    def partition_side(self, worker, side):
+        """A worker loses every source of one side (and reaches every source of the other)."""
+        w = self.workers[worker]
+        w.restore()
+        for kind in SOURCES:
             w.cut(kind, side)
 
     @rule(worker=st.integers(0, 1))
