@@ -7,6 +7,7 @@ Each rule of the batch is one method. In order, for each record:
 * a lease held elsewhere is waited for, within the time left;
 * an attempt the gate (or the log, where the store forgot) says was handled, or an aborted
   machine, runs nothing;
+* an attempt the store knew nothing of and the log could not be asked about is handed back;
 * anything else runs.
 
 Then the commit: leases the keeper found lost are not appended (their records are handed back
@@ -102,6 +103,11 @@ class Batch:
                 return
         if adm.done or adm.aborted:
             self.skip(record, mdef, adm)
+            return
+        if not adm.known:  # the cache knew nothing of the machine and the log could not be read
+            self.give_back(record, adm)
+            self.fail(inbound.item_id, record, BackendError(
+                f"machine {cid}: the cache has no record of it and its log could not be read; handed back"))
             return
         step = self.engine._run(inbound, record, mdef, ctx, adm)
         self.steps.append(step)

@@ -55,7 +55,7 @@ class Admission(NamedTuple):
     token: int | None  # fence token, None when the lease is held elsewhere
     done: bool  # this attempt (or its whole step) was handled already: skip it
     aborted: bool  # the machine was aborted: run nothing more
-    known: bool = True  # False: the store knew nothing of the machine and the log was not asked (yet)
+    known: bool = True  # False: the store knew nothing of the machine and the log could not be asked
     side: str = "primary"  # which side of a failover cache took the lease
     upto: Ending | None = None  # what the log showed handled, to mark on the store when it forgot
 
@@ -96,7 +96,10 @@ class Gate:
         doubt = sorted({k.cid for k, a in zip(keys, admissions) if a.token is not None and not a.known})
         if not doubt or self.authority is None:
             return admissions
-        last = self.authority(doubt)  # BackendError propagates: better handed back than run blind
+        try:
+            last = self.authority(doubt)
+        except BackendError:  # no verdict: those records stay unknown and are handed back, never run blind
+            return admissions
         self.verified += len(doubt)
         return [a if a.token is None or a.known else _decided(k, a, last.get(k.cid))
                 for k, a in zip(keys, admissions)]
