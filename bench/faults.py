@@ -24,12 +24,19 @@ re-executions, overlapping executions of one machine (pairs of intersecting
 executions share the idempotency key (``<cid>:<steps>``, handlers/engine.py: the
 same step twice is what the key protects; two different steps at once is not),
 split leases (``SplitLeases``) and ``LeaseLost`` (metrics, and the warnings logged),
-executions out of order, machines whose fence tokens do not rise.
+executions out of order, machines whose fence tokens do not rise (in start order), outcome
+records the log holds twice for one attempt.
+
+On the embedded backend each record is claimed by exactly one worker, so without a second
+delivery of a record the cut-off worker never meets another holder of the same step: split
+leases are counted but nothing overlaps. ``--redispatch-every S`` adds that contention: an
+``fsmlog replay scan --stalled-after 0s --redispatch`` every S seconds appends a copy of every
+running machine's pending record (what an operator's redispatch, or any redelivery, does).
 
 Prints ONE JSON object on stdout (progress on stderr). Not a test: nothing is asserted.
 
     .venv/bin/python bench/faults.py [--machines 24] [--scenario partition|flapping|clean|all ...]
-                                     [--timeout 60] [--keep DIR]
+                                     [--timeout 60] [--redispatch-every S] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -147,7 +155,37 @@ def worker_pid(proc: subprocess.Popen, guarded: bool) -> int | None:
 # --------------------------------------------------------------------------------------- one scenario
 
 
-def run_scenario(name: str, tmp: Path, machines: int, deadline_s: float) -> dict[str, Any]:
+class Redispatcher:
+    """``fsmlog replay scan --stalled-after 0s --redispatch`` every ``every_s`` seconds, in a thread: a copy of
+    every running machine's pending record is appended, so one step is delivered twice, possibly to two
+    workers at once (the contention under which a split lease matters; without it each record is claimed
+    by exactly one worker and the cut-off worker never meets another holder)."""
+
+    def __init__(self, soak: Soak, every_s: float) -> None:
+        self.soak, self.every_s = soak, every_s
+        self.stop = threading.Event()
+        self.runs = self.redispatched = self.failed = 0
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self.stop.wait(self.every_s):
+            try:
+                proc = self.soak.cli("replay", "scan", "--stalled-after", "0s", "--redispatch", "--json",
+                                     timeout=max(5.0, self.every_s * 10), check=False)
+                rows = (json.loads(proc.stdout).get("redispatched") or []) if proc.returncode == 0 else []
+            except (subprocess.TimeoutExpired, ValueError, AttributeError):
+                proc, rows = None, []
+            self.runs += 1
+            if proc is None or proc.returncode != 0:
+                self.failed += 1
+            self.redispatched += sum(1 for r in rows if r.get("result") == "redispatched")
+
+    def figures(self) -> dict[str, Any]:
+        return {"every_s": self.every_s, "scans": self.runs, "scans_failed": self.failed,
+                "records_redispatched": self.redispatched}
+
+
+def run_scenario(name: str, tmp: Path, machines: int, deadline_s: float, redispatch_s: float = 0.0) -> dict[str, Any]:
     tmp.mkdir(parents=True)
     settings, extra, faults = scenario_setup(name, tmp)
     soak = Soak(name, tmp, machines, deadline_s, settings, poll_s=POLL_S)
@@ -159,6 +197,7 @@ def run_scenario(name: str, tmp: Path, machines: int, deadline_s: float) -> dict
     states: dict[str, Any] = {}
     stopped_at = time.time()
     codes: list[int | None] = []
+    redispatcher = Redispatcher(soak, redispatch_s) if redispatch_s > 0 else None
     try:
         try:
             soak.start_machines()
@@ -168,6 +207,8 @@ def run_scenario(name: str, tmp: Path, machines: int, deadline_s: float) -> dict
             workers_at = soak.elapsed()
             pids = [worker_pid(p, soak.guarded) for p in soak.workers]
             soak.note(f"{WORKERS} workers running, pids {pids}")
+            if redispatcher is not None:
+                redispatcher.thread.start()
             deadline = soak.started + soak.deadline_s
             last_report = 0.0
             while True:
@@ -192,6 +233,10 @@ def run_scenario(name: str, tmp: Path, machines: int, deadline_s: float) -> dict
                     progress(f"{name}: {done}/{len(soak.ids)} ended at {soak.elapsed():.0f}s")
                 time.sleep(POLL_S)
         finally:
+            if redispatcher is not None:
+                redispatcher.stop.set()
+                if redispatcher.thread.is_alive():
+                    redispatcher.thread.join(timeout=max(10.0, redispatch_s * 10 + 5))
             soak.exited_early = {path.name: proc.returncode for path, proc in zip(soak.logs, soak.workers)
                                  if proc.poll() is not None}
             stopped_at = time.time()
@@ -201,6 +246,9 @@ def run_scenario(name: str, tmp: Path, machines: int, deadline_s: float) -> dict
     finally:
         oracle.close()
     figures = measure(soak, states, pids, stopped_at)
+    figures["log_duplicate_outcomes"] = duplicate_outcomes(soak)
+    if redispatcher is not None:
+        figures["redispatch"] = redispatcher.figures()
     figures.update({
         "faults": faults,
         "timed_out": timed_out,
@@ -222,6 +270,18 @@ def run_scenario(name: str, tmp: Path, machines: int, deadline_s: float) -> dict
 
 
 # --------------------------------------------------------------------------------------- the figures
+
+
+def token_str(token: Any) -> str:
+    """A fence token with what its floor encodes (handlers/cache/steps.py ``token_floor``): the attempt
+    (steps, retries) and the milliseconds since its record was written, when the token is its floor."""
+    if not isinstance(token, int):
+        return str(token)
+    from handlers.cache.steps import ATTEMPT_BITS, TIME_BITS
+
+    attempt = (token >> TIME_BITS) - 1
+    steps, retries = attempt >> ATTEMPT_BITS, attempt & ((1 << ATTEMPT_BITS) - 1)
+    return f"{token} (s{steps} r{retries} +{token & ((1 << TIME_BITS) - 1)}ms)"
 
 
 def measure(soak: Soak, states: dict[str, Any], pids: list[int | None], stopped_at: float) -> dict[str, Any]:
@@ -259,8 +319,9 @@ def measure(soak: Soak, states: dict[str, Any], pids: list[int | None], stopped_
                 pair_tokens_rising += isinstance(a.token, int) and isinstance(b.token, int) and b.token > a.token
                 if len(overlap_samples) < 6:
                     overlap_samples.append(
-                        f"{cid} step {a.steps} pid {a.pid} token {a.token} [{a.start:.3f},{end_of(a):.3f}] x "
-                        f"step {b.steps} pid {b.pid} token {b.token} [{b.start:.3f},{end_of(b):.3f}]: {ms:.0f} ms")
+                        f"{cid} step {a.steps} pid {a.pid} token {token_str(a.token)} [{a.start:.3f},{end_of(a):.3f}] "
+                        f"x step {b.steps} pid {b.pid} token {token_str(b.token)} [{b.start:.3f},{end_of(b):.3f}]: "
+                        f"{ms:.0f} ms")
         highest: Execution | None = None
         for x in xs:
             if highest is not None and x.steps < highest.steps:
@@ -274,8 +335,9 @@ def measure(soak: Soak, states: dict[str, Any], pids: list[int | None], stopped_
             machines_tokens_not_rising.append(cid)
             a, b = falling[0]
             if len(token_samples) < 6:
-                token_samples.append(f"{cid}: token {b.token} (step {b.steps}, pid {b.pid}) after {a.token} "
-                                     f"(step {a.steps}, pid {a.pid})")
+                token_samples.append(f"{cid}: token {token_str(b.token)} (step {b.steps}, pid {b.pid}, started "
+                                     f"{b.start:.3f}) after {token_str(a.token)} (step {a.steps}, pid {a.pid}, "
+                                     f"started {a.start:.3f})")
 
     executions = sum(per_step.values())
     by_pid = Counter(x.pid for xs in by_cid.values() for x in xs)
@@ -286,6 +348,8 @@ def measure(soak: Soak, states: dict[str, Any], pids: list[int | None], stopped_
         "statuses": dict(Counter(states[cid].status if cid in states else "missing" for cid in soak.ids)),
         "executions": executions,
         "re_executions": sum(n - 1 for n in per_step.values()),
+        "steps_run_more_than_once": sum(1 for n in per_step.values() if n > 1),
+        "max_runs_of_one_step": max(per_step.values(), default=0),
         "executions_by_worker": [by_pid.get(p, 0) for p in pids],
         "never_ended_executions": sum(1 for xs in by_cid.values() for x in xs if x.end is None),
         "overlapping_pairs": pairs,
@@ -307,6 +371,27 @@ def measure(soak: Soak, states: dict[str, Any], pids: list[int | None], stopped_
     if token_samples:
         out["tokens_not_rising_samples"] = token_samples
     return out
+
+
+def duplicate_outcomes(soak: Soak) -> int:
+    """Outcome records (step, completed, failed) that the union of both streams holds more than once for one
+    attempt: both holders of a split lease appended theirs (the fold takes any duplicates, guarantee 5)."""
+    from eventlog.codec import decode
+
+    oracle = UnionLog(soak.settings_path)
+    seen: Counter[tuple] = Counter()
+    try:
+        for log in oracle.sides.values():
+            after = None
+            while records := log.read(after, 5000):
+                for r in records:
+                    e = decode(r.data)
+                    if e.kind not in ("start", "retry"):
+                        seen[(e.correlation_id, e.kind, e.steps, e.retries)] += 1
+                after = records[-1].position
+    finally:
+        oracle.close()
+    return sum(n - 1 for n in seen.values())
 
 
 def metric_figures(soak: Soak) -> dict[str, Any]:
@@ -379,6 +464,10 @@ def main() -> None:
                         help="repeatable; default all")
     parser.add_argument("--timeout", type=float, default=60.0,
                         help="deadline per scenario, seconds from its first `fsmlog start` (default 60)")
+    parser.add_argument("--redispatch-every", type=float, default=0.0, metavar="S",
+                        help="also run `fsmlog replay scan --stalled-after 0s --redispatch` every S seconds during "
+                             "each scenario: duplicate deliveries, so two workers can hold one step at once "
+                             "(default 0: off)")
     parser.add_argument("--keep", metavar="DIR", help="keep each scenario's files (journal, logs, dbs) under DIR")
     args = parser.parse_args()
     chosen = args.scenario or ["all"]
@@ -394,7 +483,7 @@ def main() -> None:
                      f"deadline {args.timeout:g}s")
             try:
                 results[name] = run_scenario(name, base / f"{name}-{int(time.time())}", args.machines,
-                                             args.timeout)
+                                             args.timeout, args.redispatch_every)
             except Exception as exc:  # one scenario's harness failure must not hide the others' figures
                 results[name] = {"error": f"{type(exc).__name__}: {str(exc)[:2000]}"}
             progress(f"{name}: done, {json.dumps({k: results[name].get(k) for k in ('completed', 'overlapping_pairs', 'split_leases', 'wall_s')})}")
@@ -407,6 +496,7 @@ def main() -> None:
                     "cpus": os.cpu_count()},
         "config": {"machines": args.machines, "steps": STEPS, "workers": WORKERS, "batch": 10,
                    "deadline_s": args.timeout, "tuning": TUNING,
+                   "redispatch_every_s": args.redispatch_every or None,
                    "cache_failover_s": load_settings(environ={}).CACHE_FAILOVER_SECONDS,
                    "action_pause_s": "0, 0.1, 0.2 or 0.3 by crc32(cid:steps) (failover_soak_actions.py)"},
         "total_s": round(time.monotonic() - began, 1),

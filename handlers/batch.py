@@ -104,6 +104,13 @@ class Batch:
         if adm.done or adm.aborted:
             self.skip(record, mdef, adm)
             return
+        if adm.side != "primary":  # a split lease: the log, not the cache, says whether it still runs
+            superseded = self.engine.gate.superseded(cid, record.steps, record.retries)
+            if superseded:
+                self.skip(record, mdef, adm._replace(done=True))
+                return
+            if superseded is None:
+                adm = adm._replace(known=False)
         if not adm.known:  # the cache knew nothing of the machine and the log could not be read
             self.give_back(record, adm)
             self.fail(inbound.item_id, record, BackendError(
@@ -142,6 +149,9 @@ class Batch:
         lost = self.keeper.confirm([(s.record.correlation_id, s.token) for s in self.steps])
         kept = []
         for s in self.steps:
+            if s.side != "primary" and self.engine.gate.superseded(s.record.correlation_id, s.record.steps,
+                                                                   s.record.retries) is not False:
+                lost.add((s.record.correlation_id, s.token))  # another holder appended first (or cannot tell)
             if (s.record.correlation_id, s.token) in lost:
                 self.engine._lease_lost(s, self.result)
                 self.ends.append(Ending(s.record.correlation_id, s.record.steps, s.record.retries, s.token, None))

@@ -86,6 +86,7 @@ class _Step:
     error: str | None = None
     started: float = 0.0
     local_steps: int = 0
+    side: str = "primary"  # the cache side whose lease it ran under
 
     @property
     def mark(self) -> str:
@@ -325,7 +326,7 @@ class Engine:
     def _run(self, inbound: Inbound, record: Event, mdef: MachineDef, ctx: dict, adm: Admission) -> _Step:
         """Run one admitted record's step (and any local steps after it) for the commit."""
         cid = record.correlation_id
-        step = _Step(inbound, record, adm.token, started=self.clock())
+        step = _Step(inbound, record, adm.token, started=self.clock(), side=adm.side)
         max_retries = mdef.max_retries if mdef.max_retries is not None else self.settings.MAX_RETRIES
         upgraded = record.definition_hash if record.definition_hash != mdef.hash else None
         obj = {

@@ -104,6 +104,18 @@ class Gate:
         return [a if a.token is None or a.known else _decided(k, a, last.get(k.cid))
                 for k, a in zip(keys, admissions)]
 
+    def superseded(self, cid: str, steps: int, retries: int) -> bool | None:
+        """Whether the log already holds a later record of the machine than attempt ``(steps, retries)``
+        (None: the log cannot be read). Holders of split leases ask before they run and before they
+        append, since no cache can order them against the primary's holders."""
+        if self.authority is None:
+            return False
+        try:
+            last = self.authority([cid]).get(cid)
+        except BackendError:
+            return None
+        return last is not None and (last.terminal or ordinal(last.steps, last.retries) > ordinal(steps, retries))
+
     # ---------------------------------------------------------------- leases
 
     def renew(self, held: Sequence[tuple[str, int]]) -> list[bool]:

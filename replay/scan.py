@@ -45,7 +45,7 @@ from .errors import ReplayError
 ProgressFn = Callable[[int], None]
 SNAPSHOT_PAGE = 1000
 
-log = logging.getLogger("fsmlog.replay")
+logger = logging.getLogger("fsmlog.replay")
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -170,6 +170,14 @@ def _fold_batch(states: dict[str, MachineState], datas: list[bytes]) -> tuple[di
         return fold_records(states, good), bad
 
 
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite refused because another connection holds the lock (SQLITE_BUSY or SQLITE_LOCKED)."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+; extended codes keep the primary in the low byte
+    if code is None:
+        return "locked" in str(exc)  # Python 3.10 gives SQLite's message only
+    return (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
 def _unwrap(backend: Any) -> Any:
     for _ in range(8):
         inner = getattr(backend, "wrapped", None)
@@ -194,15 +202,9 @@ def _sqlite_snapshots(store: Any) -> Iterable[tuple[str, bytes]]:
 def _dynamodb_snapshots(store: Any) -> Iterable[tuple[str, bytes]]:
     from eventlog import aws
 
-    params: dict[str, Any] = {"TableName": store.table, "ConsistentRead": True}
-    while True:
-        page = store._api("scan", **params)
+    for page in store._api.pages("scan", TableName=store.table, ConsistentRead=True):
         for item in page.get("Items", []):
             yield item["cid"]["S"], aws.unpack_blob(item)
-        key = page.get("LastEvaluatedKey")
-        if not key:
-            return
-        params["ExclusiveStartKey"] = key
 
 
 def snapshot_lister(store: Any) -> Callable[[], Iterable[tuple[str, bytes]]] | None:
@@ -334,7 +336,7 @@ def scan(
     if len(failed) == len(to_read):
         raise failed[0][2]
     for side, backend, exc in failed:
-        log.warning("scan: the %s stream %s failed: %s", side, getattr(backend, "name", backend), exc)
+        logger.warning("scan: the %s stream %s failed: %s", side, getattr(backend, "name", backend), exc)
         notes.append(f"the {side} stream {getattr(backend, 'name', backend)} could not be read to its end "
                      f"({exc}); machines on it may be missing or behind")
 
@@ -483,7 +485,7 @@ class ProjectionFile:
                 self._db.executescript(_SCHEMA)
                 break
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
+                if not _busy(exc) or time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)
 

@@ -37,7 +37,7 @@ class DynamoDBDeadLetters(aws.DynamoDBTable):
         try:  # the same record parked again (its batch redelivered) keeps the first parking
             self._api("put_item", TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(id)")
         except BackendError as exc:
-            if "ConditionalCheckFailed" not in str(exc):
+            if exc.code != "ConditionalCheckFailedException":
                 raise
         return lid
 
@@ -51,14 +51,12 @@ class DynamoDBDeadLetters(aws.DynamoDBTable):
 
     def list(self, limit: int = 100) -> list[DeadLetter]:
         out: list[DeadLetter] = []
-        params: dict[str, Any] = {"TableName": self.table, "Limit": max(1, limit)}
-        while len(out) < limit:
-            page = self._api("scan", **params)
+        if limit <= 0:
+            return out
+        for page in self._api.pages("scan", page_size=max(1, limit), TableName=self.table):
             out.extend(self._letter(i) for i in page.get("Items", []))
-            last = page.get("LastEvaluatedKey")
-            if not last:
+            if len(out) >= limit:
                 break
-            params["ExclusiveStartKey"] = last
         return sorted(out, key=lambda d: (d.time, d.id), reverse=True)[:limit]
 
     def get(self, letter_id: str) -> DeadLetter | None:

@@ -71,22 +71,21 @@ class DynamoDBRetries(aws.DynamoDBTable):
 
     def _candidates(self, shard: int, now: float, limit: int) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        params: dict[str, Any] = {
-            "TableName": self.table,
-            "IndexName": INDEX,
-            "KeyConditionExpression": "#s = :s AND #d <= :now",
-            "FilterExpression": "claimed_until < :now",
-            "ExpressionAttributeNames": {"#s": "shard", "#d": "due"},
-            "ExpressionAttributeValues": {":s": {"N": str(shard)}, ":now": {"N": repr(float(now))}},
-            "Limit": max(limit, 10),
-        }
-        while len(out) < limit:
-            page = self._api("query", **params)
+        if limit <= 0:
+            return out
+        for page in self._api.pages(
+            "query",
+            page_size=max(limit, 10),
+            TableName=self.table,
+            IndexName=INDEX,
+            KeyConditionExpression="#s = :s AND #d <= :now",
+            FilterExpression="claimed_until < :now",
+            ExpressionAttributeNames={"#s": "shard", "#d": "due"},
+            ExpressionAttributeValues={":s": {"N": str(shard)}, ":now": {"N": repr(float(now))}},
+        ):
             out.extend(page.get("Items", []))
-            last = page.get("LastEvaluatedKey")
-            if not last:
+            if len(out) >= limit:
                 break
-            params["ExclusiveStartKey"] = last
         return out[:limit]
 
     def _claim(self, item_id: str, now: float) -> dict[str, Any] | None:
@@ -105,7 +104,7 @@ class DynamoDBRetries(aws.DynamoDBTable):
                 ReturnValues="ALL_NEW",
             )
         except BackendError as exc:
-            if aws.error_code(exc.__cause__) == "ConditionalCheckFailedException":
+            if exc.code == "ConditionalCheckFailedException":
                 return None  # another timer has it, or it is done
             raise
         return response.get("Attributes")
