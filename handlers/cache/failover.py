@@ -136,6 +136,7 @@ class FailoverSteps:
                 raise _both_down("begin_steps", self, first, second) from second
             self._failed_over(first, f"{len(items)} lease(s) taken")
             side, other = SECONDARY, PRIMARY
+        views = self._distinct(items, views, side, owner, ttl_s)
         with self._lock:
             for key, view in zip(items, views):
                 if view.token is not None:
@@ -149,6 +150,22 @@ class FailoverSteps:
                 self.unverified += len(items)
             return [_unverified(k, v, side) for k, v in zip(items, views)]
         return [_merged(v, o, side) for v, o in zip(views, others)]
+
+    def _distinct(self, items: Sequence[StepKey], views: list[StepView], side: str, owner: str,
+                  ttl_s: float) -> list[StepView]:
+        """Both sides issue a record's floor as its first token, so a lease this process already holds on
+        the other side may come back with the same token: take it once more (re-entrant, a larger token),
+        so that ``(cid, token)`` names one lease on one side for its renewals and its release."""
+        with self._lock:
+            clash = [i for i, (k, v) in enumerate(zip(items, views))
+                     if v.token is not None and self._held.get((k.cid, v.token), side) != side]
+        if not clash:
+            return views
+        again = self._try(self._side(side).begin_steps, [items[i] for i in clash], owner, ttl_s)
+        views = list(views)
+        for i, view in zip(clash, again):
+            views[i] = view
+        return views
 
     def peek_steps(self, cids: Sequence[str]) -> list[StepView]:
         answers = []

@@ -194,11 +194,19 @@ class RedisCache:
         if not calls:
             return []
 
-        def run() -> list[Any]:
+        def send() -> list[Any]:
             with self._client.pipeline(transaction=False) as pipe:
-                for script, keys, args in calls:
-                    script(keys=keys, args=args, client=pipe)
+                for script, keys, args in calls:  # EVALSHA directly: redis-py's Script would ask SCRIPT EXISTS first
+                    pipe.evalsha(script.sha, len(keys), *keys, *args)
                 return pipe.execute()
+
+        def run() -> list[Any]:
+            try:
+                return send()
+            except self._redis.exceptions.NoScriptError:  # a restarted or flushed server: load, send again
+                for script in {id(c[0]): c[0] for c in calls}.values():
+                    self._client.script_load(script.script)
+                return send()
 
         return self._call(what, run)
 

@@ -194,10 +194,11 @@ def test_the_side_of_a_lease_is_remembered_even_when_both_sides_issue_the_same_t
     """A record admitted on the secondary, then a copy of it on the primary once it is back: each lease
     is renewed and released on the side that took it.
 
-    Both sides issue the record's floor as its first token, so the two leases carry the same token:
-    the side must not be told by ``(cid, token)`` alone, or the secondary's lease is renewed on the
-    primary (its keeper believes it held while it runs out, and another worker cut off from the
-    primary takes it: two holders on the secondary) and its release frees the primary's lease."""
+    Both sides issue the record's floor as its first token, so the two leases would carry the same
+    token: the side could not be told by ``(cid, token)`` alone, and the secondary's lease would be
+    renewed on the primary (its keeper believing it held while it runs out, and another worker cut off
+    from the primary taking it: two holders on the secondary) and its release would free the primary's
+    lease. The pair takes the clashing lease once more, so each lease has its own token."""
     p, s = sides
     pair = _pair(p, s)
     gate = Gate(pair, "w", HOLD, DEDUPE)
@@ -207,13 +208,41 @@ def test_the_side_of_a_lease_is_remembered_even_when_both_sides_issue_the_same_t
     p.down = False
     new = gate.begin(cid, 1)
     assert (old.side, new.side) == ("secondary", "primary")
-    assert old.token == new.token == token_floor(1, 0)  # the trigger
+    assert old.token == token_floor(1, 0)  # both sides would issue the floor: the pair takes the primary's
+    assert new.token > old.token  # lease once more, so (cid, token) names one lease on one side
     gate.renew([(cid, old.token)])
     assert s.count("renew_leases") == 1, "the secondary's lease was renewed on the primary"
     gate.release(cid, old.token)
     assert _holder(s, cid) is None and _holder(p, cid) == ("w", new.token)
     gate.release(cid, new.token)
     assert _holder(p, cid) is None
+
+
+def test_a_lease_renewed_as_held_is_never_taken_by_another_worker_on_its_side(tmp_path):
+    """The consequence of telling sides by ``(cid, token)``: a's lease on the secondary and a copy's
+    lease on the primary carry the same token; once the copy ends, a's keeper renews on the primary
+    (which says yes), the secondary's lease runs out, and b, cut off from the primary, takes it."""
+    now = [1000.0]
+
+    def side(name: str, label: str) -> Side:
+        return Side(SqliteCache(f"sqlite:///{tmp_path / name}.db", clock=lambda: now[0]), label)
+
+    p, s = side("p", "primary"), side("s", "secondary")
+    a = Gate(_pair(p, s), "a", 10.0, DEDUPE)
+    p.down = True
+    first = a.begin("m", 1)  # a runs the record with its lease on the secondary
+    p.down = False
+    copy = a.begin("m", 1)  # a redelivered copy, admitted on the primary
+    assert (first.side, copy.side) == ("secondary", "primary")
+    a.end("m", 1, copy.token, False)  # the copy gives its lease back; a still runs the first
+    for _ in range(3):
+        now[0] += 6.0
+        if a.renew([("m", first.token)]) != [True]:
+            return  # the keeper learns the lease is lost: a stops, no two holders
+    q, r = side("p", "primary"), side("s", "secondary")
+    q.down = True
+    b = Gate(_pair(q, r), "b", 10.0, DEDUPE).begin("m", 1)
+    assert b.token is None, f"a's lease on the secondary was renewed as held, yet b took it there ({b})"
 
 
 def test_a_partition_splits_the_lease_and_counts_it(files, sides):
