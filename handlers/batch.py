@@ -116,7 +116,13 @@ class Batch:
             self.fail(inbound.item_id, record, BackendError(
                 f"machine {cid}: the cache has no record of it and its log could not be read; handed back"))
             return
-        step = self.engine._run(inbound, record, mdef, ctx, adm)
+        token = adm.token
+
+        def still_held() -> bool:
+            self.keeper.tick()
+            return not self.keeper.lost(cid, token)
+
+        step = self.engine._run(inbound, record, mdef, ctx, adm, still_held)
         self.steps.append(step)
         self.handled[cid] = max(self.handled.get(cid, -1), self.engine._ending(step, step.mark).handled_upto())
 

@@ -323,8 +323,10 @@ class Engine:
             self.sleep(min(delay, max(0.0, deadline - now)))
             delay = min(delay * 2, 0.5)
 
-    def _run(self, inbound: Inbound, record: Event, mdef: MachineDef, ctx: dict, adm: Admission) -> _Step:
-        """Run one admitted record's step (and any local steps after it) for the commit."""
+    def _run(self, inbound: Inbound, record: Event, mdef: MachineDef, ctx: dict, adm: Admission,
+             still_held: Callable[[], bool] | None = None) -> _Step:
+        """Run one admitted record's step (and any local steps after it, while ``still_held()``) for the
+        commit."""
         cid = record.correlation_id
         step = _Step(inbound, record, adm.token, started=self.clock(), side=adm.side)
         max_retries = mdef.max_retries if mdef.max_retries is not None else self.settings.MAX_RETRIES
@@ -338,7 +340,7 @@ class Engine:
             "environment": self.environment,
         }
         try:
-            out = self._execute(mdef, record, ctx, obj, max_retries, step)
+            out = self._execute(mdef, record, ctx, obj, max_retries, step, still_held)
         except _ActionFailed as failure:
             self._on_failure(step, mdef, failure, max_retries)
         else:
@@ -363,7 +365,8 @@ class Engine:
             raise _ActionFailed(at, exc, dotted) from exc
 
     def _execute(
-        self, mdef: MachineDef, record: Event, data: dict, obj: dict, max_retries: int, step: _Step
+        self, mdef: MachineDef, record: Event, data: dict, obj: dict, max_retries: int, step: _Step,
+        still_held: Callable[[], bool] | None = None,
     ) -> Event:
         """Run the record's step (and any local steps after it); return the record to append."""
         cur = record
@@ -411,6 +414,8 @@ class Engine:
                 return self._failed(cur, target.name, nxt_event, steps, now, ctx, err)
             nxt = self._record(STEP, cur, target.name, nxt_event, steps, now, ctx)
             if nxt.kind != STEP or not tr2.local:
+                return nxt
+            if still_held is not None and not still_held():  # lost the lease: its new holder goes on
                 return nxt
             # a local transition: run the next step here, no log round trip
             step.local_steps += 1

@@ -101,3 +101,48 @@ def test_an_expired_flag_can_be_marked_again(cache, expiry):
     assert cache.marked(key) is False
     assert cache.mark(key, HOLD) is True
     assert cache.marked(key) is True
+
+
+def test_acquire_issues_at_least_the_floor_and_still_more_than_before(cache):
+    key = _key()
+    first = cache.acquire(key, "a", HOLD, floor=5000)
+    assert first is not None and first >= 5000
+    cache.release(key, "a", first)
+    below = cache.acquire(key, "b", HOLD, floor=10)  # a floor under the counter: the counter goes on
+    assert below is not None and below > first
+    cache.release(key, "b", below)
+    above = cache.acquire(key, "c", HOLD, floor=below + 10_000)  # a floor above it: the floor
+    assert above is not None and above >= below + 10_000
+    assert cache.acquire(key, "d", HOLD, floor=10**9) is None  # a floor takes no lease held by another
+
+
+def test_a_fresh_key_starts_at_its_floor(cache):
+    """A store that never saw the key (or lost its counter) still issues at least the floor."""
+    assert cache.acquire(_key(), "a", HOLD, floor=123_456) >= 123_456
+    assert cache.acquire(_key(), "a", HOLD) >= 1
+
+
+def test_extend_keeps_a_lease_refuses_a_lost_one_and_revives_one_nobody_took(cache, expiry):
+    ttl, wait = expiry
+    kept, lost, lapsed = _key(), _key(), _key()
+    tokens = [cache.acquire(k, "a", ttl) for k in (kept, lost, lapsed)]
+    assert all(t is not None for t in tokens)
+    assert cache.extend(kept, "a", tokens[0], HOLD) is True
+    time.sleep(wait)
+    assert cache.acquire(kept, "b", HOLD) is None  # renewed: still held
+    taken = cache.acquire(lost, "b", HOLD)
+    assert taken is not None and taken > tokens[1]
+    assert cache.extend(lost, "a", tokens[1], HOLD) is False  # another owner acquired it since
+    assert cache.extend(lapsed, "a", tokens[2], HOLD) is True  # ran out, but nobody acquired it since
+    assert cache.acquire(lapsed, "b", HOLD) is None
+    assert cache.acquire(lost, "c", HOLD) is None  # the failed extend left b's lease alone
+    assert cache.extend(lost, "b", taken, HOLD) is True
+
+
+def test_extend_with_a_superseded_token_fails(cache):
+    key = _key()
+    old = cache.acquire(key, "a", HOLD)
+    new = cache.acquire(key, "a", HOLD)  # re-entrant: a new, larger token
+    assert new is not None and new > old
+    assert cache.extend(key, "a", old, HOLD) is False
+    assert cache.extend(key, "a", new, HOLD) is True

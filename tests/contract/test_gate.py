@@ -15,7 +15,16 @@ from collections import Counter
 
 import pytest
 
-from handlers.cache.steps import StepCache
+from handlers.cache.steps import (
+    DONE,
+    TRIED,
+    Ending,
+    StepCache,
+    StepKey,
+    as_steps,
+    completed_ordinal,
+    token_floor,
+)
 from handlers.gate import Admission, Gate, lease_key
 
 HOLD = 30.0  # a lease that does not run out during a test
@@ -50,6 +59,73 @@ class BasicOnly:
 def store(request, cache):
     """The cache under test, as it is or with its fast path hidden."""
     return cache if request.param == "as_is" else BasicOnly(cache)
+
+
+@pytest.fixture
+def empty_twin(request, store, tmp_path):
+    """A second store of the same kind that has never seen anything (a new file, key prefix or table),
+    as the store under test is: a cache that lost everything, or the other side of a failover pair."""
+    backend = request.node.callspec.params["cache"]
+    if backend == "sqlite_cache":
+        from handlers.cache.sqlite import SqliteCache
+
+        twin = SqliteCache(f"sqlite:///{tmp_path / 'twin' / 'fsmlog.db'}")
+    elif backend == "redis_cache":
+        from handlers.cache.redis import RedisCache
+
+        twin = RedisCache(request.getfixturevalue("redis_url"), prefix=f"t{uuid.uuid4().hex[:12]}:")
+    elif backend == "memcached_cache":
+        from handlers.cache.memcached import MemcachedCache
+
+        twin = MemcachedCache(request.getfixturevalue("memcached_url"), prefix=f"t{uuid.uuid4().hex[:12]}:")
+    elif backend == "dynamodb_cache":
+        from handlers.cache.dynamodb import DynamoDBCache
+        from tests.contract.cache_factories import cache_table_arn
+        from tests.fixtures.servers import settings_for
+
+        arn = cache_table_arn()
+        twin = DynamoDBCache.create(arn, settings_for(request.getfixturevalue("moto_server"), [arn]))
+    else:
+        raise AssertionError(f"no empty twin for {backend}")
+    yield BasicOnly(twin) if isinstance(store, BasicOnly) else twin
+    close = getattr(twin, "close", None)
+    if close is not None:
+        close()
+
+
+def _forget(store, cid: str) -> None:
+    """Everything the store keeps of machine ``cid`` is gone (evicted, flushed, restarted): its lease,
+    fence counter, mark, flags."""
+    cache = store._cache if isinstance(store, BasicOnly) else store
+    kind = type(cache).__name__
+    if kind == "SqliteCache":
+        with cache.db.transaction() as conn:
+            conn.execute("DELETE FROM progress WHERE cid = ?", (cid,))
+            for table in ("leases", "fence"):
+                conn.execute(f"DELETE FROM {table} WHERE key = ?", (lease_key(cid),))
+            conn.execute("DELETE FROM flags WHERE key LIKE ? OR key LIKE ? OR key = ?",
+                         (f"done:{cid}:%", f"tried:{cid}:%", f"abort:{cid}"))
+    elif kind == "RedisCache":
+        keys = list(cache._client.scan_iter(match=f"{cache.prefix}*{cid}*"))
+        assert keys, "nothing to forget"
+        cache._client.delete(*keys)
+    elif kind == "MemcachedCache":
+        from handlers.cache.memcached import _safe
+
+        names = [f"lease:{lease_key(cid)}", f"fence:{lease_key(cid)}", f"flag:abort:{cid}"]
+        for steps in range(8):
+            names.append(f"flag:done:{cid}:{steps}")
+            names += [f"flag:tried:{cid}:{steps}:{retries}" for retries in range(4)]
+        for name in names:
+            cache._client.delete(_safe(cache.prefix, name))
+    elif kind == "DynamoDBCache":
+        items = cache._client.scan(TableName=cache.table)["Items"]
+        gone = [i["key"] for i in items if cid in i["key"]["S"]]
+        assert gone, "nothing to forget"
+        for key in gone:
+            cache._client.delete_item(TableName=cache.table, Key={"key": key})
+    else:
+        raise AssertionError(f"cannot make {kind} forget")
 
 
 def _cid() -> str:
@@ -241,6 +317,163 @@ def test_gate_and_basic_acquire_share_one_fence_counter(request, cache):
     assert last is not None and last > adm.token
 
 
+# ---------------------------------------------------------------- token floors, forgetting, renewal, peeking
+
+
+def test_a_token_is_at_least_the_records_floor(store):
+    cid = _cid()
+    gate = _gate(store, "a")
+    for steps, retries, elapsed_ms in ((0, 0, 0), (1, 0, 0), (1, 2, 0), (3, 1, 5000), (9, 0, 1)):
+        adm = gate.begin(cid, steps, retries, elapsed_ms=elapsed_ms)
+        assert adm.token is not None and adm.token >= token_floor(steps, retries, elapsed_ms)
+        assert adm.token >= StepKey(cid, steps, retries, elapsed_ms).floor
+        gate.end(cid, steps, adm.token, True, retries=retries)
+    again = gate.begin(cid, 2)  # an old copy: the counter is above its floor, and still grows
+    assert again.token is not None and again.token > adm.token
+
+
+def test_a_fresh_store_issues_a_later_attempt_a_token_above_every_earlier_one(store, empty_twin):
+    cid = _cid()
+    gate = _gate(store, "a")
+    issued = []
+    for steps in range(4):
+        for retries in (0, 1):
+            for _ in range(3):  # re-entrant acquisitions push the counter above the floor
+                adm = gate.begin(cid, steps, retries)
+                assert adm.token is not None
+                issued.append(adm.token)
+            gate.end(cid, steps, adm.token, retries == 1, retries=retries, tried=retries == 0)
+    twin = _gate(empty_twin, "b")
+    for steps, retries in ((3, 2), (4, 0), (7, 0)):
+        later = twin.begin(cid, steps, retries)
+        assert later.token is not None and later.token > max(issued), (steps, retries)
+        twin.release(cid, later.token)
+    # the same attempt run again later: its floor has risen with the time since its record was written
+    run = gate.begin(cid, 5, 0, elapsed_ms=0)
+    rerun = _gate(empty_twin, "c").begin(cid, 5, 0, elapsed_ms=1)
+    assert run.token is not None and rerun.token is not None and rerun.token > run.token
+
+
+def test_a_store_that_forgot_the_machine_knows_nothing_of_it(store):
+    cid = _cid()
+    gate = _gate(store, "a")
+    tokens = [_run(gate, cid, steps) for steps in range(3)]
+    knowing = gate.begin(cid, 3)
+    assert knowing.known and not knowing.done
+    gate.release(cid, knowing.token)
+    _forget(store, cid)
+    assert as_steps(store).begin_steps([StepKey(cid, 3, 0)], "probe", HOLD)[0].mark is None
+    _forget(store, cid)
+    for steps in (3, 2, 0):  # the next step, a step it had completed, the start: it cannot tell
+        adm = gate.begin(cid, steps)
+        assert adm.token is not None and adm.token > max(tokens)  # the floor, though the counter is gone
+        assert (adm.known, adm.done) == (False, False)
+        gate.release(cid, adm.token)
+        tokens.append(adm.token)
+    asked = []
+
+    def authority(cids):
+        asked.extend(cids)
+        return dict.fromkeys(cids)
+
+    verified = Gate(store, "a", HOLD, DEDUPE, authority=authority).begin(cid, 3)
+    assert asked == [cid] and verified.known
+
+
+def test_a_registered_machine_is_known_with_nothing_handled(store):
+    cid, stranger = _cid(), _cid()
+    gate = _gate(store, "a")
+    gate.register([cid])
+    start = gate.begin(cid, 0)
+    assert start.token is not None and (start.known, start.done) == (True, False)
+    gate.end(cid, 0, start.token, True)
+    assert gate.begin(cid, 0).done
+    unknown = gate.begin(stranger, 0)  # never registered: a store cannot tell it from one it forgot
+    assert (unknown.known, unknown.done) == (False, False)
+
+
+def test_renewal_keeps_a_lease_refuses_a_lost_one_and_revives_one_nobody_took(store, expiry):
+    ttl, wait = expiry
+    kept, lost, lapsed = _cid(), _cid(), _cid()
+    steps = as_steps(store)
+    views = steps.begin_steps([StepKey(kept, 1, 0), StepKey(lost, 1, 0), StepKey(lapsed, 1, 0)], "a", ttl)
+    tokens = [v.token for v in views]
+    assert all(t is not None for t in tokens)
+    assert steps.renew_leases([(kept, tokens[0])], "a", HOLD) == [True]
+    time.sleep(wait)  # lost's and lapsed's leases run out; kept's was renewed
+    assert _gate(store, "b").begin(kept, 1).token is None
+    taken = _gate(store, "b").begin(lost, 1)
+    assert taken.token is not None and taken.token > tokens[1]
+    renewed = steps.renew_leases(list(zip((kept, lost, lapsed), tokens)), "a", HOLD)
+    assert renewed == [True, False, True]  # lapsed: ran out, but nobody acquired it since
+    assert _gate(store, "b").begin(lapsed, 1).token is None  # held again
+    assert _gate(store, "c").begin(lost, 1).token is None  # b keeps what it took
+    assert steps.renew_leases([(lost, taken.token)], "b", HOLD) == [True]
+
+
+def test_end_marks_even_for_a_stale_holder_and_releases_only_the_current_one(store):
+    steps = as_steps(store)
+    cid = _cid()
+    stale = steps.begin_steps([StepKey(cid, 1, 0)], "a", HOLD)[0].token
+    current = steps.begin_steps([StepKey(cid, 1, 0)], "a", HOLD)[0].token
+    assert current > stale
+    steps.end_steps([Ending(cid, 1, 0, stale, DONE)], "a", DEDUPE)
+    assert _gate(store, "b").begin(cid, 1).token is None  # the current token still holds the lease
+    steps.end_steps([Ending(cid, 2, 0, None, DONE)], "a", DEDUPE)  # a mark only: no lease given back
+    assert _gate(store, "b").begin(cid, 1).token is None
+    steps.end_steps([Ending(cid, 1, 0, current, None)], "a", DEDUPE)
+    after = _gate(store, "b").begin(cid, 2)
+    assert after.token is not None and after.done  # both marks counted
+    assert _gate(store, "b").begin(cid, 3).known
+
+
+def test_one_end_call_marks_and_releases_a_whole_batch(store):
+    steps = as_steps(store)
+    done, tried, nothing, local_done, local_tried = (_cid() for _ in range(5))
+    keys = [StepKey(done, 1, 0), StepKey(tried, 2, 0), StepKey(nothing, 0, 0), StepKey(local_done, 1, 0),
+            StepKey(local_tried, 1, 0)]
+    tokens = [v.token for v in steps.begin_steps(keys, "a", HOLD)]
+    assert all(t is not None for t in tokens)
+    steps.end_steps([
+        Ending(done, 1, 0, tokens[0], DONE),
+        Ending(tried, 2, 0, tokens[1], TRIED),
+        Ending(nothing, 0, 0, tokens[2], None),
+        Ending(local_done, 1, 0, tokens[3], DONE, last=3),  # steps 1..3 ran in one invocation
+        Ending(local_tried, 1, 0, tokens[4], TRIED, last=3, last_retries=1),  # ... and step 3 failed
+    ], "a", DEDUPE)
+    b = _gate(store, "b")
+    for cid, steps_, retries, done_, known in (
+            (done, 1, 0, True, True), (done, 2, 0, False, True),
+            (tried, 2, 0, True, True), (tried, 2, 1, False, True),
+            (nothing, 0, 0, False, False),
+            (local_done, 3, 0, True, True), (local_done, 4, 0, False, True),
+            (local_tried, 1, 0, True, True), (local_tried, 3, 1, True, True), (local_tried, 3, 2, False, True)):
+        adm = b.begin(cid, steps_, retries)
+        assert adm.token is not None, (cid, steps_, retries)  # every lease was given back
+        assert (adm.done, adm.known) == (done_, known), (cid, steps_, retries)
+        b.release(cid, adm.token)
+
+
+def test_peek_reads_marks_and_aborts_and_takes_no_lease(store):
+    steps = as_steps(store)
+    ran, aborted, unknown = _cid(), _cid(), _cid()
+    gate = _gate(store, "a")
+    _run(gate, ran, 1)
+    held = gate.begin(ran, 2)
+    gate.abort(aborted)
+    views = steps.peek_steps([ran, aborted, unknown])
+    assert [v.token for v in views] == [None, None, None]
+    assert [v.aborted for v in views] == [False, True, False]
+    if isinstance(store, StepCache):  # a high-water store tells the mark
+        assert [v.mark for v in views] == [completed_ordinal(1), None, None]
+    else:  # a plain cache cannot list a machine's flags: unknown, so the gate asks the log
+        assert [v.mark for v in views] == [None, None, None]
+    assert _gate(store, "b").begin(ran, 2).token is None  # a's lease is untouched
+    assert gate.renew([(ran, held.token)]) == [True]
+    for cid in (aborted, unknown):  # and the peek took none
+        assert _gate(store, "b").begin(cid, 0).token is not None
+
+
 # ---------------------------------------------------------------- the high-water mark of DynamoDB and Redis
 
 HIGH_WATER = [pytest.param(name, id=name.split("_")[0], marks=pytest.mark.integration)
@@ -298,21 +531,94 @@ def test_dynamodb_step_costs_two_calls(dynamodb_cache):
     assert +spent == Counter({("dynamodb", "UpdateItem"): 1})
 
 
-def test_redis_step_costs_two_round_trips(redis_cache, monkeypatch):
-    client = redis_cache._client
-    sent: list[str] = []
-    send = client.execute_command
+def test_dynamodb_batch_costs_one_call_per_record(dynamodb_cache):
+    from eventlog.aws import API_CALLS
 
-    def counted(*args, **kwargs):
-        sent.append(str(args[0]))
-        return send(*args, **kwargs)
+    gate = _gate(dynamodb_cache, "a")
+    cids = [_cid() for _ in range(20)]
+    before = Counter(API_CALLS)
+    admissions = gate.begin_many([(cid, 1, 0) for cid in cids])
+    gate.end_many([Ending(cid, 1, 0, adm.token, DONE) for cid, adm in zip(cids, admissions)])
+    spent = Counter(API_CALLS)
+    spent.subtract(before)
+    assert +spent == Counter({("dynamodb", "UpdateItem"): 40})
 
-    gate = _gate(redis_cache, "a")
-    warm = _cid()
-    _run(gate, warm, 1)  # the first use of a script may load it (NOSCRIPT); not counted
-    monkeypatch.setattr(client, "execute_command", counted)
+
+class RoundTrips:
+    """Counts what the redis client sends: each write of commands to the socket (a round trip: the
+    client reads the replies before it sends again) and each pipeline executed."""
+
+    def __init__(self, cache, monkeypatch) -> None:
+        import redis
+
+        self.writes: list[str] = []
+        self.pipelines = 0
+        connection = cache._client.connection_pool.connection_class
+        send, execute = connection.send_packed_command, redis.client.Pipeline.execute
+
+        def sent(conn, command, *args, **kwargs):
+            raw = command if isinstance(command, (bytes, bytearray)) else b"".join(bytes(c) for c in command)
+            words = [w for w in raw.split(b"\r\n") if w and w[:1] not in (b"*", b"$")]
+            self.writes.append(" ".join(w.decode(errors="replace") for w in words[:2]))
+            return send(conn, command, *args, **kwargs)
+
+        def executed(pipe, *args, **kwargs):
+            self.pipelines += 1
+            return execute(pipe, *args, **kwargs)
+
+        monkeypatch.setattr(connection, "send_packed_command", sent)
+        monkeypatch.setattr(redis.client.Pipeline, "execute", executed)
+
+    def take(self) -> tuple[int, int, list[str]]:
+        out = (len(self.writes), self.pipelines, self.writes)
+        self.writes, self.pipelines = [], 0
+        return out
+
+
+def _warm(cache) -> None:
+    """The first use of the connection handshakes, and of each script may load it: not counted."""
+    gate = _gate(cache, "a")
     cid = _cid()
-    adm = gate.begin(cid, 1)
-    gate.end(cid, 1, adm.token, True)
-    assert sent == ["EVALSHA", "EVALSHA"]
-    assert gate.begin(cid, 1).done is True
+    _run(gate, cid, 1)
+    held = gate.begin(cid, 2)
+    gate.renew([(cid, held.token)])
+    gate.release(cid, held.token)
+
+
+@pytest.mark.parametrize("n", [1, 20])
+def test_redis_batch_is_one_pipeline_to_begin_and_one_to_end(redis_cache, monkeypatch, n):
+    _warm(redis_cache)
+    trips = RoundTrips(redis_cache, monkeypatch)
+    steps = as_steps(redis_cache)
+    cids = [_cid() for _ in range(n)]
+    views = steps.begin_steps([StepKey(cid, 1, 0) for cid in cids], "a", HOLD)
+    begin = trips.take()
+    steps.end_steps([Ending(cid, 1, 0, v.token, DONE) for cid, v in zip(cids, views)], "a", DEDUPE)
+    end = trips.take()
+    assert (begin[1], end[1]) == (1, 1)
+    sizes = {}
+    for k in (1, 20):  # whatever a batch costs, it does not grow with the batch
+        more = [_cid() for _ in range(k)]
+        steps.end_steps([Ending(c, 1, 0, v.token, DONE) for c, v in
+                         zip(more, steps.begin_steps([StepKey(c, 1, 0) for c in more], "a", HOLD))], "a", DEDUPE)
+        sizes[k] = trips.take()[0]
+    assert sizes[1] == sizes[20]
+    assert all(v.token is not None for v in views)
+    assert all(v.mark == completed_ordinal(1) for v in steps.peek_steps(cids))
+
+
+@pytest.mark.parametrize("n", [1, 20])
+def test_redis_batch_costs_one_round_trip_to_begin_and_one_to_end(redis_cache, monkeypatch, n):
+    _warm(redis_cache)
+    trips = RoundTrips(redis_cache, monkeypatch)
+    steps = as_steps(redis_cache)
+    cids = [_cid() for _ in range(n)]
+    views = steps.begin_steps([StepKey(cid, 1, 0) for cid in cids], "a", HOLD)
+    begin = trips.take()
+    steps.end_steps([Ending(cid, 1, 0, v.token, DONE) for cid, v in zip(cids, views)], "a", DEDUPE)
+    end = trips.take()
+    assert (begin[0], end[0]) == (1, 1), f"begin sent {begin[2]}, end sent {end[2]}"
+    assert len(steps.renew_leases([(cid, v.token) for cid, v in zip(cids, views)], "a", HOLD)) == n
+    assert trips.take()[0] == 1
+    steps.peek_steps(cids)
+    assert trips.take()[0] == 1

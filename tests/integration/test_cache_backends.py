@@ -161,23 +161,27 @@ def test_redis_tokens_keep_increasing_when_the_counter_is_lost(redis_url: str) -
 
     from handlers.cache.redis import RedisCache
 
+    from handlers.cache.steps import token_floor
+
     cache = RedisCache(redis_url, prefix=f"t{uuid.uuid4().hex[:8]}:")
-    first = cache.acquire("lease:x", "w", 30)
+    first = cache.acquire("lease:x", "w", 30, token_floor(3, 0, 10))  # the floor the gate derives
     cache.release("lease:x", "w", first)
     _, fence = cache._keys("lease:x")
     redis.Redis.from_url(redis_url).delete(fence)  # as after a restart without persistence
-    second = cache.acquire("lease:x", "w", 30)
+    second = cache.acquire("lease:x", "w", 30, token_floor(3, 0, 25))  # the same record, 15 ms later
     assert second > first
 
 
 def test_memcached_tokens_keep_increasing_when_the_counter_is_evicted(memcached_url: str) -> None:
     from handlers.cache.memcached import MemcachedCache, _safe
 
+    from handlers.cache.steps import token_floor
+
     cache = MemcachedCache(memcached_url, prefix=f"t{uuid.uuid4().hex[:8]}:")
-    first = cache.acquire("lease:x", "w", 30)
+    first = cache.acquire("lease:x", "w", 30, token_floor(3, 0, 10))  # the floor the gate derives
     cache.release("lease:x", "w", first)
     cache._client.delete(_safe(cache.prefix, "fence:lease:x"))
-    second = cache.acquire("lease:x", "w", 30)
+    second = cache.acquire("lease:x", "w", 30, token_floor(3, 0, 25))  # the same record, 15 ms later
     assert second > first
 
 

@@ -11,14 +11,19 @@ import pytest
 
 from eventlog.chaos import ChaosProxy, with_chaos
 from eventlog.errors import ChaosError, ServiceUnavailable, SettingsError
-from eventlog.failover import FAILOVERS, FailoverProxy, machine_of, with_failover
+from eventlog.failover import FAILOVERS, FailoverProxy, with_failover
 from eventlog.settings import load_settings
+from handlers.cache.failover import TRIES, FailoverSteps
+from handlers.cache.steps import DONE, TRIED, Ending, StepKey, as_steps, completed_ordinal, token_floor
+from handlers.gate import Gate
 from handlers.metrics import Datum
 from tests.fixtures.servers import ACCOUNT, REGION, settings_for
 
 pytestmark = pytest.mark.integration
 
 REDIS_ARN = f"arn:aws:elasticache:{REGION}:{ACCOUNT}:replicationgroup:fsmlog-primary"
+LEASE = 30.0
+DEDUPE = 300.0
 
 
 class Switch(random.Random):
@@ -42,6 +47,18 @@ class Clock:
 
 def sqlite_target(tmp_path: Path, name: str) -> str:
     return f"sqlite:///{tmp_path / name}.db"
+
+
+def _no_sleep(_s: float) -> None:
+    pass
+
+
+def steps_pair(primary: Any, secondary: Any, **options: Any) -> FailoverSteps:
+    """The cache's failover pair, moving leases at the primary's first failure (as with
+    ``CACHE_FAILOVER_SECONDS=0``), without sleeping between tries."""
+    options.setdefault("failover_after_s", 0.0)
+    options.setdefault("sleep", _no_sleep)
+    return FailoverSteps(as_steps(primary), as_steps(secondary), **options)
 
 
 def ddb_cache(moto_server: str) -> tuple[Any, str, Any]:
@@ -159,97 +176,127 @@ def test_invalid_chaos_probability_names_the_setting(tmp_path: Path) -> None:
 # --- failover ----------------------------------------------------------------------------------------
 
 
-def test_machine_of_reads_the_correlation_id_from_cache_keys() -> None:
-    assert machine_of("lease:abc") == "abc"
-    assert machine_of("done:abc:12") == "abc"
-    assert machine_of("tried:abc:12:3") == "abc"
-    assert machine_of("abort:order:7") == "order:7"
-    assert machine_of("lease:order:7") == "order:7"
-    assert machine_of("plain") == "plain"
+def test_the_generic_proxy_refuses_the_cache(tmp_path: Path) -> None:
+    from handlers.cache.sqlite import SqliteCache
+
+    p, s = sqlite_target(tmp_path, "p"), sqlite_target(tmp_path, "s")
+    with pytest.raises(SettingsError, match=r"handlers\.cache\.failover"):
+        with_failover("CACHE", SqliteCache(p), SqliteCache(s), None)
 
 
-def test_every_call_is_served_by_the_secondary_while_the_primary_always_fails(
+def test_every_admission_asks_the_primary_first_while_leases_go_to_the_secondary(
         redis_url: str, moto_server: str) -> None:
     from handlers.cache.redis import RedisCache
 
-    secondary, ddb_arn, _ = ddb_cache(moto_server)
+    secondary, _, _ = ddb_cache(moto_server)
     settings = load_settings(environ={}, ENDPOINTS={REDIS_ARN: redis_url}, AWS_CHAOS={REDIS_ARN: {"ConnectionError": 1.0}})
     primary = with_chaos(RedisCache.from_target(REDIS_ARN, settings), REDIS_ARN, settings)
-    clock = Clock()
-    cache = with_failover("CACHE", primary, secondary, settings, clock=clock)
+    pair = steps_pair(primary, secondary)
+    gate = Gate(pair, "w", LEASE, DEDUPE)
     before = FAILOVERS["CACHE"]
-    calls = 0
-    for i in range(5):
-        key = f"lease:m{i}"
-        token = cache.acquire(key, "w", 30)
-        assert token is not None
-        assert cache.mark(f"done:m{i}:1", 60) is True
-        assert cache.marked(f"done:m{i}:1")
-        cache.release(key, "w", token)
-        calls += 4
-        clock.now += 31  # past the cool-down: the primary is tried (and fails) again
-    assert cache.served == {"secondary": calls}
-    assert cache.failovers == calls and FAILOVERS["CACHE"] - before == calls
-    assert primary.injected >= 5
-    assert cache.name == REDIS_ARN
-    # the data really is on the secondary
-    assert secondary.marked("done:m3:1") and secondary.acquire("lease:m4", "other", 30) is not None
+    cids = [f"m-{uuid.uuid4().hex[:10]}" for _ in range(5)]
+    for n, cid in enumerate(cids, 1):
+        adm = gate.begin(cid, 1)
+        assert adm.token is not None and adm.token >= token_floor(1, 0) and adm.side == "secondary"
+        assert primary.injected >= n * TRIES  # the primary was asked (and tried again) every time
+        assert not adm.known  # the primary cannot be read: the gate would ask the log
+        gate.end(cid, 1, adm.token, True)
+    assert (pair.failovers, pair.split, pair.unverified) == (5, 5, 5)
+    assert FAILOVERS["CACHE"] - before == 5
+    assert isinstance(pair.last_error, ChaosError) and pair.name == REDIS_ARN
+    # the leases and marks really are on the secondary, and the leases were given back there
+    assert [v.mark for v in secondary.peek_steps(cids)] == [completed_ordinal(1)] * 5
+    assert all(v.token is not None for v in secondary.begin_steps([StepKey(c, 2, 0) for c in cids], "other", LEASE))
 
 
-def test_a_machine_that_failed_over_keeps_its_lease_on_the_secondary(redis_url: str, tmp_path: Path) -> None:
+def test_a_lease_taken_on_the_secondary_stays_there_while_admissions_return_to_the_primary(
+        redis_url: str, tmp_path: Path) -> None:
     from handlers.cache.redis import RedisCache
     from handlers.cache.sqlite import SqliteCache
 
     settings = load_settings(environ={}, ENDPOINTS={REDIS_ARN: redis_url}, AWS_CHAOS={REDIS_ARN: {"ConnectionError": 1.0}})
     switch = Switch(failing=True)
     raw_primary = RedisCache(redis_url, name=REDIS_ARN, prefix=f"t{uuid.uuid4().hex[:8]}:")
-    primary = with_chaos(raw_primary, REDIS_ARN, settings, rng=switch)
     secondary = SqliteCache(sqlite_target(tmp_path, "secondary"))
-    clock = Clock()
-    cache: FailoverProxy = with_failover("CACHE", primary, secondary, settings, clock=clock)
+    pair = steps_pair(with_chaos(raw_primary, REDIS_ARN, settings, rng=switch), secondary)
+    gate = Gate(pair, "w", LEASE, DEDUPE)
 
-    a_token = cache.acquire("lease:A", "w", 300)  # primary down: A's lease is taken on the secondary
-    assert a_token is not None and cache.sticky("A")
-    assert secondary.holder("lease:A") == ("w", a_token)
+    a = gate.begin("A", 1)  # primary down: A's lease is taken on the secondary
+    assert a.side == "secondary" and secondary.holder("lease:A") == ("w", a.token)
 
-    switch.failing = False  # the primary recovers ...
-    clock.now += 5
-    b_token = cache.acquire("lease:B", "w", 300)  # ... but is still skipped during the cool-down
-    assert b_token is not None and secondary.holder("lease:B") is not None
-    clock.now += 60  # cool-down over: new machines go to the primary again
-    c_token = cache.acquire("lease:C", "w", 300)
-    assert c_token is not None and secondary.holder("lease:C") is None
-    assert raw_primary.acquire("lease:C", "other", 300) is None  # held on the primary
+    switch.failing = False  # the primary recovers: no cool-down, the very next admission is on it
+    b = gate.begin("B", 1)
+    assert b.side == "primary" and secondary.holder("lease:B") is None
+    assert raw_primary.acquire("lease:B", "other", LEASE) is None  # held on the primary
 
-    # A stays on the secondary for every cache call
-    assert cache.mark("done:A:1", 60) is True
-    assert secondary.marked("done:A:1") and not raw_primary.marked("done:A:1")
-    again = cache.acquire("lease:A", "w", 300)
-    assert again is not None and again > a_token and secondary.holder("lease:A") == ("w", again)
-    cache.release("lease:A", "w", again)
+    # A is renewed and ended on the secondary, where its lease is
+    assert gate.renew([("A", a.token), ("B", b.token)]) == [True, True]
+    assert raw_primary.acquire("lease:A", "other", LEASE) is not None  # the primary never held A
+    gate.end("A", 1, a.token, True)
     assert secondary.holder("lease:A") is None
-    assert raw_primary.acquire("lease:A", "other", 300) is not None  # never touched on the primary
-    assert cache.served["primary"] == 1
+    assert raw_primary.peek_steps(["A"])[0].mark == completed_ordinal(1)  # the mark was copied over
+    gate.end("B", 1, b.token, True)
+    assert secondary.peek_steps(["B"])[0].mark == completed_ordinal(1)
+    assert (pair.failovers, pair.split) == (1, 1)
 
 
-def test_a_stopped_redis_server_fails_over_to_dynamodb(redis_server_process: Any, moto_server: str) -> None:
+def test_marks_written_on_either_side_are_seen_by_an_admission_on_the_other(redis_url: str, tmp_path: Path) -> None:
+    from handlers.cache.redis import RedisCache
+    from handlers.cache.sqlite import SqliteCache
+
+    settings = load_settings(environ={}, ENDPOINTS={REDIS_ARN: redis_url}, AWS_CHAOS={REDIS_ARN: {"ConnectionError": 1.0}})
+    switch = Switch(failing=False)
+    raw_primary = RedisCache(redis_url, name=REDIS_ARN, prefix=f"t{uuid.uuid4().hex[:8]}:")
+    secondary = SqliteCache(sqlite_target(tmp_path, "secondary"))
+    pair = steps_pair(with_chaos(raw_primary, REDIS_ARN, settings, rng=switch), secondary)
+    gate = Gate(pair, "w", LEASE, DEDUPE)
+
+    secondary.end_steps([Ending("S", 3, 0, None, DONE)], "earlier", DEDUPE)  # only the secondary knows
+    raw_primary.end_steps([Ending("P", 3, 1, None, TRIED)], "earlier", DEDUPE)  # only the primary knows
+    on_primary = gate.begin("S", 3)
+    assert on_primary.side == "primary" and on_primary.done
+    gate.release("S", on_primary.token)
+    nxt = gate.begin("S", 4)
+    assert nxt.side == "primary" and nxt.known and not nxt.done
+    gate.release("S", nxt.token)
+
+    switch.failing = True  # the whole primary fails: its marks cannot be read either
+    unread = gate.begin("P", 3, 2)
+    assert unread.side == "secondary" and not unread.known and not unread.done  # the gate asks the log
+    gate.release("P", unread.token)
+    switch.failing = False
+    both = Gate(pair, "other", LEASE, DEDUPE).begin("P", 3, 1)
+    assert both.side == "primary" and both.done
+
+
+def test_a_stopped_redis_server_fails_over_to_dynamodb_and_back(redis_server_process: Any, moto_server: str) -> None:
     from handlers.cache.redis import RedisCache
 
-    secondary, _, settings = ddb_cache(moto_server)
+    secondary, _, _ = ddb_cache(moto_server)
     url = f"redis://127.0.0.1:{redis_server_process.port}/0"
     primary = RedisCache(url, prefix=f"t{uuid.uuid4().hex[:8]}:", socket_timeout=1.0)
-    cache = with_failover("CACHE", primary, secondary, settings)
-    assert cache.acquire("lease:before", "w", 30) is not None
-    assert cache.served == {"primary": 1}
+    pair = steps_pair(primary, secondary)
+    gate = Gate(pair, "w", LEASE, DEDUPE)
+    first = gate.begin("before", 1)
+    assert first.side == "primary" and pair.failovers == 0
+    gate.end("before", 1, first.token, True)
     redis_server_process.stop()
     try:
-        token = cache.acquire("lease:during", "w", 30)
-        assert token is not None and cache.sticky("during")
-        assert cache.mark("done:during:1", 60) and cache.marked("done:during:1")
-        assert cache.served["secondary"] == 3
-        assert isinstance(cache.last_error, ServiceUnavailable)
+        during = gate.begin("during", 1)
+        assert during.token is not None and during.side == "secondary"
+        assert gate.renew([("during", during.token)]) == [True]
+        gate.end("during", 1, during.token, True)
+        assert isinstance(pair.last_error, ServiceUnavailable) and pair.split == 1
+        assert secondary.peek_steps(["during"])[0].mark == completed_ordinal(1)
     finally:
         redis_server_process.restart()
+    # back (and empty: no persistence): admissions are on the primary, which learns from DynamoDB
+    again = Gate(pair, "other", LEASE, DEDUPE).begin("during", 1)
+    assert again.side == "primary" and again.done
+    nxt = Gate(pair, "other", LEASE, DEDUPE).begin("during", 2)
+    assert nxt.side == "primary" and nxt.known and not nxt.done
+    assert pair.split == 1
+    primary.close()
 
 
 def test_both_sides_down_raises_naming_both_targets(tmp_path: Path) -> None:
@@ -257,33 +304,37 @@ def test_both_sides_down_raises_naming_both_targets(tmp_path: Path) -> None:
 
     p, s = sqlite_target(tmp_path, "p"), sqlite_target(tmp_path, "s")
     settings = load_settings(environ={}, AWS_CHAOS={p: {"ConnectionError": 1.0}, s: {"RequestTimeout": 1.0}})
-    cache = with_failover("CACHE", with_chaos(SqliteCache(p), p, settings), with_chaos(SqliteCache(s), s, settings),
-                          settings)
+    pair = steps_pair(with_chaos(SqliteCache(p), p, settings), with_chaos(SqliteCache(s), s, settings))
     with pytest.raises(ServiceUnavailable) as info:
-        cache.acquire("lease:x", "w", 30)
+        Gate(pair, "w", LEASE, DEDUPE).begin("x", 1)
     message = str(info.value)
     assert p in message and s in message
     assert "ConnectionError" in message and "RequestTimeout" in message
 
 
 def test_open_source_wires_chaos_and_failover_from_settings(redis_url: str, memcached_url: str) -> None:
+    from handlers.cache.composed import ComposedSteps
     from handlers.wiring import open_source
 
     mc_arn = f"arn:aws:elasticache:{REGION}:{ACCOUNT}:cluster:fsmlog-mc"
-    settings = load_settings(
-        environ={},
-        PRIMARY_CACHE_SOURCE=REDIS_ARN,
-        SECONDARY_CACHE_SOURCE=mc_arn,
-        ENDPOINTS={REDIS_ARN: redis_url, mc_arn: memcached_url},
-        AWS_CHAOS={"redis": {"ConnectionError": 1.0}},
-    )
-    cache = open_source("CACHE", settings)
-    assert isinstance(cache, FailoverProxy) and cache.name == REDIS_ARN
-    key = f"lease:{uuid.uuid4().hex}"
-    token = cache.acquire(key, "w", 30)
-    assert token is not None and cache.served == {"secondary": 1}
-    assert cache.acquire(key, "other", 30) is None
-    cache.close()
+    sources = dict(PRIMARY_CACHE_SOURCE=REDIS_ARN, SECONDARY_CACHE_SOURCE=mc_arn,
+                   ENDPOINTS={REDIS_ARN: redis_url, mc_arn: memcached_url}, AWS_CHAOS={"redis": {"ConnectionError": 1.0}})
+    pair = open_source("CACHE", load_settings(environ={}, CACHE_FAILOVER_SECONDS=0, **sources))
+    assert isinstance(pair, FailoverSteps) and pair.name == REDIS_ARN
+    assert isinstance(pair.primary, ChaosProxy) and isinstance(pair.secondary, ComposedSteps)
+    cid = uuid.uuid4().hex
+    adm = Gate(pair, "w", LEASE, DEDUPE).begin(cid, 1)
+    assert adm.token is not None and adm.side == "secondary" and pair.failovers == 1
+    assert Gate(pair, "other", LEASE, DEDUPE).begin(cid, 1).token is None  # held on memcached
+    pair.close()
+
+    # by default a primary that has failed for less than CACHE_FAILOVER_SECONDS hands the batch back
+    patient = open_source("CACHE", load_settings(environ={}, **sources))
+    assert patient.failover_after_s == 1.0
+    with pytest.raises(ServiceUnavailable, match="CACHE_FAILOVER_SECONDS"):
+        Gate(patient, "w", LEASE, DEDUPE).begin(uuid.uuid4().hex, 1)
+    assert patient.handed_back == 1 and patient.failovers == 0
+    patient.close()
 
 
 def test_reads_find_what_was_written_on_the_secondary_during_an_outage(tmp_path: Path) -> None:
@@ -329,11 +380,25 @@ def test_proxies_survive_pickling_for_worker_processes(tmp_path: Path) -> None:
     import pickle
 
     from handlers.cache.sqlite import SqliteCache
+    from handlers.environment.sqlite import SqliteEnvironment
 
     p, s = sqlite_target(tmp_path, "p"), sqlite_target(tmp_path, "s")
     settings = load_settings(environ={}, AWS_CHAOS={p: {"ConnectionError": 1.0}})
-    cache = with_failover("CACHE", with_chaos(SqliteCache(p), p, settings), SqliteCache(s), settings)
-    copy = pickle.loads(pickle.dumps(cache))
-    token = copy.acquire("lease:z", "w", 30)
-    assert token is not None and copy.served == {"secondary": 1} and copy.sticky("z")
-    assert SqliteCache(s).holder("lease:z") == ("w", token)
+    pair = pickle.loads(pickle.dumps(steps_pair(with_chaos(SqliteCache(p), p, settings), SqliteCache(s))))
+    adm = Gate(pair, "w", LEASE, DEDUPE).begin("z", 1)
+    assert adm.token is not None and adm.side == "secondary" and pair.failovers == 1
+    assert SqliteCache(s).holder("lease:z") == ("w", adm.token)
+    copy = pickle.loads(pickle.dumps(pair))  # carries the side of the lease it holds
+    gate = Gate(copy, "w", LEASE, DEDUPE)
+    assert gate.renew([("z", adm.token)]) == [True]
+    gate.end("z", 1, adm.token, True)
+    assert SqliteCache(s).holder("lease:z") is None
+
+    e1, e2 = sqlite_target(tmp_path, "e1"), sqlite_target(tmp_path, "e2")
+    env_settings = load_settings(environ={}, AWS_CHAOS={e1: {"ConnectionError": 1.0}})
+    env = with_failover("ENVIRONMENT", with_chaos(SqliteEnvironment(e1), e1, env_settings), SqliteEnvironment(e2),
+                        env_settings)
+    env_copy = pickle.loads(pickle.dumps(env))
+    assert isinstance(env_copy, FailoverProxy)
+    env_copy.put("k", b"v")
+    assert env_copy.served == {"secondary": 1} and SqliteEnvironment(e2).get("k") == b"v"

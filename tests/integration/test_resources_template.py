@@ -228,3 +228,58 @@ def test_failover_sides_in_another_region_are_used_not_created(tmp_path: Path) -
             r["Properties"]["Environment"]["Variables"] for r in template["Resources"].values()
             if r["Type"] == "AWS::Serverless::Function")
     assert env["SECONDARY_STREAM_SOURCE"] == "arn:aws:kinesis:us-west-2:123456789012:stream/fsmlog-orders"
+
+
+def test_throughput_knobs_are_stack_parameters_and_metrics_default_to_emf(tmp_path: Path) -> None:
+    """Issue 10: ParallelizationFactor (1-10) and BatchSize on every stream trigger; EMF when no metrics source."""
+    from eventlog.settings import load_settings
+    from fsmlog.template import render_template
+
+    settings = load_settings(environ={}, PRIMARY_STREAM_SOURCE=arn("kinesis", "stream/knobs"),
+                             SECONDARY_STREAM_SOURCE=arn("dynamodb", "table/knobs-log"),
+                             PRIMARY_CACHE_SOURCE=arn("dynamodb", "table/knobs-cache"))
+    text = render_template(settings, parallelization_factor=4, batch_size=500, batching_window_s=0)
+    path = tmp_path / "template.yaml"
+    path.write_text(text)
+    result = _cfn_lint(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    doc = yaml.safe_load(text)
+    params = doc["Parameters"]
+    assert params["ParallelizationFactor"]["Type"] == "Number"
+    assert params["ParallelizationFactor"]["AllowedValues"] == [str(n) for n in range(1, 11)]
+    assert params["ParallelizationFactor"]["Default"] == "4"
+    assert params["BatchSize"]["Default"] == 500
+    assert (params["BatchSize"]["MinValue"], params["BatchSize"]["MaxValue"]) == (1, 10000)
+    assert params["MaximumBatchingWindowInSeconds"]["Default"] == 0
+    worker = doc["Resources"]["Worker"]["Properties"]
+    for name in ("PrimaryStreamSourceTrigger", "SecondaryStreamSourceTrigger"):  # Kinesis and DynamoDB streams
+        props = worker["Events"][name]["Properties"]
+        assert props["ParallelizationFactor"] == {"Ref": "ParallelizationFactor"}
+        assert props["BatchSize"] == {"Ref": "BatchSize"}
+        assert props["MaximumBatchingWindowInSeconds"] == {"Ref": "MaximumBatchingWindowInSeconds"}
+    # no metrics source set: EMF lines (zero API calls), said in the environment, and no CloudWatch grant
+    assert worker["Environment"]["Variables"]["PRIMARY_METRICS_SOURCE"] == "emf:"
+    statements = doc["Resources"]["WorkerRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    assert not any("cloudwatch:PutMetricData" in st["Action"] for st in statements)
+
+    defaults = yaml.safe_load(render_template(settings))["Parameters"]
+    assert (defaults["ParallelizationFactor"]["Default"], defaults["BatchSize"]["Default"]) == ("1", 100)
+    for bad in ({"parallelization_factor": 0}, {"parallelization_factor": 11}, {"batch_size": 10001}):
+        with pytest.raises(ValueError):
+            render_template(settings, **bad)
+
+
+def test_a_metrics_source_that_is_set_is_kept_and_no_stream_trigger_means_no_parameters(tmp_path: Path) -> None:
+    from eventlog.settings import load_settings
+    from fsmlog.template import render_template
+
+    metrics = arn("cloudwatch", "namespace/knobs")
+    settings = load_settings(environ={}, PRIMARY_STREAM_SOURCE=arn("sqs", "knobs-queue"), PRIMARY_METRICS_SOURCE=metrics)
+    text = render_template(settings)
+    path = tmp_path / "template.yaml"
+    path.write_text(text)
+    result = _cfn_lint(path)  # an unused parameter would be a warning: none is declared
+    assert result.returncode == 0, result.stdout + result.stderr
+    doc = yaml.safe_load(text)
+    assert "Parameters" not in doc
+    assert doc["Resources"]["Worker"]["Properties"]["Environment"]["Variables"]["PRIMARY_METRICS_SOURCE"] == metrics

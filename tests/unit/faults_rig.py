@@ -43,9 +43,13 @@ ALWAYS_PASS = frozenset({"close"})
 
 
 class Reach:
-    """One side backend as one worker sees it: every call fails while ``up()`` says the side is cut off."""
+    """One side backend as one worker sees it: every call fails while ``up()`` says the side is cut off.
+
+    Like ``eventlog.chaos.ChaosProxy`` it names the backend it wraps (``wrapped``), for the tools
+    that look behind wrappers (e.g. to list snapshots)."""
 
     def __init__(self, backend: Any, up: Callable[[], bool], label: str) -> None:
+        self.__dict__["wrapped"] = backend
         self.__dict__["_backend"] = backend
         self.__dict__["_up"] = up
         self.__dict__["_label"] = label

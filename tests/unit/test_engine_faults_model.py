@@ -31,6 +31,9 @@ At teardown every side is reachable again; both logs are delivered again and aga
 are moved (from both retry sides), and machines still running are redispatched by replay: every
 machine must have ended (completed, or failed at its flaky step when its failures outran its
 retries or a redispatch spent them).
+
+What the model found is kept at the end of the file as scripts (``replay``): the rules of a
+shrunk failing example, run in order through the same model and checks.
 """
 
 from __future__ import annotations
@@ -42,8 +45,9 @@ from collections import Counter, defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from hypothesis import HealthCheck, event, settings
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+from hypothesis.control import currently_in_test_context, event
 from hypothesis.stateful import (
     RuleBasedStateMachine,
     initialize,
@@ -94,6 +98,18 @@ VIOLATIONS: list[str] = []
 PLAN: dict | None = None  # the next slow action
 
 
+def _note(text: str) -> None:
+    """A hypothesis statistics event (``--hypothesis-show-statistics``); nothing outside a test run."""
+    if currently_in_test_context():
+        event(text)
+
+
+def _show(ev) -> str:
+    if ev is None:
+        return "None"
+    return f"{ev.describe()} (built by execution {ev.context.get(CONTEXT_KEY)}, time {ev.time:.2f})"
+
+
 def _reset() -> None:
     global MODEL, PLAN
     MODEL, PLAN = None, None
@@ -120,7 +136,7 @@ def _begin(m: FaultsModel, context, obj) -> Execution:
                     f"{now - other.last_seen:.0f}s after its last action, within the {LEASE:.0f}s lease")
             if other.side == side:
                 other.lost_to = ex.id
-            event(f"overlap: {'lease taken over' if other.side == side else 'partition between cache sides'}")
+            _note(f"overlap: {'lease taken over' if other.side == side else 'partition between cache sides'}")
         if at > other.last:
             if token <= other.token:
                 VIOLATIONS.append(
@@ -130,7 +146,7 @@ def _begin(m: FaultsModel, context, obj) -> Execution:
             VIOLATIONS.append(
                 f"{cid}: re-execution of attempt {at} on the {side} cache got token {token}, not above "
                 f"{other.token} of the earlier execution of {other.first}..{other.last} on that side")
-    event(f"execution on the {side} cache")
+    _note(f"execution on the {side} cache")
     EXECUTIONS[ex.id] = ex
     BY_CID[cid].append(ex)
     obj[EXEC_KEY] = ex.id
@@ -425,8 +441,7 @@ class FaultsModel(RuleBasedStateMachine):
                     continue  # it cannot read one of the logs
                 got = w.engine.status(cid)
                 assert got is not None and got.last == whole.last, (
-                    f"{cid}: {w.name}'s status {None if got is None else got.last.describe()} "
-                    f"!= the fold of both logs {whole.last.describe()}")
+                    f"{cid}: {w.name}'s status {_show(got and got.last)} != the fold of both logs {_show(whole.last)}")
         self.broken = False
 
     # ------------------------------------------------------------------ the end
@@ -464,7 +479,7 @@ class FaultsModel(RuleBasedStateMachine):
         try:
             if not self.broken:
                 on_secondary = len(self.rig.read(SECONDARY))
-                event(f"records on the secondary log: {'none' if not on_secondary else 'some'}")
+                _note(f"records on the secondary log: {'none' if not on_secondary else 'some'}")
                 self.settle()
                 self.guarantees_hold()
                 for cid in self.cids:
@@ -500,3 +515,70 @@ MODEL_SETTINGS = settings(
 
 def test_engine_guarantees_under_faults_on_both_sides_of_every_source():
     run_state_machine_as_test(FaultsModel, settings=MODEL_SETTINGS)
+
+
+# ---------------------------------------------------------------- what the model found, as scripts
+
+class Draws:
+    """Hypothesis' ``data`` when a script replays the model: each draw takes the next value (a callable
+    is given the model, e.g. to pick a record of its logs)."""
+
+    def __init__(self, model: FaultsModel, *values):
+        self.model = model
+        self.values = list(values)
+
+    def draw(self, strategy, label=None):
+        value = self.values.pop(0)
+        return value(self.model) if callable(value) else value
+
+
+def record(i: int):
+    return lambda model: model.rig.all_records()[i]
+
+
+def replay(setup: dict, draws: list, steps: list[tuple[str, dict]]) -> None:
+    """Run the model through ``steps`` (rule name, arguments; ``data`` is a list of draws), checking the
+    invariants after each, then settle and check the endings as the hypothesis run does."""
+    model = FaultsModel()
+    try:
+        model.setup(data=Draws(model, *draws), **setup)
+        model.guarantees_hold()
+        for name, kwargs in steps:
+            if "data" in kwargs:
+                kwargs = {**kwargs, "data": Draws(model, *kwargs["data"])}
+            getattr(model, name)(**kwargs)
+            model.guarantees_hold()
+    except BaseException:
+        model.broken = True
+        model.teardown()
+        raise
+    model.teardown()
+
+
+ONE_MACHINE = dict(n_steps=3, max_retries=0, snapshot_every=1)
+
+
+def test_model_a_holder_that_lost_its_lease_does_not_go_on_into_its_local_step():
+    """worker-a's do of step 0 outlasts the lease; worker-b takes it over and runs steps 0 and 1 (local);
+    worker-a must not then run step 1 (behind the local transition) as well."""
+    replay(ONE_MACHINE, [0, 0, set(), set(), [0]],
+           [("slow_action", dict(data=[record(0)], worker=0, overrun=True, nested=True))])
+
+
+def test_model_a_stale_mark_on_the_secondary_cache_does_not_hide_that_the_primary_forgot():
+    """worker-b cannot reach cache B, runs step 2 on A (its mark is not copied to B); A is flushed; B still
+    says only step 1 is done: the record of step 2, delivered again, must not run (its successor is in the log)."""
+    replay(ONE_MACHINE, [0, 0, set(), set(), [0]],
+           [("deliver_any", dict(data=[[0]], worker=0, dt=0.0)),
+            ("flip_reach", dict(worker=1, kind="CACHE", side=SECONDARY)),
+            ("deliver_next", dict(worker=1, side=PRIMARY, dt=0.0)),
+            ("cache_forgets", dict(side=PRIMARY, data=[None]))])
+
+
+def test_model_status_folds_both_holders_records_after_a_partition():
+    """A partition between the cache sides lets both workers run step 2 (bounded overlap): two records
+    of step 3 land, and the snapshot each holder saves holds its own. Status (snapshot + tail) must still
+    equal the fold of both logs, which picks one of the two by a fixed rule."""
+    replay(ONE_MACHINE, [0, 0, set(), {"RETRY", "CACHE", "CHECKPOINT"}, [0]],
+           [("slow_action", dict(data=[record(0)], worker=0, overrun=False, nested=True)),
+            ("slow_action", dict(data=[record(1)], worker=0, overrun=False, nested=True))])
