@@ -1,10 +1,13 @@
-"""AWS plumbing shared by every AWS backend: ARNs, boto3 clients, retries, error mapping.
+"""AWS plumbing shared by every AWS backend: ARNs, boto3 clients, calls, pages, waits, error mapping.
 
 boto3 is imported inside functions so that importing this module (and so the
 log layer) stays cheap for the embedded default. botocore's own retries are
-off: :func:`call` retries throttling and 5xx itself, with short jittered
-backoff, then raises ``ServiceUnavailable`` so failover can take over quickly
-instead of a Lambda burning its time budget inside botocore.
+off: every call goes through :func:`call`, which applies the one retry policy
+of :mod:`eventlog.retrying` and turns botocore's errors into ``BackendError``
+(with ``service``, ``operation`` and ``code``) or ``ServiceUnavailable``.
+Listings use boto3's paginators (:func:`pages`, each page fetched through
+:func:`call`), waits use boto3's waiters (:func:`wait`), and refused batch
+entries are resent by the same policy (:func:`send_entries`, :func:`batch_write`).
 
 Every real API call is counted in :data:`API_CALLS` keyed by
 ``(service, Operation)``; benchmarks and tests read it.
@@ -19,39 +22,26 @@ import os
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
 from .errors import BackendError, RecordTooLarge, ServiceUnavailable, SettingsError
+from .retrying import ATTEMPTS, error_code, is_transient, resend_refused, retrying
 
 API_CALLS: collections.Counter = collections.Counter()
 
-# Retry policy of :func:`call` (throttling, 5xx, dropped connections) and of batch entries.
-ATTEMPTS = 5
-BACKOFF_BASE = 0.05  # seconds
-BACKOFF_CAP = 1.0  # seconds
 CONNECT_TIMEOUT = 3.0
 READ_TIMEOUT = 10.0
 
-THROTTLING_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "Throttling",
-        "ThrottledException",
-        "RequestLimitExceeded",
-        "TooManyRequestsException",
-        "LimitExceededException",
-        "SlowDown",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "KMSThrottlingException",
-        "InternalFailure",
-        "InternalServerError",
-        "ServiceUnavailable",
-    }
-)
+# boto3 waiters (table and stream creation or deletion): moto answers at once, AWS within a minute or two
+WAITER_DELAY = 2  # seconds between polls
+WAITER_ATTEMPTS = 150  # polls before giving up: five minutes
+
+# tests set this to shrink every page a paginator asks for, so listings cross pages on small data
+PAGE_SIZE_CAP: int | None = None
+
+# error codes that mean the resource is not there (callers compare ``BackendError.code`` against them)
 MISSING_CODES = frozenset(
     {
         "ResourceNotFoundException",
@@ -62,8 +52,12 @@ MISSING_CODES = frozenset(
     }
 )
 
-# the test seam for backoff sleeps (tests never wait on it for correctness)
+# the test seam for the retry policy's pauses (tests never wait on it for correctness)
 sleep: Callable[[float], None] = time.sleep
+
+
+def _pause(seconds: float) -> None:
+    sleep(seconds)  # looked up at each pause, so a test's replacement of ``sleep`` takes effect
 
 T = TypeVar("T")
 
@@ -184,32 +178,6 @@ def _camel(operation: str) -> str:
     return "".join(p[:1].upper() + p[1:] for p in operation.split("_")) if "_" in operation or operation.islower() else operation
 
 
-def error_code(exc: BaseException) -> str:
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
-
-
-def _status(exc: BaseException) -> int:
-    response = getattr(exc, "response", None) or {}
-    return int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Throttling, 5xx and lost connections: worth another try after a pause."""
-    from botocore.exceptions import ClientError, ConnectionError, HTTPClientError
-
-    if isinstance(exc, ClientError):
-        return error_code(exc) in THROTTLING_CODES or _status(exc) >= 500
-    return isinstance(exc, ConnectionError | HTTPClientError)
-
-
-def backoff(attempt: int) -> float:
-    """Full-jitter exponential backoff for ``attempt`` (1-based), capped short."""
-    import random
-
-    return random.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * (2 ** (attempt - 1))))
-
-
 def missing_message(service: str, resource: str) -> str:
     return (
         f"{service} resource {resource} does not exist (or is not visible to these credentials and region); "
@@ -218,33 +186,45 @@ def missing_message(service: str, resource: str) -> str:
 
 
 def translate(exc: BaseException, service: str, operation: str, resource: str) -> BackendError:
-    """Turn a botocore error into fsmlog's: transient ones into ``ServiceUnavailable``."""
-    from botocore.exceptions import ClientError
+    """Turn a botocore error into fsmlog's, with ``service``, ``operation`` and ``code`` filled in:
+    transient ones (and waits that never settled) into ``ServiceUnavailable``."""
+    from botocore.exceptions import ClientError, WaiterError
 
-    op = _camel(operation)
+    op = getattr(exc, "operation_name", None) or _camel(operation)
+    fields: dict[str, Any] = {"service": service, "operation": op, "resource": resource}
     if isinstance(exc, ClientError):
         code = error_code(exc)
+        fields["code"] = code or None
         message = exc.response.get("Error", {}).get("Message", "") or str(exc)
-        if code in MISSING_CODES or (service == "sqs" and "NonExistentQueue" in code):
-            return BackendError(f"{op} failed: {missing_message(service, resource)} ({code}: {message})")
+        if code in MISSING_CODES:
+            return BackendError(f"{op} failed: {missing_message(service, resource)} ({code}: {message})", **fields)
         if is_transient(exc):
             return ServiceUnavailable(
-                f"{service} {op} on {resource} kept failing after {ATTEMPTS} attempts: {code}: {message}"
+                f"{service} {op} on {resource} kept failing after {ATTEMPTS} attempts: {code}: {message}", **fields
             )
-        return BackendError(f"{service} {op} on {resource} failed: {code}: {message}")
+        return BackendError(f"{service} {op} on {resource} failed: {code}: {message}", **fields)
+    if isinstance(exc, WaiterError):
+        code = error_code(exc)
+        fields["code"] = code or None
+        reason = exc.kwargs.get("reason", "")
+        if code in MISSING_CODES:
+            return BackendError(f"{op} failed: {missing_message(service, resource)} ({reason})", **fields)
+        if not code or is_transient(exc):
+            return ServiceUnavailable(f"{service} {resource} did not settle while waiting ({op}): {reason}", **fields)
+        return BackendError(f"{service} {op} on {resource} failed: {reason}", **fields)
+    fields["code"] = type(exc).__name__
     if is_transient(exc):
-        return ServiceUnavailable(f"{service} {op} on {resource} could not reach the service: {exc}")
-    return BackendError(f"{service} {op} on {resource} failed: {exc}")  # credentials, parameters, ...
+        return ServiceUnavailable(f"{service} {op} on {resource} could not reach the service: {exc}", **fields)
+    return BackendError(f"{service} {op} on {resource} failed: {exc}", **fields)  # credentials, parameters, ...
 
 
 def call(fn: Callable[..., T], *args: Any, resource: str = "?", service: str | None = None,
          operation: str | None = None, **kwargs: Any) -> T:
-    """Run one boto3 client method, retrying transient failures with jittered backoff.
+    """Run one boto3 client method under the retry policy (:mod:`eventlog.retrying`).
 
     ``fn`` is usually a bound client method (its client names the service, its
-    name the operation); ``resource`` (an ARN) goes into error messages.
+    name the operation); ``resource`` (an ARN) goes into error messages and fields.
     """
-    import tenacity
     from botocore.exceptions import BotoCoreError, ClientError
 
     if service is None:
@@ -253,17 +233,70 @@ def call(fn: Callable[..., T], *args: Any, resource: str = "?", service: str | N
         service = getattr(model, "service_name", "aws")
     if operation is None:
         operation = getattr(fn, "__name__", "call")
-    retrying = tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(ATTEMPTS),
-        wait=tenacity.wait_random_exponential(multiplier=BACKOFF_BASE, max=BACKOFF_CAP),
-        retry=tenacity.retry_if_exception(is_transient),
-        sleep=lambda s: sleep(s),
-        reraise=True,
-    )
     try:
-        return retrying(fn, *args, **kwargs)
+        return retrying(sleep=_pause)(fn, *args, **kwargs)
     except (ClientError, BotoCoreError) as exc:
         raise translate(exc, service, operation, resource) from exc
+
+
+@functools.cache
+def _botocore_data() -> Any:
+    """A botocore session used only to read botocore's service data (its loader caches what it read)."""
+    import botocore.session
+
+    return botocore.session.get_session()
+
+
+@functools.cache
+def _paging(service: str, operation: str) -> tuple[dict[str, Any], Any]:
+    """boto3's paginator definition of ``operation`` and the operation's model, from botocore's data."""
+    from botocore import xform_name
+
+    session = _botocore_data()
+    model = session.get_service_model(service)
+    name = next(op for op in model.operation_names if xform_name(op) == operation)
+    return session.get_paginator_model(service).get_paginator(name), model.operation_model(name)
+
+
+_STREAM_NAMING = ("StreamName", "StreamARN", "StreamCreationTimestamp")
+
+
+def _page_params(service: str, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Kinesis refuses a ListShards NextToken beside the stream's name (the token names the stream),
+    while boto3's paginator repeats every parameter on each page (botocore#2009): drop the name."""
+    if service == "kinesis" and operation == "list_shards" and params.get("NextToken"):
+        return {k: v for k, v in params.items() if k not in _STREAM_NAMING}
+    return params
+
+
+def pages(api: Callable[..., Any], service: str, operation: str, *, page_size: int | None = None,
+          **params: Any) -> Iterator[dict[str, Any]]:
+    """The pages of a List/Scan/Query call, in order, from boto3's paginator for ``operation``.
+
+    ``api(operation, **params)`` makes each page's call (an :class:`Api`, so
+    through :func:`call`): a throttled page is retried on its own, the pages
+    before it are not fetched again, and failures arrive as fsmlog errors.
+    ``page_size`` is the paginator's ``PageSize`` (``None``: the service's
+    default). Stop iterating to stop fetching.
+    """
+    from botocore.paginate import Paginator
+
+    config, model = _paging(service, operation)
+    paginator = Paginator(lambda **kwargs: api(operation, **_page_params(service, operation, kwargs)), config, model)
+    sizes = [n for n in (page_size, PAGE_SIZE_CAP) if n]
+    yield from paginator.paginate(**params, PaginationConfig={"PageSize": min(sizes)} if sizes else {})
+
+
+def wait(client: Any, waiter: str, *, resource: str, **params: Any) -> None:
+    """Block until boto3's waiter ``waiter`` (``table_exists``, ``stream_not_exists`` ...) succeeds.
+
+    Polls every :data:`WAITER_DELAY` seconds, at most :data:`WAITER_ATTEMPTS`
+    times; a poll refused by throttling starts the wait again under the retry
+    policy. A wait that never settles raises ``ServiceUnavailable``.
+    """
+    config = {"Delay": WAITER_DELAY, "MaxAttempts": WAITER_ATTEMPTS}
+    call(lambda: client.get_waiter(waiter).wait(**params, WaiterConfig=config), resource=resource,
+         service=client.meta.service_model.service_name, operation=waiter)
 
 
 def retried(service: str, resource_attr: str = "arn") -> Callable[[Callable[..., T]], Callable[..., T]]:
@@ -292,6 +325,14 @@ class Api:
     def __call__(self, operation: str, **params: Any) -> Any:
         return call(getattr(self.client, operation), resource=self.arn, **params)
 
+    def pages(self, operation: str, *, page_size: int | None = None, **params: Any) -> Iterator[dict[str, Any]]:
+        """:func:`pages` of ``operation`` on this resource."""
+        return pages(self, self.service, operation, page_size=page_size, **params)
+
+    def wait(self, waiter: str, **params: Any) -> None:
+        """:func:`wait` on this resource."""
+        wait(self.client, waiter, resource=self.arn, **params)
+
 
 def api(service: str, target: str, settings: Any, client_override: Any = None) -> Api:
     return Api(service, target, client_override if client_override is not None else client(service, target, settings))
@@ -313,29 +354,30 @@ def send_entries(
 
     ``send`` gets a list and returns the refused ones by index into that list as
     ``{i: (code, message, permanent)}``. Refused entries are resent (only those,
-    in order) with backoff; a permanent refusal (a sender fault) raises
+    in order) by the retry policy; a permanent refusal (a sender fault) raises
     ``BackendError`` at once, and refusals still left after ``attempts`` raise
-    ``ServiceUnavailable``. Nothing is ever dropped silently.
+    ``ServiceUnavailable`` with the last refusal's code. Nothing is ever dropped silently.
     """
-    pending = list(range(len(entries)))
-    last: tuple[str, str, bool] = ("", "", False)
-    for attempt in range(1, attempts + 1):
+    fields: dict[str, Any] = {"service": service, "operation": operation, "resource": resource}
+    last = ("", "")
+
+    def send_pending(pending: list[int]) -> list[int]:
+        nonlocal last
         failed = send([entries[i] for i in pending])
-        if not failed:
-            return
         for code, message, permanent in failed.values():
-            last = (code, message, permanent)
+            last = (code, message)
             if permanent:
-                raise BackendError(
-                    f"{service} {operation} on {resource} refused an entry: {code}: {message}"
-                )
-        pending = [pending[i] for i in sorted(failed)]
-        if attempt < attempts:
-            sleep(backoff(attempt))
-    raise ServiceUnavailable(
-        f"{service} {operation} on {resource}: {len(pending)} entr{'y' if len(pending) == 1 else 'ies'} "
-        f"still refused after {attempts} attempts ({last[0]}: {last[1]})"
-    )
+                raise BackendError(f"{service} {operation} on {resource} refused an entry: {code}: {message}",
+                                   code=code or None, **fields)
+        return [pending[i] for i in sorted(failed)]
+
+    left = resend_refused(send_pending, range(len(entries)), sleep=_pause, attempts=attempts)
+    if left:
+        raise ServiceUnavailable(
+            f"{service} {operation} on {resource}: {len(left)} entr{'y' if len(left) == 1 else 'ies'} "
+            f"still refused after {attempts} attempts ({last[0]}: {last[1]})",
+            code=last[0] or None, **fields,
+        )
 
 
 def chunks(items: Sequence[T], count: int, size: Callable[[T], int] | None = None,
@@ -383,20 +425,19 @@ def unpack_blob(item: dict[str, Any]) -> bytes:
 
 
 def batch_write(ddb: Api, table: str, requests: Sequence[dict[str, Any]]) -> None:
-    """BatchWriteItem in groups of 25, resending UnprocessedItems with backoff until none are left."""
+    """BatchWriteItem in groups of 25; the retry policy resends UnprocessedItems until none are left."""
+
+    def send(pending: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        response = ddb("batch_write_item", RequestItems={table: pending})
+        return (response.get("UnprocessedItems") or {}).get(table, [])
+
     for group in chunks(requests, 25):
-        pending = list(group)
-        for attempt in range(1, ATTEMPTS + 2):
-            response = ddb("batch_write_item", RequestItems={table: pending})
-            pending = (response.get("UnprocessedItems") or {}).get(table, [])
-            if not pending:
-                break
-            if attempt > ATTEMPTS:
-                raise ServiceUnavailable(
-                    f"dynamodb BatchWriteItem on {ddb.arn}: {len(pending)} items still unprocessed "
-                    f"after {ATTEMPTS + 1} attempts"
-                )
-            sleep(backoff(attempt))
+        left = resend_refused(send, group, sleep=_pause)
+        if left:
+            raise ServiceUnavailable(
+                f"dynamodb BatchWriteItem on {ddb.arn}: {len(left)} items still unprocessed after {ATTEMPTS} attempts",
+                service="dynamodb", operation="BatchWriteItem", resource=ddb.arn,
+            )
 
 
 def ceil_delay(due: float, now: float, cap: int) -> int:
@@ -406,7 +447,7 @@ def ceil_delay(due: float, now: float, cap: int) -> int:
 
 def create_table(ddb: Api, table: str, keys: Sequence[tuple[str, str, str]], *,
                  indexes: Sequence[tuple[str, Sequence[tuple[str, str, str]]]] = (), stream: bool = False) -> None:
-    """Create an on-demand table if it is missing and wait until it is ACTIVE.
+    """Create an on-demand table if it is missing and wait (boto3's ``table_exists`` waiter) until it is ACTIVE.
 
     ``keys`` are ``(name, "HASH"|"RANGE", "S"|"N"|"B")``; ``indexes`` are
     ``(index name, keys)`` global secondary indexes projecting every attribute.
@@ -431,13 +472,9 @@ def create_table(ddb: Api, table: str, keys: Sequence[tuple[str, str, str]], *,
     try:
         ddb("create_table", **params)
     except BackendError as exc:
-        if "ResourceInUseException" not in str(exc):
+        if exc.code != "ResourceInUseException":  # in use: it exists already (or is being created)
             raise
-    for _ in range(240):
-        if ddb("describe_table", TableName=table)["Table"]["TableStatus"] == "ACTIVE":
-            return
-        time.sleep(0.5)
-    raise ServiceUnavailable(f"dynamodb table {ddb.arn} did not become ACTIVE")
+    ddb.wait("table_exists", TableName=table)
 
 
 # --- SNS / SQS message batches -------------------------------------------------------------------------

@@ -109,9 +109,10 @@ class ChaosProxy:
     """Wraps a backend; its interface methods fail on purpose, everything else passes through."""
 
     def __init__(self, backend: Any, target: str, kind: str | None, faults: dict[str, float],
-                 rng: random.Random) -> None:
+                 rng: random.Random, service: str | None = None) -> None:
         self._backend = backend
         self._target = target
+        self._service = service or service_name(target) or None  # for the errors' ``service`` field
         self._faults = faults
         self._rng = rng
         self._methods = set(INTERFACE_METHODS.get(kind, ())) if kind else set().union(*INTERFACE_METHODS.values())
@@ -130,7 +131,8 @@ class ChaosProxy:
         for exc_name, p in self._faults.items():
             if p > 0.0 and self._rng.random() < p:
                 self.injected += 1
-                raise ChaosError(f"chaos: injected {exc_name} on {self._target} ({method})")
+                raise ChaosError(f"chaos: injected {exc_name} on {self._target} ({method})", code=exc_name,
+                                 service=self._service, operation=method, resource=self._target)
 
     def __getattr__(self, attr: str) -> Any:
         if attr.startswith("_"):  # also keeps unpickling from recursing before _backend is set
@@ -163,4 +165,4 @@ def with_chaos(backend: Any, target: str, settings: Any, *, kind: str | None = N
     faults = faults_for(target, settings, kind)
     if not any(p > 0.0 for p in faults.values()):
         return backend
-    return ChaosProxy(backend, target, kind, faults, rng or random.Random())
+    return ChaosProxy(backend, target, kind, faults, rng or random.Random(), service_name(target, settings))

@@ -33,7 +33,22 @@ class SettingsError(EventlogError):
 
 
 class BackendError(EventlogError):
-    """A backing service call failed after its own retries."""
+    """A backing service call failed after its own retries.
+
+    ``code`` is the service's error code (``ConditionalCheckFailedException``,
+    ``ResourceNotFoundException`` ...), a client-side failure's class name, or
+    the injected fault's name, so callers branch on fields and never on the
+    message, which is for people. ``service``, ``operation`` and ``resource``
+    (an ARN or URL) say which call failed; any of them is ``None`` when unknown.
+    """
+
+    def __init__(self, message: str, *, service: str | None = None, operation: str | None = None,
+                 code: str | None = None, resource: str | None = None) -> None:
+        super().__init__(message)
+        self.service = service
+        self.operation = operation
+        self.code = code
+        self.resource = resource
 
 
 class ServiceUnavailable(BackendError):

@@ -15,12 +15,11 @@ else from :data:`TABLES`, the agreed defaults.
 from __future__ import annotations
 
 import importlib
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from eventlog.errors import BackendError, ServiceUnavailable, SettingsError
+from eventlog.errors import BackendError, SettingsError
 from eventlog.settings import SOURCES, Settings
 
 Key = tuple[str, str, str]
@@ -123,28 +122,17 @@ def named_resources(settings: Settings) -> list[Resource]:
 # --- per service ---------------------------------------------------------------------------------------
 
 
-def _code(exc: BaseException) -> str:
-    from eventlog.aws import error_code
+def _gone(exc: BackendError) -> bool:
+    from eventlog.aws import MISSING_CODES
 
-    return error_code(exc.__cause__) if exc.__cause__ is not None else ""
-
-
-_GONE = {"ResourceNotFoundException", "NotFound", "NotFoundException", "AWS.SimpleQueueService.NonExistentQueue",
-         "QueueDoesNotExist"}
-
-
-def _wait(what: str, check: Callable[[], bool], sleep: Callable[[float], None], timeout_s: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        if time.monotonic() > deadline:
-            raise ServiceUnavailable(f"{what} did not settle within {timeout_s:.0f} s")
-        sleep(0.5)
+    return exc.code in MISSING_CODES
 
 
 class _Provisioner:
-    def __init__(self, settings: Settings, sleep: Callable[[float], None]) -> None:
+    """Creates and deletes one resource at a time; waits on boto3's waiters (``eventlog.aws.wait``)."""
+
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.sleep = sleep
 
     def api(self, service: str, arn: str) -> Any:
         from eventlog.aws import api
@@ -157,7 +145,7 @@ class _Provisioner:
         try:
             return kinesis("describe_stream_summary", StreamName=name)["StreamDescriptionSummary"]["StreamStatus"]
         except BackendError as exc:
-            if _code(exc) in _GONE:
+            if _gone(exc):
                 return None
             raise
 
@@ -171,9 +159,9 @@ class _Provisioner:
             try:
                 kinesis("create_stream", StreamName=name, ShardCount=shards)
             except BackendError as exc:
-                if _code(exc) != "ResourceInUseException":
+                if exc.code != "ResourceInUseException":
                     raise
-        _wait(f"kinesis stream {res.arn}", lambda: self._stream_status(kinesis, name) == "ACTIVE", self.sleep)
+        kinesis.wait("stream_exists", StreamName=name)
         return "exists" if existed else "created"
 
     def delete_kinesis(self, res: Resource) -> str:
@@ -188,9 +176,9 @@ class _Provisioner:
             try:
                 kinesis("delete_stream", StreamName=name, EnforceConsumerDeletion=True)
             except BackendError as exc:
-                if _code(exc) not in _GONE:
+                if not _gone(exc):
                     raise
-        _wait(f"deletion of kinesis stream {res.arn}", lambda: self._stream_status(kinesis, name) is None, self.sleep)
+        kinesis.wait("stream_not_exists", StreamName=name)
         return "deleted"
 
     # DynamoDB ---------------------------------------------------------------------------------------
@@ -199,7 +187,7 @@ class _Provisioner:
         try:
             return ddb("describe_table", TableName=name)["Table"]
         except BackendError as exc:
-            if _code(exc) in _GONE:
+            if _gone(exc):
                 return None
             raise
 
@@ -215,10 +203,9 @@ class _Provisioner:
             try:
                 ddb("create_table", **create_table_params(name, spec))
             except BackendError as exc:
-                if _code(exc) != "ResourceInUseException":
+                if exc.code != "ResourceInUseException":
                     raise
-        _wait(f"dynamodb table {res.arn}", lambda: (self._table(ddb, name) or {}).get("TableStatus") == "ACTIVE",
-              self.sleep)
+        ddb.wait("table_exists", TableName=name)
         if spec.ttl_attribute:
             ttl = ddb("describe_time_to_live", TableName=name).get("TimeToLiveDescription", {})
             if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
@@ -238,9 +225,9 @@ class _Provisioner:
             try:
                 ddb("delete_table", TableName=name)
             except BackendError as exc:
-                if _code(exc) not in _GONE:
+                if not _gone(exc):
                     raise
-        _wait(f"deletion of dynamodb table {res.arn}", lambda: self._table(ddb, name) is None, self.sleep)
+        ddb.wait("table_not_exists", TableName=name)
         return "deleted"
 
     # SQS --------------------------------------------------------------------------------------------
@@ -249,7 +236,7 @@ class _Provisioner:
         try:
             return sqs("get_queue_url", QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"]
         except BackendError as exc:
-            if _code(exc) in _GONE or "NonExistentQueue" in str(exc):
+            if _gone(exc):
                 return None
             raise
 
@@ -284,7 +271,7 @@ class _Provisioner:
             sns("get_topic_attributes", TopicArn=arn)
             return True
         except BackendError as exc:
-            if _code(exc) in _GONE:
+            if _gone(exc):
                 return False
             raise
 
@@ -329,9 +316,13 @@ def create_table_params(name: str, spec: TableSpec) -> dict[str, Any]:
     return params
 
 
-def create_resources(settings: Settings, *, shards: int = 1, sleep: Callable[[float], None] = time.sleep) -> list[str]:
-    """Create what the settings name; one line per resource: ``created <arn>`` or ``exists <arn>``."""
-    p = _Provisioner(settings, sleep)
+def create_resources(settings: Settings, *, shards: int = 1, sleep: Callable[[float], None] | None = None) -> list[str]:
+    """Create what the settings name; one line per resource: ``created <arn>`` or ``exists <arn>``.
+
+    ``sleep`` is accepted for older callers and unused: waits are boto3 waiters paced by
+    ``eventlog.aws.WAITER_DELAY`` (moto settles at once, so they never pause there).
+    """
+    p = _Provisioner(settings)
     out = []
     for res in named_resources(settings):
         if res.service == "kinesis":
@@ -342,7 +333,8 @@ def create_resources(settings: Settings, *, shards: int = 1, sleep: Callable[[fl
     return out
 
 
-def delete_resources(settings: Settings, *, sleep: Callable[[float], None] = time.sleep) -> list[str]:
-    """Delete what the settings name; one line per resource: ``deleted <arn>`` or ``missing <arn>``."""
-    p = _Provisioner(settings, sleep)
+def delete_resources(settings: Settings, *, sleep: Callable[[float], None] | None = None) -> list[str]:
+    """Delete what the settings name; one line per resource: ``deleted <arn>`` or ``missing <arn>``
+    (``sleep``: as for :func:`create_resources`)."""
+    p = _Provisioner(settings)
     return [f"{getattr(p, f'delete_{res.service}')(res)} {res.arn}" for res in named_resources(settings)]

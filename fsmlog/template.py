@@ -26,6 +26,15 @@ on-failure destination (``EventInvokeConfig``) and as the SNS subscriptions'
 dead-letter queue (``RedrivePolicy``), so a record that could not be handled is
 kept, visibly, instead of lost.
 
+Throughput knobs are stack parameters, so they change with a redeploy, not a new
+template: ``ParallelizationFactor`` (1-10: concurrent batches per shard; Lambda keeps
+each partition key's records in order, and fsmlog's partition key is the machine's
+correlation id, so a machine's steps still run one after another), ``BatchSize``
+(records per invocation) and ``MaximumBatchingWindowInSeconds`` (how long Lambda
+gathers a batch before invoking), on every Kinesis and DynamoDB stream trigger.
+Metrics go to CloudWatch Embedded Metric Format lines (``emf:``, zero API calls)
+unless the settings name a metrics source.
+
 Elasticache clusters are not created here: they need the account's VPC,
 subnets and security groups, which belong to the network stack.
 """
@@ -69,13 +78,51 @@ KINESIS_ACTIONS = ("PutRecord", "PutRecords", "DescribeStream", "DescribeStreamS
 SQS_ACTIONS = ("SendMessage", "SendMessageBatch", "ReceiveMessage", "DeleteMessage", "DeleteMessageBatch",
                "ChangeMessageVisibility", "ChangeMessageVisibilityBatch", "GetQueueUrl", "GetQueueAttributes")
 SNS_ACTIONS = ("Publish",)
+# the stack parameters every Kinesis / DynamoDB stream trigger reads (defaults: render_template's arguments)
+PARALLELIZATION = "ParallelizationFactor"
+BATCH_SIZE = "BatchSize"
+BATCHING_WINDOW = "MaximumBatchingWindowInSeconds"
+MAX_PARALLELIZATION = 10  # Lambda's limit of concurrent batches per shard
+MAX_BATCH_SIZE = 10_000  # Lambda's limit for Kinesis and DynamoDB stream event sources
+MAX_BATCHING_WINDOW_S = 300
+DEFAULT_METRICS = "emf:"  # metrics when the settings name none: EMF log lines, zero API calls
 STREAM_EVENT = {
     "StartingPosition": "TRIM_HORIZON",
-    "BatchSize": 100,
-    "MaximumBatchingWindowInSeconds": 1,
+    "BatchSize": {"Ref": BATCH_SIZE},
+    "MaximumBatchingWindowInSeconds": {"Ref": BATCHING_WINDOW},
+    "ParallelizationFactor": {"Ref": PARALLELIZATION},
     "BisectBatchOnFunctionError": True,
     "FunctionResponseTypes": ["ReportBatchItemFailures"],
 }
+
+
+def _parameters(parallelization_factor: int, batch_size: int, batching_window_s: int) -> dict[str, Any]:
+    """The stack's throughput parameters, with the given defaults (checked against Lambda's limits)."""
+    if not 1 <= parallelization_factor <= MAX_PARALLELIZATION:
+        raise ValueError(f"parallelization factor {parallelization_factor} is outside 1..{MAX_PARALLELIZATION}")
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise ValueError(f"batch size {batch_size} is outside 1..{MAX_BATCH_SIZE}")
+    if not 0 <= batching_window_s <= MAX_BATCHING_WINDOW_S:
+        raise ValueError(f"batching window {batching_window_s} s is outside 0..{MAX_BATCHING_WINDOW_S}")
+    return {
+        PARALLELIZATION: {
+            "Type": "Number", "Default": str(parallelization_factor),
+            "AllowedValues": [str(n) for n in range(1, MAX_PARALLELIZATION + 1)],
+            "Description": "Concurrent batches per shard (Kinesis and DynamoDB stream triggers). Each "
+                           "machine's records stay in order (partition key = correlation id). One shard takes "
+                           "1,000 records/s; raise this until the function keeps up (see the README).",
+        },
+        BATCH_SIZE: {
+            "Type": "Number", "Default": batch_size, "MinValue": 1, "MaxValue": MAX_BATCH_SIZE,
+            "Description": "Records per invocation from a stream: larger batches share their round trips "
+                           "over more steps.",
+        },
+        BATCHING_WINDOW: {
+            "Type": "Number", "Default": batching_window_s, "MinValue": 0, "MaxValue": MAX_BATCHING_WINDOW_S,
+            "Description": "Seconds Lambda may wait to fill a batch (0: invoke as soon as records arrive; "
+                           "each step of a machine may wait this long).",
+        },
+    }
 
 
 def _camel(setting: str) -> str:
@@ -208,6 +255,11 @@ def _event(res: Resource, logical: str | None, *, home: str = "",
     return {"Type": "SNS", "Properties": props}
 
 
+def _reads_streams(events: dict[str, Any]) -> bool:
+    """Whether any trigger is a stream event source mapping (the only readers of the throughput parameters)."""
+    return any(e.get("Type") in ("Kinesis", "DynamoDB") for e in events.values())
+
+
 def untriggered_streams(settings: Settings, region: str | None = None) -> list[tuple[str, str]]:
     """``(arn, region)`` of every stream source the stack for ``region`` (default: the home region)
     cannot trigger from: Kinesis streams, DynamoDB tables and SQS queues in another region. Each needs
@@ -223,6 +275,8 @@ def _environment(settings: Settings, logical_of: dict[str, str], resources: dict
     env: dict[str, Any] = {}
     for setting in SOURCE_SETTINGS:
         value = settings.get(setting)
+        if not value and setting == "PRIMARY_METRICS_SOURCE":
+            value = DEFAULT_METRICS  # said explicitly, not left to the Lambda default
         if not value:
             continue
         res = resources.get(value)
@@ -239,13 +293,19 @@ def _environment(settings: Settings, logical_of: dict[str, str], resources: dict
 
 
 def render_template(settings: Settings, *, handler: str = "handlers.lambda_handler", code_uri: str = ".",
-                    runtime: str = "python3.11", shards: int = 1, region: str | None = None) -> str:
+                    runtime: str = "python3.11", shards: int = 1, region: str | None = None,
+                    parallelization_factor: int = 1, batch_size: int = 100, batching_window_s: int = 1) -> str:
     """The SAM template (YAML) deploying fsmlog for ``settings``.
 
     ``region`` renders the stack for that region instead of the home region
     (the primary stream's): it creates and triggers the resources there, and
     only grants access to the others. A failover side in another region
-    needs its region's stack for its stream to be consumed."""
+    needs its region's stack for its stream to be consumed.
+
+    ``parallelization_factor``, ``batch_size`` and ``batching_window_s`` are the defaults of the
+    stack parameters ``ParallelizationFactor``, ``BatchSize`` and ``MaximumBatchingWindowInSeconds``
+    that every stream trigger reads (a deploy may override them)."""
+    parameters = _parameters(parallelization_factor, batch_size, batching_window_s)
     named = named_resources(settings)
     resources: dict[str, Any] = {}
     logical_of: dict[str, str] = {}
@@ -360,6 +420,7 @@ def render_template(settings: Settings, *, handler: str = "handlers.lambda_handl
         "AWSTemplateFormatVersion": "2010-09-09",
         "Transform": "AWS::Serverless-2016-10-31",
         "Description": description,
+        **({"Parameters": parameters} if _reads_streams(events) else {}),
         "Resources": resources,
         "Outputs": outputs,
     }

@@ -5,8 +5,8 @@ Each rule of the batch is one method. In order, for each record:
 * a machine that failed earlier in the batch keeps its order: its later records are handed back;
 * a copy of an attempt this batch already handled is skipped (the store cannot know yet);
 * a lease held elsewhere is waited for, within the time left;
-* an attempt the gate (or the log, where the store forgot) says was handled, or an aborted
-  machine, runs nothing;
+* an attempt the gate (or the log, where the store forgot) says was handled runs nothing;
+* a machine flagged aborted runs nothing more: its abort record is appended with the batch;
 * an attempt the store knew nothing of and the log could not be asked about is handed back;
 * anything else runs.
 
@@ -101,8 +101,11 @@ class Batch:
             except (LeaseBusy, BackendError) as exc:
                 self.fail(inbound.item_id, record, exc)
                 return
-        if adm.done or adm.aborted:
+        if adm.done:
             self.skip(record, mdef, adm)
+            return
+        if adm.aborted:
+            self.aborted(inbound, record, mdef, adm)
             return
         if adm.side != "primary":  # a split lease: the log, not the cache, says whether it still runs
             superseded = self.engine.gate.superseded(cid, record.steps, record.retries)
@@ -132,9 +135,26 @@ class Batch:
         self.engine._count_admission(record, adm)
         return adm
 
+    def aborted(self, inbound: Inbound, record, mdef, adm: Admission) -> None:
+        """A machine flagged aborted runs nothing more. Where the log does not show it ended yet (the
+        operator's abort could not wait for the lease), its abort is recorded here, under the lease."""
+        self.engine.metrics.count("AbortedSteps", 1, {"machine": mdef.name})
+        ended = self.engine.gate.superseded(record.correlation_id, record.steps, record.retries)
+        if ended is None:
+            self.give_back(record, adm)
+            self.fail(inbound.item_id, record, BackendError(f"machine {record.correlation_id} is flagged aborted "
+                                                           f"and its log could not be read; handed back"))
+        elif ended:
+            self.give_back(record, adm)
+            self.result.skipped += 1
+        else:
+            self.steps.append(self.engine._aborted(inbound, record, adm))
+            self.handled[record.correlation_id] = max(self.handled.get(record.correlation_id, -1),
+                                                      ordinal(record.steps, record.retries))
+
     def skip(self, record, mdef, adm: Admission) -> None:
         """Nothing to run: the attempt was handled (the log's verdict is marked where the store forgot)."""
-        self.engine.metrics.count("DuplicateSteps" if adm.done else "AbortedSteps", 1, {"machine": mdef.name})
+        self.engine.metrics.count("DuplicateSteps", 1, {"machine": mdef.name})
         self.ends.append(adm.upto or Ending(record.correlation_id, record.steps, record.retries, adm.token, None))
         self.result.skipped += 1
 

@@ -350,6 +350,14 @@ class Engine:
             self._set_out(step, out)
         return step
 
+    def _aborted(self, inbound: Inbound, record: Event, adm: Admission) -> _Step:
+        """The abort record of a machine flagged aborted, for the batch's append: whoever holds the lease
+        records the abort, so an operator's abort that could not wait for the lease still ends it."""
+        step = _Step(inbound, record, adm.token, started=self.clock(), side=adm.side)
+        self._set_out(step, record.evolve(kind=ABORTED, time=self.clock(), error_type="Aborted",
+                                          error_message="aborted by an operator", upgraded_from=None))
+        return step
+
     def _action(self, dotted: str) -> Callable[[Any, Any], Any]:
         fn = self._actions.get(dotted)
         if fn is None:
@@ -565,6 +573,8 @@ class Engine:
                 self.metrics.count("MachinesCompleted", 1, dims)
             elif s.out.kind == FAILED:
                 self.metrics.count("MachinesFailed", 1, dims)
+            elif s.out.kind == ABORTED:
+                self.metrics.count("MachinesAborted", 1, dims)
         elif s.retry is not None:
             self.metrics.count("StepsRetried", 1, dims)
         if step_log.isEnabledFor(logging.INFO):

@@ -20,12 +20,14 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 from amazon_kclpy import kcl
 from amazon_kclpy.checkpoint_error import CheckpointError
 from amazon_kclpy.v3 import processor
 
 from eventlog.codec import decode
+from eventlog.retrying import retrying
 from eventlog.sides import PRIMARY, SECONDARY, tag_position
 from projections.fold import fold_all
 from projections.state import MachineState
@@ -146,37 +148,38 @@ class ReplayProcessor(processor.RecordProcessorBase):
 
     def _checkpoint(self, checkpointer, sequence: str | None, sub_sequence: int | None,
                     *, shard_end: bool = False) -> bool:
-        """Checkpoint, retrying throttling with backoff; give up quietly when the lease is gone."""
-        for attempt in range(1, self.checkpoint_retries + 1):
-            try:
-                if shard_end:
-                    checkpointer.checkpoint()
-                else:
-                    checkpointer.checkpoint(sequence, sub_sequence)
-            except CheckpointError as err:
-                name = err.value
-                if name in GIVE_UP:
-                    log.warning("shard %s: checkpoint not possible (%s); giving up on this checkpoint",
-                                self.shard_id, name)
-                    return False
-                if name in RETRYABLE and attempt < self.checkpoint_retries:
-                    delay = self.backoff_s * (2 ** (attempt - 1))
-                    log.warning("shard %s: checkpoint at %s refused with %s; retry %d in %.2f s",
-                                self.shard_id, sequence, name, attempt, delay)
-                    self.sleep(delay)
-                    continue
-                log.error("shard %s: checkpoint at %s failed with %s after %d attempt(s)",
-                          self.shard_id, sequence, name, attempt)
-                return False
+        """Checkpoint, retrying throttling by the one retry policy; give up quietly when the lease is gone."""
+
+        def once() -> None:
+            if shard_end:
+                checkpointer.checkpoint()
             else:
-                self._since_checkpoint = 0
-                self._last_checkpoint_at = self.clock()
-                try:
-                    self.projections.mark_checkpointed(self.shard_id or "?", None if shard_end else sequence)
-                except Exception:
-                    log.exception("shard %s: could not note the checkpoint in the projection file", self.shard_id)
-                return True
-        return False
+                checkpointer.checkpoint(sequence, sub_sequence)
+
+        def noted(state: Any) -> None:  # a tenacity RetryCallState
+            log.warning("shard %s: checkpoint at %s refused with %s; retry %d in %.2f s", self.shard_id, sequence,
+                        state.outcome.exception().value, state.attempt_number, state.next_action.sleep)
+
+        policy = retrying(sleep=self.sleep, attempts=self.checkpoint_retries, base=self.backoff_s,
+                          retry_if=lambda exc: isinstance(exc, CheckpointError) and exc.value in RETRYABLE,
+                          before_sleep=noted)
+        try:
+            policy(once)
+        except CheckpointError as err:
+            if err.value in GIVE_UP:
+                log.warning("shard %s: checkpoint not possible (%s); giving up on this checkpoint",
+                            self.shard_id, err.value)
+            else:
+                log.error("shard %s: checkpoint at %s failed with %s after %d attempt(s)",
+                          self.shard_id, sequence, err.value, policy.statistics.get("attempt_number", 1))
+            return False
+        self._since_checkpoint = 0
+        self._last_checkpoint_at = self.clock()
+        try:
+            self.projections.mark_checkpointed(self.shard_id or "?", None if shard_end else sequence)
+        except Exception:
+            log.exception("shard %s: could not note the checkpoint in the projection file", self.shard_id)
+        return True
 
 
 def main(argv: list[str] | None = None) -> None:

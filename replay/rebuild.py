@@ -105,15 +105,8 @@ def list_shards(client: Any, stream: str) -> list[dict[str, Any]]:
     """Every shard the stream still keeps, closed parents included, with their parent links."""
     from eventlog import aws
 
-    out: list[dict[str, Any]] = []
-    params: dict[str, Any] = {"StreamName": stream}
-    while True:
-        page = aws.call(client.list_shards, resource=stream, **params)
-        out.extend(page.get("Shards", []))
-        token = page.get("NextToken")
-        if not token:
-            return out
-        params = {"NextToken": token}
+    listing = aws.Api("kinesis", stream, client).pages("list_shards", StreamName=stream)
+    return [shard for page in listing for shard in page.get("Shards", [])]
 
 
 def _covers(shard: dict[str, Any], h: int) -> bool:

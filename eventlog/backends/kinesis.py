@@ -18,7 +18,6 @@ shards whose hash-key range holds the key's MD5.
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -61,18 +60,15 @@ class KinesisLog:
 
     @classmethod
     def create(cls, target: str, settings: Any, shards: int = 1) -> KinesisLog:
-        """Create the stream (if missing) and wait until it is ACTIVE; for ``fsmlog resources create`` and tests."""
+        """Create the stream (if missing) and wait (boto3's ``stream_exists`` waiter) until it is ACTIVE;
+        for ``fsmlog resources create`` and tests."""
         log = cls(target, settings)
         try:
             log._api("create_stream", StreamName=log.stream, ShardCount=shards)
         except BackendError as exc:
-            if "ResourceInUseException" not in str(exc):
+            if exc.code != "ResourceInUseException":  # in use: it exists already (or is being created)
                 raise
-        for _ in range(120):
-            summary = log._api("describe_stream_summary", StreamName=log.stream)["StreamDescriptionSummary"]
-            if summary["StreamStatus"] == "ACTIVE":
-                break
-            time.sleep(0.5)
+        log._api.wait("stream_exists", StreamName=log.stream)
         return log
 
     # --- append --------------------------------------------------------------------------------------
@@ -108,7 +104,8 @@ class KinesisLog:
         results = response.get("Records", [])
         if len(results) != len(entries):
             raise aws.ServiceUnavailable(
-                f"kinesis PutRecords on {self.arn} answered {len(results)} results for {len(entries)} records"
+                f"kinesis PutRecords on {self.arn} answered {len(results)} results for {len(entries)} records",
+                service="kinesis", operation="PutRecords", resource=self.arn,
             )
         for i, (result, (index, _)) in enumerate(zip(results, entries, strict=True)):
             if result.get("ErrorCode"):
@@ -122,16 +119,10 @@ class KinesisLog:
     def shard_ranges(self) -> list[tuple[str, int, int]]:
         """``(shard_id, lowest hash key, highest hash key)`` of every shard kept, in shard-id order."""
         out: list[tuple[str, int, int]] = []
-        params: dict[str, Any] = {"StreamName": self.stream}
-        while True:
-            response = self._api("list_shards", **params)
-            for shard in response.get("Shards", []):
+        for page in aws.pages(self._api, "kinesis", "list_shards", StreamName=self.stream):
+            for shard in page.get("Shards", []):
                 r = shard["HashKeyRange"]
                 out.append((shard["ShardId"], int(r["StartingHashKey"]), int(r["EndingHashKey"])))
-            token = response.get("NextToken")
-            if not token:
-                break
-            params = {"NextToken": token}
         out.sort()
         return out
 

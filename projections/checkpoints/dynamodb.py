@@ -28,7 +28,7 @@ class DynamoDBCheckpoints(aws.DynamoDBTable):
                 ExpressionAttributeValues={":v": {"N": str(int(version))}},
             )
         except BackendError as exc:
-            if aws.error_code(exc.__cause__) == "ConditionalCheckFailedException":
+            if exc.code == "ConditionalCheckFailedException":
                 return False
             raise
         return True

@@ -367,3 +367,20 @@ def test_a_lease_taken_over_while_earlier_records_ran_is_taken_afresh_before_run
     result = rig.engine.handle(batch)
     assert result.handled == 1 and result.failed_item_ids == [batch[1].item_id]
     assert "a.do" not in CALLS  # the quick machine's step did not run under a lease held elsewhere
+
+
+def test_an_abort_that_could_not_wait_for_the_lease_is_recorded_by_the_next_holder(rig_factory):
+    """The operator's abort sets the flag, then times out waiting for the lease (LeaseBusy). The
+    machine must not sit flagged forever: whoever holds its lease next records the abort."""
+    rig = rig_factory([flow()])
+    cid = rig.engine.start("flow")
+    rig.engine.handle(rig.next_batch())  # pending: step 1 (a --go--> b)
+    calls = list(CALLS)
+    rig.engine.gate.abort(cid)  # the flag an abort sets before it waits for the lease
+    result = rig.engine.handle(rig.next_batch())
+    assert CALLS == calls  # nothing ran
+    assert result.outcomes == [{"correlation_id": cid, "outcome": "aborted", "steps": 1}]
+    state = rig.engine.status(cid)
+    assert state.status == "aborted" and state.state == "a"
+    again = rig.engine.handle(rig.next_batch())  # the abort record itself: terminal, nothing more
+    assert again.handled == 0 and rig.engine.status(cid).status == "aborted"
