@@ -31,7 +31,7 @@ from .settings import SOURCES
 # the public methods of each interface: these are the ones that fail on purpose
 INTERFACE_METHODS: dict[str, tuple[str, ...]] = {
     "STREAM": ("append", "read", "read_key"),
-    "CHECKPOINT": ("save", "load"),
+    "CHECKPOINT": ("save", "save_many", "load"),
     "RETRY": ("schedule", "due", "done"),
     "CACHE": ("acquire", "release", "extend", "mark", "marked", "abort_machine", "begin_steps", "end_steps",
               "renew_leases", "peek_steps"),

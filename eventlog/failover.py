@@ -37,7 +37,7 @@ DEFAULT_COOLDOWN_S = 30.0
 FAILOVERS: Counter[str] = Counter()
 
 _CONFIRM_EMPTY = {"get": None, "load": None}
-_INTERFACE = frozenset({"append", "read", "read_key", "save", "load", "put", "get", "park", "list", "remove"})
+_INTERFACE = frozenset({"append", "read", "read_key", "save", "save_many", "load", "put", "get", "park", "list", "remove"})
 _OWN_PAIRS = {"CACHE": "handlers.cache.failover.FailoverSteps", "RETRY": "handlers.retries.failover.FailoverRetries"}
 
 

@@ -30,6 +30,7 @@ from eventlog.event import ABORTED, COMPLETED, FAILED, RETRY, START, STEP, Event
 from eventlog.log import OutRecord
 from eventlog.settings import Settings
 from projections.actions import resolve
+from projections.checkpoints import BatchCheckpoints
 from projections.definition import Definitions, MachineDef, StateDef
 from projections.errors import ProjectionError
 from projections.state import MachineState, Snapshot, decode_snapshot, encode_snapshot
@@ -524,12 +525,12 @@ class Engine:
                           for s in steps])
         pos_of = {id(s): p for s, p in zip(outs, positions)}
         every = max(1, int(self.settings.SNAPSHOT_EVERY))
+        self._save_snapshots([(s.out, pos_of[id(s)]) for s in outs
+                              if s.out.terminal or s.out.steps // every != s.record.steps // every])
         for s in steps:
             out = s.out
             if out is None and not scheduled:
                 continue
-            if out is not None and (out.terminal or out.steps // every != s.record.steps // every):
-                self._save_snapshot(out, pos_of[id(s)])
             self._account(s)
             result.handled += 1
             result.outcomes.append({"correlation_id": s.record.correlation_id, "outcome": s.outcome,
@@ -555,6 +556,21 @@ class Engine:
         for exc in self.gate.end_many(items):
             log.warning("could not mark steps handled / release leases: %s", exc)
             self.metrics.count("ServiceErrors")
+
+    def _save_snapshots(self, items: list[tuple[Event, str]]) -> None:
+        """A batch's snapshots together where the store can (one round trip), else one by one."""
+        store = self.services.checkpoints
+        if len(items) <= 1 or not isinstance(store, BatchCheckpoints):
+            for out, position in items:
+                self._save_snapshot(out, position)
+            return
+        snaps = [Snapshot(MachineState(out), position, out.definition_hash) for out, position in items]
+        try:
+            store.save_many([(out.correlation_id, snap.version, encode_snapshot(snap))
+                             for (out, _), snap in zip(items, snaps)])
+        except BackendError as exc:  # snapshots only shorten rebuilds; the log has everything
+            log.warning("%d snapshot(s) not saved: %s", len(items), exc)
+            self.metrics.count("SnapshotErrors")
 
     def _save_snapshot(self, out: Event, position: str) -> None:
         snap = Snapshot(MachineState(out), position, out.definition_hash)

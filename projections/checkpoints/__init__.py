@@ -19,3 +19,12 @@ class CheckpointStore(Protocol):
     def save(self, correlation_id: str, version: int, data: bytes) -> bool: ...
 
     def load(self, correlation_id: str) -> bytes | None: ...
+
+
+@runtime_checkable
+class BatchCheckpoints(CheckpointStore, Protocol):
+    """A store that saves a batch's snapshots together: one round trip (or one transaction) per batch."""
+
+    def save_many(self, items: list[tuple[str, int, bytes]]) -> list[bool]:
+        """``save`` for each ``(correlation_id, version, data)``; one answer each, in order."""
+        ...

@@ -20,6 +20,17 @@ class SqliteCheckpoints(EmbeddedBackend):
             ).rowcount
         return changed == 1
 
+    def save_many(self, items: list[tuple[str, int, bytes]]) -> list[bool]:
+        """Every snapshot of a batch in one transaction."""
+        now = self.clock()
+        with self.db.transaction() as conn:
+            return [conn.execute(
+                "INSERT INTO checkpoints (cid, version, data, time) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (cid) DO UPDATE SET version = excluded.version, data = excluded.data, "
+                "time = excluded.time WHERE excluded.version > checkpoints.version",
+                (cid, int(version), bytes(data), now),
+            ).rowcount == 1 for cid, version, data in items]
+
     def load(self, correlation_id: str) -> bytes | None:
         rows = self.db.execute("SELECT data FROM checkpoints WHERE cid = ?", (correlation_id,))
         return bytes(rows[0][0]) if rows else None

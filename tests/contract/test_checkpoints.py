@@ -65,3 +65,15 @@ def test_concurrent_saves_keep_the_greatest_version(checkpoints):
         t.join()
     assert checkpoints.load(cid) == b"v12"
     assert 12 in accepted
+
+
+def test_save_many_saves_a_batch_each_only_over_an_older_version(checkpoints):
+    """A batch's snapshots go out together (one transaction or one round trip), with ``save``'s rule each."""
+    from projections.checkpoints import BatchCheckpoints
+
+    assert isinstance(checkpoints, BatchCheckpoints)
+    a, b, c = (f"m-{uuid.uuid4().hex}" for _ in range(3))
+    assert checkpoints.save(b, 5, b"b5")
+    assert checkpoints.save_many([(a, 1, b"a1"), (b, 4, b"b4"), (c, 2, b"c2")]) == [True, False, True]
+    assert checkpoints.save_many([]) == []
+    assert (checkpoints.load(a), checkpoints.load(b), checkpoints.load(c)) == (b"a1", b"b5", b"c2")
