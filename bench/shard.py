@@ -436,7 +436,9 @@ def _measure(endpoint: str, machines: int, steps: int, batch: int, latency_ms: f
     gate.end_many = rec.phase("end (cache.end_steps)", gate.end_many)
     engine.services.log.append = rec.phase("append (log PutRecords)", engine.services.log.append)
     engine.services.retries.schedule = rec.phase("retries (schedule)", engine.services.retries.schedule)
-    engine._save_snapshot = rec.phase("snapshots (checkpoints.save)", engine._save_snapshot)
+    for name in ("_save_snapshots", "_save_snapshot"):  # a batch's snapshots together, or one by one
+        if hasattr(engine, name):
+            setattr(engine, name, rec.phase("snapshots (checkpoints.save)", getattr(engine, name)))
     engine.flush_metrics = rec.phase("metrics (flush)", engine.flush_metrics)
 
     invocations: list[Invocation] = []

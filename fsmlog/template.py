@@ -31,7 +31,8 @@ template: ``ParallelizationFactor`` (1-10: concurrent batches per shard; Lambda 
 each partition key's records in order, and fsmlog's partition key is the machine's
 correlation id, so a machine's steps still run one after another), ``BatchSize``
 (records per invocation) and ``MaximumBatchingWindowInSeconds`` (how long Lambda
-gathers a batch before invoking), on every Kinesis and DynamoDB stream trigger.
+gathers a batch before invoking), on every Kinesis and DynamoDB stream trigger, and the
+function's ``MemorySize`` (Lambda's CPU share grows with it: one full vCPU at 1,769 MB).
 Metrics go to CloudWatch Embedded Metric Format lines (``emf:``, zero API calls)
 unless the settings name a metrics source.
 
@@ -85,6 +86,8 @@ BATCHING_WINDOW = "MaximumBatchingWindowInSeconds"
 MAX_PARALLELIZATION = 10  # Lambda's limit of concurrent batches per shard
 MAX_BATCH_SIZE = 10_000  # Lambda's limit for Kinesis and DynamoDB stream event sources
 MAX_BATCHING_WINDOW_S = 300
+MEMORY = "MemorySize"
+MIN_MEMORY_MB, MAX_MEMORY_MB = 128, 10_240  # Lambda's limits
 DEFAULT_METRICS = "emf:"  # metrics when the settings name none: EMF log lines, zero API calls
 STREAM_EVENT = {
     "StartingPosition": "TRIM_HORIZON",
@@ -94,6 +97,16 @@ STREAM_EVENT = {
     "BisectBatchOnFunctionError": True,
     "FunctionResponseTypes": ["ReportBatchItemFailures"],
 }
+
+
+def _memory_parameter(memory_mb: int) -> dict[str, Any]:
+    if not MIN_MEMORY_MB <= memory_mb <= MAX_MEMORY_MB:
+        raise ValueError(f"memory size {memory_mb} MB is outside {MIN_MEMORY_MB}..{MAX_MEMORY_MB}")
+    return {MEMORY: {
+        "Type": "Number", "Default": memory_mb, "MinValue": MIN_MEMORY_MB, "MaxValue": MAX_MEMORY_MB,
+        "Description": "The function's memory in MB. Lambda's CPU share grows with it (one full vCPU at 1,769 MB); "
+                       "a busy shard's batches are CPU-bound, so give them 1769 or more.",
+    }}
 
 
 def _parameters(parallelization_factor: int, batch_size: int, batching_window_s: int) -> dict[str, Any]:
@@ -294,7 +307,8 @@ def _environment(settings: Settings, logical_of: dict[str, str], resources: dict
 
 def render_template(settings: Settings, *, handler: str = "handlers.lambda_handler", code_uri: str = ".",
                     runtime: str = "python3.11", shards: int = 1, region: str | None = None,
-                    parallelization_factor: int = 1, batch_size: int = 100, batching_window_s: int = 1) -> str:
+                    parallelization_factor: int = 1, batch_size: int = 100, batching_window_s: int = 1,
+                    memory_mb: int = 512) -> str:
     """The SAM template (YAML) deploying fsmlog for ``settings``.
 
     ``region`` renders the stack for that region instead of the home region
@@ -304,8 +318,10 @@ def render_template(settings: Settings, *, handler: str = "handlers.lambda_handl
 
     ``parallelization_factor``, ``batch_size`` and ``batching_window_s`` are the defaults of the
     stack parameters ``ParallelizationFactor``, ``BatchSize`` and ``MaximumBatchingWindowInSeconds``
-    that every stream trigger reads (a deploy may override them)."""
+    that every stream trigger reads, and ``memory_mb`` the default of ``MemorySize`` (a deploy may
+    override each)."""
     parameters = _parameters(parallelization_factor, batch_size, batching_window_s)
+    memory = _memory_parameter(memory_mb)
     named = named_resources(settings)
     resources: dict[str, Any] = {}
     logical_of: dict[str, str] = {}
@@ -380,7 +396,7 @@ def render_template(settings: Settings, *, handler: str = "handlers.lambda_handl
         "Runtime": runtime,
         "CodeUri": code_uri,
         "Timeout": FUNCTION_TIMEOUT_S,
-        "MemorySize": 512,
+        "MemorySize": {"Ref": MEMORY},
         "Role": _getatt(ROLE),
         "Environment": {"Variables": _environment(settings, logical_of, {r.arn: r for r in named})},
         "Events": events,
@@ -420,7 +436,7 @@ def render_template(settings: Settings, *, handler: str = "handlers.lambda_handl
         "AWSTemplateFormatVersion": "2010-09-09",
         "Transform": "AWS::Serverless-2016-10-31",
         "Description": description,
-        **({"Parameters": parameters} if _reads_streams(events) else {}),
+        "Parameters": {**(parameters if _reads_streams(events) else {}), **memory},
         "Resources": resources,
         "Outputs": outputs,
     }

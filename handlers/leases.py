@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 from eventlog.errors import BackendError
@@ -39,15 +40,12 @@ class LeaseKeeper:
         self._lost: set[tuple[str, int]] = set()
         self._lock = threading.Lock()
         self._last = clock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._use_thread = thread
         self.renewals = 0
 
     def __enter__(self) -> LeaseKeeper:
         if self._use_thread:
-            self._thread = threading.Thread(target=self._loop, name="fsmlog-lease-keeper", daemon=True)
-            self._thread.start()
+            Renewer.of(self.gate).watch(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -99,14 +97,62 @@ class LeaseKeeper:
         return {p for p in pairs if self.lost(*p)}
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        """No renewal after this returns (a renewal in flight finishes first)."""
+        if self._use_thread:
+            Renewer.of(self.gate).unwatch(self)
+
+
+class Renewer:
+    """One thread for the process that renews the leases of every batch in progress every third of a
+    lease, so an action longer than a lease keeps its lease (a thread per batch would cost its start
+    and join every batch)."""
+
+    _instance: Renewer | None = None
+    _made = threading.Lock()
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._due: dict[LeaseKeeper, float] = {}  # keeper -> next renewal (time.monotonic)
+        self._busy: LeaseKeeper | None = None
+        self._thread = threading.Thread(target=self._loop, name="fsmlog-lease-renewer", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def of(cls, gate: Gate) -> Renewer:
+        with cls._made:
+            if cls._instance is None:
+                cls._instance = cls()
+            return cls._instance
+
+    def watch(self, keeper: LeaseKeeper) -> None:
+        with self._lock:
+            self._due[keeper] = time.monotonic() + keeper.every_s
+            self._lock.notify()
+
+    def unwatch(self, keeper: LeaseKeeper) -> None:
+        """Stop renewing ``keeper``; waits for a renewal of it in flight."""
+        with self._lock:
+            self._due.pop(keeper, None)
+            while self._busy is keeper:
+                self._lock.wait()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.every_s):
+        while True:
+            with self._lock:
+                while not self._due:
+                    self._lock.wait()
+                keeper, due = min(self._due.items(), key=lambda kv: kv[1])
+                wait = due - time.monotonic()
+                if wait > 0:
+                    self._lock.wait(wait)
+                    continue
+                self._due[keeper] = time.monotonic() + keeper.every_s
+                self._busy = keeper
             try:
-                self.renew()
-            except Exception:  # noqa: BLE001 - a keeper must never take the batch down
-                log.exception("lease keeper")
+                keeper.renew()
+            except Exception:  # noqa: BLE001 - the renewer must never die
+                log.exception("lease renewer")
+            finally:
+                with self._lock:
+                    self._busy = None
+                    self._lock.notify_all()

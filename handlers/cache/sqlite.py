@@ -124,6 +124,9 @@ class SqliteCache(EmbeddedBackend):
     def _keep(conn, key: str, owner: str, token: int, expires: float) -> bool:
         """Renew the lease while no acquisition came after ours (the fence counter still equals our
         token), even if it ran out meanwhile: nobody else can have held it in between."""
+        if conn.execute("UPDATE leases SET expires = ? WHERE key = ? AND owner = ? AND token = ? AND token = "
+                        "(SELECT token FROM fence WHERE key = ?)", (expires, key, owner, int(token), key)).rowcount:
+            return True  # the common case, one statement: our row is still there
         row = conn.execute("SELECT token FROM fence WHERE key = ?", (key,)).fetchone()
         if row is None or int(row[0]) != int(token):
             return False

@@ -251,7 +251,9 @@ def test_throughput_knobs_are_stack_parameters_and_metrics_default_to_emf(tmp_pa
     assert params["BatchSize"]["Default"] == 500
     assert (params["BatchSize"]["MinValue"], params["BatchSize"]["MaxValue"]) == (1, 10000)
     assert params["MaximumBatchingWindowInSeconds"]["Default"] == 0
+    assert params["MemorySize"]["Default"] == 512
     worker = doc["Resources"]["Worker"]["Properties"]
+    assert worker["MemorySize"] == {"Ref": "MemorySize"}
     for name in ("PrimaryStreamSourceTrigger", "SecondaryStreamSourceTrigger"):  # Kinesis and DynamoDB streams
         props = worker["Events"][name]["Properties"]
         assert props["ParallelizationFactor"] == {"Ref": "ParallelizationFactor"}
@@ -264,12 +266,14 @@ def test_throughput_knobs_are_stack_parameters_and_metrics_default_to_emf(tmp_pa
 
     defaults = yaml.safe_load(render_template(settings))["Parameters"]
     assert (defaults["ParallelizationFactor"]["Default"], defaults["BatchSize"]["Default"]) == ("1", 100)
-    for bad in ({"parallelization_factor": 0}, {"parallelization_factor": 11}, {"batch_size": 10001}):
+    assert yaml.safe_load(render_template(settings, memory_mb=1769))["Parameters"]["MemorySize"]["Default"] == 1769
+    for bad in ({"parallelization_factor": 0}, {"parallelization_factor": 11}, {"batch_size": 10001},
+                {"memory_mb": 64}):
         with pytest.raises(ValueError):
             render_template(settings, **bad)
 
 
-def test_a_metrics_source_that_is_set_is_kept_and_no_stream_trigger_means_no_parameters(tmp_path: Path) -> None:
+def test_a_metrics_source_that_is_set_is_kept_and_no_stream_trigger_means_no_stream_parameters(tmp_path: Path) -> None:
     from eventlog.settings import load_settings
     from fsmlog.template import render_template
 
@@ -281,5 +285,5 @@ def test_a_metrics_source_that_is_set_is_kept_and_no_stream_trigger_means_no_par
     result = _cfn_lint(path)  # an unused parameter would be a warning: none is declared
     assert result.returncode == 0, result.stdout + result.stderr
     doc = yaml.safe_load(text)
-    assert "Parameters" not in doc
+    assert list(doc["Parameters"]) == ["MemorySize"]  # the stream triggers' parameters would be unused
     assert doc["Resources"]["Worker"]["Properties"]["Environment"]["Variables"]["PRIMARY_METRICS_SOURCE"] == metrics
