@@ -154,7 +154,7 @@ def client(service: str, arn_or_target: str | None, settings: Any) -> Any:
                 connect_timeout=CONNECT_TIMEOUT,
                 read_timeout=READ_TIMEOUT,
                 retries={"mode": "standard", "total_max_attempts": 1},  # one try: call() does the retrying
-                max_pool_connections=32,
+                max_pool_connections=128,  # a batch's calls go out together (handlers/cache/dynamodb.py POOL)
                 tcp_keepalive=True,
             )
             found = boto3.session.Session().client(

@@ -34,7 +34,7 @@ INTERFACE_METHODS: dict[str, tuple[str, ...]] = {
     "CHECKPOINT": ("save", "save_many", "load"),
     "RETRY": ("schedule", "due", "done"),
     "CACHE": ("acquire", "release", "extend", "mark", "marked", "abort_machine", "begin_steps", "end_steps",
-              "renew_leases", "peek_steps"),
+              "renew_leases", "check_leases", "peek_steps"),
     "DEAD_LETTER": ("park", "list", "get", "remove"),
     "ENVIRONMENT": ("put", "get"),
     "METRICS": ("put",),

@@ -122,6 +122,10 @@ class Gate:
         """Extend leases this worker holds; False for each one it lost (expired, taken over)."""
         return self.store.renew_leases(list(held), self.owner, self.lease_s) if held else []
 
+    def check(self, held: Sequence[tuple[str, int]]) -> list[bool]:
+        """Whether each lease is still this worker's (no acquisition since), read only: before the append."""
+        return self.store.check_leases(list(held), self.owner, self.lease_s) if held else []
+
     def end(self, cid: str, steps: int, token: int, done: bool, *, retries: int = 0, tried: bool = False) -> None:
         """Give the lease back, marking the step completed (``done``) or the attempt handled (``tried``)."""
         self.store.end_steps([Ending(cid, steps, retries, token, DONE if done else TRIED if tried else None)],

@@ -68,16 +68,17 @@ class LeaseKeeper:
         if self.clock() - self._last >= self.every_s:
             self.renew()
 
-    def renew(self) -> None:
+    def renew(self, ask: Callable[[Sequence[tuple[str, int]]], list[bool]] | None = None) -> None:
+        """Renew every lease held (or, with ``ask``, only ask whether each is still ours)."""
         with self._lock:
             pairs = [p for p in self._held.items() if p not in self._lost]
         self._last = now = self.clock()
         if not pairs:
             return
         try:
-            answers: list[bool | None] = list(self.gate.renew(pairs))
+            answers: list[bool | None] = list((ask or self.gate.renew)(pairs))
         except BackendError as exc:
-            log.warning("renewing %d lease(s) failed: %s", len(pairs), exc)
+            log.warning("asking after %d lease(s) failed: %s", len(pairs), exc)
             answers = [None] * len(pairs)
         with self._lock:
             for (cid, token), held in zip(pairs, answers):
@@ -90,10 +91,10 @@ class LeaseKeeper:
                     self._lost.add((cid, token))  # cannot ask, and by our own reckoning it may have run out
 
     def confirm(self, pairs: Sequence[tuple[str, int]]) -> set[tuple[str, int]]:
-        """Renew once more, stop renewing (the commit releases the leases next), and return which of
-        ``pairs`` were lost."""
-        self.renew()
+        """Stop renewing (the commit releases the leases next), ask once more whether each lease is still
+        ours — a read, not a renewal — and return which of ``pairs`` were lost."""
         self.stop()
+        self.renew(ask=self.gate.check)
         return {p for p in pairs if self.lost(*p)}
 
     def stop(self) -> None:

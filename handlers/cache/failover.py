@@ -191,6 +191,16 @@ class FailoverSteps:
                 held[i] = ok
         return held
 
+    def check_leases(self, items: Sequence[tuple[str, int]], owner: str, ttl_s: float) -> list[bool]:
+        """Each lease checked on the side that took it (see ``renew_leases`` for a side that cannot be asked)."""
+        held = [False] * len(items)
+        for side, idx in self._by_side([(cid, token) for cid, token in items]).items():
+            store = self._side(side)
+            answers = self._try(store.check_leases, [items[i] for i in idx], owner, ttl_s)
+            for i, ok in zip(idx, answers):
+                held[i] = ok
+        return held
+
     def end_steps(self, items: Sequence[Ending], owner: str, dedupe_s: float) -> None:
         if not items:
             return

@@ -269,6 +269,17 @@ class RedisCache:
             (self._extend, list(self._gate_keys(cid)[:2]), [int(token), owner, _ms(ttl_s)]) for cid, token in items])
         return [bool(int(a)) for a in answers]
 
+    def check_leases(self, items: Sequence[tuple[str, int]], owner: str, ttl_s: float) -> list[bool]:
+        """The fence counters of a batch's machines: one pipeline of GETs."""
+        def run() -> list[Any]:
+            with self._client.pipeline(transaction=False) as pipe:
+                for cid, _ in items:
+                    pipe.get(self._gate_keys(cid)[1])
+                return pipe.execute()
+
+        answers = self._call("check_leases", run) if items else []
+        return [value is not None and int(value) == int(token) for (_, token), value in zip(items, answers)]
+
     def abort_machine(self, cid: str, dedupe_s: float) -> None:
         """Flag the machine aborted for ``dedupe_s``: one SET."""
         self._call("abort_machine", self._client.set, self._gate_keys(cid)[3], b"1", px=_ms(dedupe_s))

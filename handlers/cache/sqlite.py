@@ -116,6 +116,11 @@ class SqliteCache(EmbeddedBackend):
         with self.db.transaction() as conn:
             return [self._keep(conn, f"lease:{cid}", owner, token, now + ttl_s) for cid, token in items]
 
+    def check_leases(self, items: Sequence[tuple[str, int]], owner: str, ttl_s: float) -> list[bool]:
+        with self.db.transaction() as conn:
+            return [(row := conn.execute("SELECT token FROM fence WHERE key = ?", (f"lease:{cid}",)).fetchone())
+                    is not None and int(row[0]) == int(token) for cid, token in items]
+
     def extend(self, key: str, owner: str, token: int, ttl_s: float) -> bool:
         with self.db.transaction() as conn:
             return self._keep(conn, key, owner, token, self.clock() + ttl_s)

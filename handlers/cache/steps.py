@@ -137,6 +137,11 @@ class StepCache(Protocol):
         ran out meanwhile: nobody else held it in between); False where it was lost."""
         ...
 
+    def check_leases(self, items: Sequence[tuple[str, int]], owner: str, ttl_s: float) -> list[bool]:
+        """Whether each ``(cid, token)`` is still the last token issued for its machine (nobody acquired
+        the lease since), read only: what a holder asks just before it appends."""
+        ...
+
     def peek_steps(self, cids: Sequence[str]) -> list[StepView]:
         """Marks and abort flags, taking no lease (token None): the other side of a failover pair."""
         ...

@@ -41,7 +41,7 @@ class DynamoDBCheckpoints(aws.DynamoDBTable):
             return [self.save(*i) for i in items]
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(max_workers=min(16, len(items)), thread_name_prefix="fsmlog-snapshots") as pool:
+        with ThreadPoolExecutor(max_workers=min(128, len(items)), thread_name_prefix="fsmlog-snapshots") as pool:
             return list(pool.map(lambda i: self.save(*i), items))
 
     def load(self, correlation_id: str) -> bytes | None:

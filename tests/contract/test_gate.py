@@ -411,6 +411,22 @@ def test_renewal_keeps_a_lease_refuses_a_lost_one_and_revives_one_nobody_took(st
     assert steps.renew_leases([(lost, taken.token)], "b", HOLD) == [True]
 
 
+def test_the_lease_check_says_whether_anyone_acquired_since_and_changes_nothing(store, expiry):
+    """What a holder asks just before it appends: a read, not a renewal (no write unit per lease)."""
+    ttl, wait = expiry
+    kept, lost, lapsed = _cid(), _cid(), _cid()
+    steps = as_steps(store)
+    views = steps.begin_steps([StepKey(kept, 1, 0), StepKey(lost, 1, 0), StepKey(lapsed, 1, 0)], "a", ttl)
+    pairs = list(zip((kept, lost, lapsed), (v.token for v in views)))
+    assert steps.check_leases(pairs, "a", ttl) == [True, True, True]
+    time.sleep(wait)  # every lease runs out
+    taken = _gate(store, "b").begin(lost, 1)
+    assert taken.token is not None
+    assert steps.check_leases(pairs, "a", ttl) == [True, False, True]  # lapsed: nobody acquired it since
+    assert steps.check_leases([(lost, taken.token)], "b", HOLD) == [True]
+    assert steps.check_leases([], "a", HOLD) == []
+
+
 def test_end_marks_even_for_a_stale_holder_and_releases_only_the_current_one(store):
     steps = as_steps(store)
     cid = _cid()
