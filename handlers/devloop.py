@@ -166,18 +166,13 @@ class KinesisPoller:
         self.listed = -1e9
 
     def _list_shards(self) -> None:
-        params: dict[str, Any] = {"StreamName": self.stream}
-        while True:
-            page = self.api("list_shards", **params)
+        for page in self.api.pages("list_shards", StreamName=self.stream):
             for shard in page.get("Shards", []):
                 sid = shard["ShardId"]
                 if sid not in self.iterators:
                     self.iterators[sid] = self.api("get_shard_iterator", StreamName=self.stream, ShardId=sid,
                                                    ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
                     self.backoff[sid] = _Backoff()
-            if not page.get("NextToken"):
-                break
-            params = {"NextToken": page["NextToken"]}
         self.listed = self.loop.monotonic()
 
     def event(self, shard_id: str, records: list[dict[str, Any]]) -> dict[str, Any]:
