@@ -160,7 +160,6 @@ def test_redis_tokens_keep_increasing_when_the_counter_is_lost(redis_url: str) -
     import redis
 
     from handlers.cache.redis import RedisCache
-
     from handlers.cache.steps import token_floor
 
     cache = RedisCache(redis_url, prefix=f"t{uuid.uuid4().hex[:8]}:")
@@ -174,7 +173,6 @@ def test_redis_tokens_keep_increasing_when_the_counter_is_lost(redis_url: str) -
 
 def test_memcached_tokens_keep_increasing_when_the_counter_is_evicted(memcached_url: str) -> None:
     from handlers.cache.memcached import MemcachedCache, _safe
-
     from handlers.cache.steps import token_floor
 
     cache = MemcachedCache(memcached_url, prefix=f"t{uuid.uuid4().hex[:8]}:")
