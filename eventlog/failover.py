@@ -41,7 +41,35 @@ _INTERFACE = frozenset({"append", "read", "read_key", "save", "save_many", "load
 _OWN_PAIRS = {"CACHE": "handlers.cache.failover.FailoverSteps", "RETRY": "handlers.retries.failover.FailoverRetries"}
 
 
-class FailoverProxy:
+class SidePair:
+    """What every primary/secondary pair shares (this proxy, and the cache's and retry store's own
+    pairs): the primary's name, closing both sides, and pickling for worker processes without the lock
+    (``_lock``) that guards its counters."""
+
+    primary: Any
+    secondary: Any
+
+    @property
+    def name(self) -> str:
+        return self.primary.name
+
+    def close(self) -> None:
+        for side in (self.primary, self.secondary):
+            close = getattr(side, "close", None)
+            if close is not None:
+                close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+
+class FailoverProxy(SidePair):
     """Serves one source kind from the primary, falling over to the secondary."""
 
     def __init__(self, kind: str, primary: Any, secondary: Any, *, cooldown_s: float = DEFAULT_COOLDOWN_S,
@@ -58,27 +86,8 @@ class FailoverProxy:
         self.last_error: BaseException | None = None
 
     @property
-    def name(self) -> str:
-        return self.primary.name
-
-    @property
     def circuit_open(self) -> bool:
         return self._clock() < self._open_until
-
-    def close(self) -> None:
-        for side in (self.primary, self.secondary):
-            close = getattr(side, "close", None)
-            if close is not None:
-                close()
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     def __getattr__(self, attr: str) -> Any:
         if attr.startswith("_") or attr in ("primary", "secondary"):  # unset while unpickling

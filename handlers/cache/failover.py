@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from eventlog.errors import BackendError, ServiceUnavailable
-from eventlog.failover import FAILOVERS
+from eventlog.failover import FAILOVERS, SidePair
 
 from .steps import Ending, StepCache, StepKey, StepView
 
@@ -46,7 +46,7 @@ DEFAULT_FAILOVER_AFTER_S = 1.0
 T = TypeVar("T")
 
 
-class FailoverSteps:
+class FailoverSteps(SidePair):
     """``StepCache`` over two ``StepCache`` sides (see the module docstring)."""
 
     kind = "CACHE"
@@ -67,19 +67,6 @@ class FailoverSteps:
         self.unverified = 0  # admissions whose other side could not be read
         self.handed_back = 0  # admissions refused: the primary failed, but not for long enough to move leases
         self.last_error: BaseException | None = None
-
-    @property
-    def name(self) -> str:
-        return self.primary.name
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     def _try(self, call: Callable[..., T], *args: object) -> T:
         """A call, tried again at once on failure (``TRIES`` in all, 10 ms then 20 ms apart)."""
@@ -247,12 +234,6 @@ class FailoverSteps:
                 side = self._held.get((cid, token), PRIMARY) if token is not None else PRIMARY
                 out.setdefault(side, []).append(i)
         return out
-
-    def close(self) -> None:
-        for side in (self.primary, self.secondary):
-            close = getattr(side, "close", None)
-            if close is not None:
-                close()
 
 
 def _merged(view: StepView, other: StepView, side: str) -> StepView:

@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from eventlog.errors import BackendError, ServiceUnavailable
-from eventlog.failover import FAILOVERS  # failovers per source kind in this process, shared by every proxy
+from eventlog.failover import FAILOVERS, SidePair  # FAILOVERS: per source kind in this process, every proxy
 
 from . import DueRetry, ScheduledRetry
 
@@ -78,7 +78,7 @@ def parse_handle(handle: str) -> tuple[str, str] | None:
     return side, raw
 
 
-class FailoverRetries:
+class FailoverRetries(SidePair):
     """RetryStore over a primary and a secondary (see the module docstring)."""
 
     def __init__(self, primary: Any, secondary: Any, *, cooldown_s: float = DEFAULT_COOLDOWN_S,
@@ -99,10 +99,6 @@ class FailoverRetries:
     # --- plumbing --------------------------------------------------------------------------------
 
     @property
-    def name(self) -> str:
-        return self.primary.name
-
-    @property
     def circuit_open(self) -> bool:
         return self._clock() < self._open_until
 
@@ -120,21 +116,6 @@ class FailoverRetries:
     def pending(self) -> int:
         """How many retries wait on both sides (for the CLI and tests; both sides must count)."""
         return int(self.primary.pending()) + int(self.secondary.pending())
-
-    def close(self) -> None:
-        for backend in (self.primary, self.secondary):
-            close = getattr(backend, "close", None)
-            if close is not None:
-                close()
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
 
     def __getattr__(self, attr: str) -> Any:
         if attr.startswith("_") or attr in ("primary", "secondary"):  # unset while unpickling
