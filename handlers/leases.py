@@ -15,6 +15,7 @@ margin for clock skew.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -115,13 +116,14 @@ class Renewer:
         self._lock = threading.Condition()
         self._due: dict[LeaseKeeper, float] = {}  # keeper -> next renewal (time.monotonic)
         self._busy: LeaseKeeper | None = None
+        self._pid = os.getpid()
         self._thread = threading.Thread(target=self._loop, name="fsmlog-lease-renewer", daemon=True)
         self._thread.start()
 
     @classmethod
     def of(cls, gate: Gate) -> Renewer:
         with cls._made:
-            if cls._instance is None:
+            if cls._instance is None or cls._instance._pid != os.getpid():  # a forked child has no thread
                 cls._instance = cls()
             return cls._instance
 
