@@ -169,8 +169,11 @@ class Gate:
 def _admission(key: StepKey, view: StepView) -> Admission:
     if view.token is None:
         return Admission(None, False, False, True, view.side)
-    done = view.mark is not None and key.ordinal <= view.mark
-    known = view.mark is not None and view.mark >= predecessor(key.steps, key.retries)
+    marks = [m for m in (view.mark, view.proven) if m is not None]
+    done = bool(marks) and key.ordinal <= max(marks)
+    # only the answering side's own mark says the store followed the machine up to this record, and only
+    # when the other side was read too (else it may have moved the machine on)
+    known = view.peeked and view.mark is not None and view.mark >= predecessor(key.steps, key.retries)
     return Admission(view.token, done, view.aborted, done or known, view.side)
 
 

@@ -12,10 +12,11 @@ partition between the two sides) is counted per admission (``split``), logged, a
 ordered by fence tokens, whose floors rise with the machine's steps and with time,
 whichever side issues them.
 
-Marks are read from both sides: a batch admitted on one side also peeks at the other. A mark
-on the other side can prove an attempt handled, but only the admitting side's own mark says the
-store has followed the machine up to the record in hand (a stale mark on the other side must not
-hide that the admitting side forgot). When the other side cannot be read,
+Marks are read from both sides: a batch admitted on one side also peeks at the other, and the
+answer carries both (``StepView.proven``). A mark on the other side can prove an attempt handled,
+but only the admitting side's own mark says the store has followed the machine up to the record
+in hand (a stale mark on the other side must not hide that the admitting side forgot); when the
+other side cannot be read, nothing is known but what is proven handled. When the other side cannot be read,
 the admission reports no knowledge (unless the side that answered knows the attempt was
 handled), so the gate asks the log. Ends go to the side that admitted (mark, then
 release) and the marks are copied to the other side, best effort.
@@ -137,8 +138,8 @@ class FailoverSteps(SidePair):
         except BackendError:
             with self._lock:
                 self.unverified += len(items)
-            return [_unverified(k, v, side) for k, v in zip(items, views)]
-        return [_admitted(k, v, o, side) for k, v, o in zip(items, views, others)]
+            return [v._replace(side=side, peeked=False) for v in views]
+        return [v._replace(aborted=v.aborted or o.aborted, side=side, proven=o.mark) for v, o in zip(views, others)]
 
     def _distinct(self, items: Sequence[StepKey], views: list[StepView], side: str, owner: str,
                   ttl_s: float) -> list[StepView]:
@@ -239,21 +240,6 @@ class FailoverSteps(SidePair):
 def _merged(view: StepView, other: StepView, side: str) -> StepView:
     marks = [m for m in (view.mark, other.mark) if m is not None]
     return StepView(view.token, max(marks) if marks else None, view.aborted or other.aborted, side)
-
-
-def _admitted(key: StepKey, view: StepView, other: StepView, side: str) -> StepView:
-    """The other side may only prove the attempt handled; whether the store follows the machine up to
-    the record in hand is the admitting side's own knowledge (a stale mark on the other side must not
-    hide that the admitting side forgot)."""
-    if other.mark is not None and other.mark >= key.ordinal and (view.mark is None or other.mark > view.mark):
-        return StepView(view.token, other.mark, view.aborted or other.aborted, side)
-    return StepView(view.token, view.mark, view.aborted or other.aborted, side)
-
-
-def _unverified(key: StepKey, view: StepView, side: str) -> StepView:
-    """The other side could not be read: keep a mark that proves the attempt handled, else report none."""
-    done = view.mark is not None and view.mark >= key.ordinal
-    return StepView(view.token, view.mark if done else None, view.aborted, side)
 
 
 def _both_down(what: str, pair: FailoverSteps, first: BaseException, second: BaseException) -> ServiceUnavailable:

@@ -84,6 +84,8 @@ class StepView(NamedTuple):
     mark: int | None  # high-water ordinal of handled attempts; None: the store knows nothing of it
     aborted: bool
     side: str = "primary"  # which side of a failover pair answered
+    proven: int | None = None  # the other side's mark: it can prove attempts handled, not that the store follows
+    peeked: bool = True  # False: the other side could not be read, so ``mark`` may be stale
 
 
 class Ending(NamedTuple):

@@ -572,11 +572,18 @@ def test_flapping_sides_keep_one_holder_per_side_and_never_lose_a_handled_attemp
 
 
 def test_a_view_is_what_the_sides_answer():
-    """The merge itself: the higher mark, either abort flag, the admitting side named."""
-    from handlers.cache.failover import _merged, _unverified
+    """The peek's merge: the higher mark, either abort flag (what ``peek_steps`` answers); and what the
+    gate makes of an admission's own mark beside the other side's proof, per record."""
+    from handlers.cache.failover import _merged
+    from handlers.gate import _admission
 
     assert _merged(StepView(5, 10, False), StepView(None, 20, True), "secondary") == StepView(5, 20, True, "secondary")
     assert _merged(StepView(5, None, False), StepView(None, None, False), "primary").mark is None
-    key = StepKey("m", 1, 0)
-    assert _unverified(key, StepView(5, completed_ordinal(1), False), "primary").mark == completed_ordinal(1)
-    assert _unverified(key, StepView(5, completed_ordinal(0), False), "primary").mark is None
+    # one view per machine serves every record of it in a batch: the proof counts per record
+    view = StepView(5, -1, False, "primary", proven=completed_ordinal(1))  # registered here, ran elsewhere
+    start, later = _admission(StepKey("m", 0, 0), view), _admission(StepKey("m", 2, 0), view)
+    assert start.done and start.known
+    assert not later.done and not later.known  # the other side proves step 1 done; here nobody followed
+    unread = StepView(5, completed_ordinal(0), False, "primary", peeked=False)
+    assert _admission(StepKey("m", 0, 0), unread).done
+    assert not _admission(StepKey("m", 1, 0), unread).known  # the other side may have moved it on
