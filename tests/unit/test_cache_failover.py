@@ -587,3 +587,20 @@ def test_a_view_is_what_the_sides_answer():
     unread = StepView(5, completed_ordinal(0), False, "primary", peeked=False)
     assert _admission(StepKey("m", 0, 0), unread).done
     assert not _admission(StepKey("m", 1, 0), unread).known  # the other side may have moved it on
+
+
+def test_each_record_of_a_batch_is_judged_against_the_other_sides_proof(sides):
+    """The model's finding: a worker cut off from the primary ran a machine's start and local step 1 on
+    the secondary; a worker on the primary (which only knows the machine was registered) then gets the
+    start record and the next record in one batch. One lease serves both records, but each is judged on
+    its own: the start is proven done by the secondary's mark; the next record is not known here."""
+    p, s = sides
+    pair = _pair(p, s)
+    cid = _cid()
+    gate = Gate(pair, "a", HOLD, DEDUPE)
+    gate.register([cid])  # the primary knows the machine is new
+    s.cache.end_steps([Ending(cid, 0, 0, None, DONE, 1)], "b", DEDUPE)  # b's start + local step 1, marked there
+    start, nxt = gate.begin_many([(cid, 0, 0), (cid, 2, 0)])
+    assert start.token == nxt.token and start.side == "primary"
+    assert start.done  # never run again
+    assert not nxt.done and not nxt.known  # the primary never followed the machine to step 2: the log decides
