@@ -69,8 +69,9 @@ class SidePair:
         self._lock = threading.Lock()
 
 
-class FailoverProxy(SidePair):
-    """Serves one source kind from the primary, falling over to the secondary."""
+class CircuitPair(SidePair):
+    """A pair whose primary, once it failed, is skipped for ``cooldown_s`` (the circuit breaker shared by
+    this proxy and the retry store's pair)."""
 
     def __init__(self, kind: str, primary: Any, secondary: Any, *, cooldown_s: float = DEFAULT_COOLDOWN_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -88,6 +89,16 @@ class FailoverProxy(SidePair):
     @property
     def circuit_open(self) -> bool:
         return self._clock() < self._open_until
+
+    def _trip(self, side: str, exc: BaseException) -> None:
+        self.last_error = exc
+        if side == "primary":
+            with self._lock:
+                self._open_until = self._clock() + self.cooldown_s
+
+
+class FailoverProxy(CircuitPair):
+    """Serves one source kind from the primary, falling over to the secondary."""
 
     def __getattr__(self, attr: str) -> Any:
         if attr.startswith("_") or attr in ("primary", "secondary"):  # unset while unpickling
@@ -114,12 +125,6 @@ class FailoverProxy(SidePair):
             if side == "secondary":
                 self.failovers += 1
                 FAILOVERS[self.kind] += 1
-
-    def _trip(self, side: str, exc: BaseException) -> None:
-        self.last_error = exc
-        if side == "primary":
-            with self._lock:
-                self._open_until = self._clock() + self.cooldown_s
 
     def _call(self, method: str, args: tuple, kwargs: dict) -> Any:
         order = self._order()

@@ -27,14 +27,16 @@ from this store) is ignored with a warning rather than guessed at.
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from eventlog.errors import BackendError, ServiceUnavailable
-from eventlog.failover import FAILOVERS, SidePair  # FAILOVERS: per source kind in this process, every proxy
+from eventlog.failover import (  # FAILOVERS: per source kind in this process, every proxy
+    FAILOVERS,
+    CircuitPair,
+)
 
 from . import DueRetry, ScheduledRetry
 
@@ -78,29 +80,16 @@ def parse_handle(handle: str) -> tuple[str, str] | None:
     return side, raw
 
 
-class FailoverRetries(SidePair):
+class FailoverRetries(CircuitPair):
     """RetryStore over a primary and a secondary (see the module docstring)."""
 
     def __init__(self, primary: Any, secondary: Any, *, cooldown_s: float = DEFAULT_COOLDOWN_S,
                  clock: Callable[[], float] = time.monotonic, kind: str = KIND) -> None:
-        self.kind = kind
-        self.primary = primary
-        self.secondary = secondary
-        self.cooldown_s = cooldown_s
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._open_until = float("-inf")  # primary skipped (for scheduling) until then
+        super().__init__(kind, primary, secondary, cooldown_s=cooldown_s, clock=clock)
         self._turn = 0  # which side ``due`` asks first
         self._pending: dict[str, OrderedDict[str, None]] = {side: OrderedDict() for side in SIDES}
-        self.failovers = 0  # calls the secondary served instead of the primary
-        self.served: Counter[str] = Counter()  # "primary"/"secondary" -> calls served
-        self.last_error: BaseException | None = None
 
     # --- plumbing --------------------------------------------------------------------------------
-
-    @property
-    def circuit_open(self) -> bool:
-        return self._clock() < self._open_until
 
     def side(self, name: str) -> Any:
         if name not in SIDES:
@@ -121,12 +110,6 @@ class FailoverRetries(SidePair):
         if attr.startswith("_") or attr in ("primary", "secondary"):  # unset while unpickling
             raise AttributeError(attr)
         return getattr(self.primary, attr)
-
-    def _trip(self, side: str, exc: BaseException) -> None:
-        self.last_error = exc
-        if side == "primary":
-            with self._lock:
-                self._open_until = self._clock() + self.cooldown_s
 
     def _failed_over(self) -> None:
         with self._lock:
