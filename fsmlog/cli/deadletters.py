@@ -87,7 +87,7 @@ def _context_of(ev: Any) -> dict[str, Any]:
         return {"context_error": str(exc)}
 
 
-def _letter_dict(letter: Any) -> dict[str, Any]:
+def letter_dict(letter: Any) -> dict[str, Any]:
     return {"id": letter.id, "reason": letter.reason, "source": letter.source, "position": letter.position,
             "time": letter.time, "size": len(letter.data)}
 
@@ -98,7 +98,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     with open_runtime(args) as rt:
         letters = rt.services.dead_letters.list(args.limit)
     if args.json:
-        out.print_json([_letter_dict(x) for x in letters])
+        out.print_json([letter_dict(x) for x in letters])
         return 0
     if not letters:
         out.console().print("no dead letters")
@@ -112,7 +112,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _get(rt: Any, letter_id: str) -> Any:
+def get_letter(rt: Any, letter_id: str) -> Any:
     letter = rt.services.dead_letters.get(letter_id)
     if letter is None:
         raise FsmlogError(f"no dead letter {letter_id!r} in {rt.services.dead_letters.name}; "
@@ -124,10 +124,10 @@ def cmd_show(args: argparse.Namespace) -> int:
     import time
 
     with open_runtime(args) as rt:
-        letter = _get(rt, args.id)
+        letter = get_letter(rt, args.id)
     attempt = decode_attempt(letter.data)
     if args.json:
-        out.print_json({**_letter_dict(letter), "data_hex": letter.data.hex(), "decoded": attempt})
+        out.print_json({**letter_dict(letter), "data_hex": letter.data.hex(), "decoded": attempt})
         return 0
     c = out.console()
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(letter.time))
@@ -150,16 +150,27 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def redrive(rt: Any, letter: Any) -> str:
+    """Append a parked record's bytes to the stream again, then remove the letter; its machine's id.
+
+    Raises ``DecodeError`` (nothing written) for bytes that are not an fsmlog record: they would only
+    be parked again."""
+    key = decode(letter.data).correlation_id
+    rt.log.append([OutRecord(key, letter.data)])
+    rt.services.dead_letters.remove(letter.id)
+    return key
+
+
 def cmd_redrive(args: argparse.Namespace) -> int:
     if bool(args.id) == bool(args.all):
         raise UsageError("redrive takes a dead letter ID or --all (not both)")
     with open_runtime(args) as rt:
         store = rt.services.dead_letters
-        letters = store.list(1_000_000) if args.all else [_get(rt, args.id)]
+        letters = store.list(1_000_000) if args.all else [get_letter(rt, args.id)]
         redriven, skipped = 0, []
         for letter in letters:
             try:
-                key = decode(letter.data).correlation_id
+                redrive(rt, letter)
             except DecodeError as exc:
                 if not args.all:
                     raise FsmlogError(
@@ -168,8 +179,6 @@ def cmd_redrive(args: argparse.Namespace) -> int:
                     ) from None
                 skipped.append(letter.id)
                 continue
-            rt.log.append([OutRecord(key, letter.data)])
-            store.remove(letter.id)
             redriven += 1
             out.console().print(f"redriven {letter.id} -> {rt.log.name}")
     if skipped:

@@ -269,14 +269,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             raise FsmlogError(f"no machine with id {args.id!r} in {_streams(rt.log)}; `fsmlog status` lists them")
         tail = tail[-TAIL_RECORDS:]
         if args.json:
-            out.print_json({
-                "machine": state.as_dict(),
-                "context": state.context,
-                "snapshot": None if snap is None else {"position": snap.position, "version": snap.version,
-                                                       "state": snap.state.as_dict()},
-                "tail": [{"position": r.position, **out.event_dict(decode(r.data), with_context=False)}
-                         for r in tail],
-            })
+            out.print_json(status_document(state, snap, tail))
             return 0
         con = out.console()
         con.print(out.machines_table([state], f"machine {args.id}"))
@@ -292,26 +285,47 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_history(args: argparse.Namespace) -> int:
+def status_document(state, snap, tail: list) -> dict[str, Any]:
+    """What ``status ID --json`` prints (and the console's ``/api/machines/{id}`` returns)."""
+    return {
+        "machine": state.as_dict(),
+        "context": state.context,
+        "snapshot": None if snap is None else {"position": snap.position, "version": snap.version,
+                                               "state": snap.state.as_dict()},
+        "tail": [{"position": r.position, **out.event_dict(decode(r.data), with_context=False)} for r in tail],
+    }
+
+
+def history_rows(rt, cid: str) -> list[tuple[str, Any, Any]]:
+    """(position, record, folded state after it) for every record of ``cid``, oldest first."""
     from eventlog.sides import read_machine
     from projections.fold import fold
 
-    with open_runtime(args) as rt:
-        records = read_machine(readable_log(rt, "fsmlog history"), args.id)
-    records = _by_time(records)
+    records = _by_time(read_machine(readable_log(rt, "fsmlog history"), cid))
     if not records:
-        raise FsmlogError(f"no records of machine {args.id!r} in the log; `fsmlog status` lists machines")
+        raise FsmlogError(f"no records of machine {cid!r} in the log; `fsmlog status` lists machines")
     rows = []
     folded = None
     for r in records:
         try:
             ev = decode(r.data)
         except DecodeError as exc:
-            raise FsmlogError(f"record at position {r.position} of {args.id!r} cannot be decoded: {exc}") from None
+            raise FsmlogError(f"record at position {r.position} of {cid!r} cannot be decoded: {exc}") from None
         folded = fold(folded, [ev])
         rows.append((r.position, ev, folded))
+    return rows
+
+
+def history_document(rows: list[tuple[str, Any, Any]]) -> list[dict[str, Any]]:
+    """What ``history ID --json`` prints (and the console's ``/api/machines/{id}/history`` returns)."""
+    return [{"position": p, "record": out.event_dict(ev), "folded": f.as_dict()} for p, ev, f in rows]
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    with open_runtime(args) as rt:
+        rows = history_rows(rt, args.id)
     if args.json:
-        out.print_json([{"position": p, "record": out.event_dict(ev), "folded": f.as_dict()} for p, ev, f in rows])
+        out.print_json(history_document(rows))
         return 0
     out.console().print(out.records_table(rows, f"history of {args.id} ({len(rows)} records)"))
     return 0

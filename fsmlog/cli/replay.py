@@ -186,28 +186,43 @@ def _tail_line(rebuilt: Any) -> str:
     return line
 
 
-def cmd_machine(args: argparse.Namespace) -> int:
-    from replay.rebuild import rebuild, redispatch, retry_record
+def rebuild_machine(rt: Any, cid: str, *, redispatch: bool, now: float,
+                    definitions: Any = None) -> tuple[Any, Any, Any]:
+    """What ``replay machine`` does: (rebuilt, the record appended, the record a redispatch would append).
 
+    Without ``redispatch`` nothing is written; the console's redispatch runs this too."""
+    from replay.rebuild import rebuild, retry_record
+    from replay.rebuild import redispatch as append_retry
+
+    rebuilt = rebuild(cid, rt.services, definitions=definitions, settings=rt.settings)
+    state = rebuilt.rebuilt_state
+    appended = append_retry(rebuilt, rt.services) if redispatch and not state.terminal else None
+    pending = None if redispatch else retry_record(state, lambda: now)
+    return rebuilt, appended, pending
+
+
+def machine_document(rebuilt: Any, appended: Any, pending: Any) -> dict[str, Any]:
+    """What ``replay machine --json`` prints (and the console's redispatch returns)."""
+    return {
+        "machine": rebuilt.as_dict(),
+        "ended": rebuilt.rebuilt_state.terminal,
+        "written": appended is not None,
+        "redispatched": None if appended is None else out.event_dict(appended, with_context=False),
+        "would_append": None if pending is None else out.event_dict(pending, with_context=False),
+    }
+
+
+def cmd_machine(args: argparse.Namespace) -> int:
     definitions = load_definitions(args.fsm) if args.fsm else None
     now = time.time()
     with open_runtime(args, fsm_path=args.fsm) as rt:
-        rebuilt = rebuild(args.id, rt.services, definitions=definitions, settings=rt.settings)
-        state = rebuilt.rebuilt_state
-        appended = None
-        if args.redispatch and not state.terminal:
-            appended = redispatch(rebuilt, rt.services)
+        rebuilt, appended, pending = rebuild_machine(rt, args.id, redispatch=args.redispatch, now=now,
+                                                     definitions=definitions)
         log_name = rt.log.name
-    pending = None if args.redispatch else retry_record(state, lambda: now)
+    state = rebuilt.rebuilt_state
 
     if args.json:
-        out.print_json({
-            "machine": rebuilt.as_dict(),
-            "ended": state.terminal,
-            "written": appended is not None,
-            "redispatched": None if appended is None else out.event_dict(appended, with_context=False),
-            "would_append": None if pending is None else out.event_dict(pending, with_context=False),
-        })
+        out.print_json(machine_document(rebuilt, appended, pending))
         return 0
 
     con = out.console()
