@@ -17,7 +17,9 @@ Format lines, no file). An explicit ``sqlite:`` value is taken as meant.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import importlib.util
 import json
 import os
 from collections.abc import Mapping
@@ -50,52 +52,60 @@ _LAMBDA_UNSET: dict[str, tuple[str, str]] = {
 SOURCES = ("STREAM", "CHECKPOINT", "RETRY", "ENVIRONMENT", "CACHE", "METRICS", "DEAD_LETTER")
 SOURCE_SETTINGS = tuple(f"{side}_{s}_SOURCE" for s in SOURCES for side in ("PRIMARY", "SECONDARY"))
 
-DEFAULTS: dict[str, Any] = {
-    **{name: None for name in SOURCE_SETTINGS},
-    "AWS_CHAOS": {},
-    "ENDPOINTS": {},
-    "AWS_REGION": None,
-    "SNAPSHOT_EVERY": 10,  # steps between snapshots (terminal states are always snapshotted)
-    "MAX_RETRIES": 5,  # default per-machine retry budget
-    "RETRY_BASE_SECONDS": 1.0,  # full-jitter exponential backoff: base ...
-    "RETRY_CAP_SECONDS": 300.0,  # ... and cap
-    "LEASE_SECONDS": 60.0,  # a lease outlives a crashed holder by at most this
-    "LEASE_WAIT_SECONDS": 30.0,  # how long a step waits for another worker's lease
-    "DEDUPE_SECONDS": 7 * 24 * 3600.0,  # how long idempotency flags are kept
-    "METRICS_NAMESPACE": "fsmlog",
-    "METRICS_EMF": False,  # also print CloudWatch Embedded Metric Format lines (zero API calls)
-    "FAILOVER_COOLDOWN_SECONDS": 30.0,  # after a failover, how long new machines stay off the primary
-    "CACHE_FAILOVER_SECONDS": 1.0,  # how long the primary cache must fail without a success before leases move
-    "CACHE_ALLOW_EVICTION": False,  # accept a Redis cache whose maxmemory-policy can evict leases
-    "DEBUG": False,  # log user context values and show tracebacks
-}
-
-_JSON = {"AWS_CHAOS", "ENDPOINTS"}
-_FLOAT = {"FAILOVER_COOLDOWN_SECONDS", "CACHE_FAILOVER_SECONDS", "RETRY_BASE_SECONDS", "RETRY_CAP_SECONDS", "LEASE_SECONDS", "LEASE_WAIT_SECONDS", "DEDUPE_SECONDS"}
-_INT = {"SNAPSHOT_EVERY", "MAX_RETRIES"}
-_BOOL = {"DEBUG", "METRICS_EMF", "CACHE_ALLOW_EVICTION"}
-
-
 @dataclass(frozen=True)
 class Settings:
-    values: Mapping[str, Any] = field(default_factory=dict)
-    origin: str = "defaults"
+    """Every known setting as a typed attribute (the names are the environment variables'), plus
+    where they were loaded from. ``load_settings`` builds it; an unknown name is an AttributeError,
+    so a misspelt setting fails where it is read instead of reading as None."""
+
+    PRIMARY_STREAM_SOURCE: str | None = None
+    SECONDARY_STREAM_SOURCE: str | None = None
+    PRIMARY_CHECKPOINT_SOURCE: str | None = None
+    SECONDARY_CHECKPOINT_SOURCE: str | None = None
+    PRIMARY_RETRY_SOURCE: str | None = None
+    SECONDARY_RETRY_SOURCE: str | None = None
+    PRIMARY_ENVIRONMENT_SOURCE: str | None = None
+    SECONDARY_ENVIRONMENT_SOURCE: str | None = None
+    PRIMARY_CACHE_SOURCE: str | None = None
+    SECONDARY_CACHE_SOURCE: str | None = None
+    PRIMARY_METRICS_SOURCE: str | None = None
+    SECONDARY_METRICS_SOURCE: str | None = None
+    PRIMARY_DEAD_LETTER_SOURCE: str | None = None
+    SECONDARY_DEAD_LETTER_SOURCE: str | None = None
+    AWS_CHAOS: dict[str, Any] = field(default_factory=dict)  # target or service -> fault rates (tests)
+    ENDPOINTS: dict[str, str] = field(default_factory=dict)  # target or service -> endpoint URL
+    AWS_REGION: str | None = None
+    SNAPSHOT_EVERY: int = 10  # steps between snapshots (terminal states are always snapshotted)
+    MAX_RETRIES: int = 5  # default per-machine retry budget
+    RETRY_BASE_SECONDS: float = 1.0  # full-jitter exponential backoff: base ...
+    RETRY_CAP_SECONDS: float = 300.0  # ... and cap
+    LEASE_SECONDS: float = 60.0  # a lease outlives a crashed holder by at most this
+    LEASE_WAIT_SECONDS: float = 30.0  # how long a step waits for another worker's lease
+    DEDUPE_SECONDS: float = 7 * 24 * 3600.0  # how long idempotency flags are kept
+    METRICS_NAMESPACE: str | None = "fsmlog"  # None when set to an empty string
+    METRICS_EMF: bool = False  # also print CloudWatch Embedded Metric Format lines (zero API calls)
+    FAILOVER_COOLDOWN_SECONDS: float = 30.0  # after a failover, how long new machines stay off the primary
+    CACHE_FAILOVER_SECONDS: float = 1.0  # how long the primary cache must fail without a success before leases move
+    CACHE_ALLOW_EVICTION: bool = False  # accept a Redis cache whose maxmemory-policy can evict leases
+    DEBUG: bool = False  # log user context values and show tracebacks
+    origin: str = "defaults"  # the settings module or file, or "defaults"
     lambda_function: str | None = None  # the Lambda function these settings were loaded in, if any
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.values[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    @property
+    def values(self) -> dict[str, Any]:
+        """Every setting by name (not ``origin`` or ``lambda_function``)."""
+        return {name: getattr(self, name) for name in DEFAULTS}
 
     def get(self, name: str, default: Any = None) -> Any:
-        return self.values.get(name, default)
+        """A setting whose name is computed (``f"{side}_{kind}_SOURCE"``); ``default`` for an unknown name.
+        Code that knows the name reads the typed attribute instead."""
+        return getattr(self, name) if name in DEFAULTS else default
 
     def source(self, kind: str, side: str = "PRIMARY") -> str | None:
         """The configured value of ``{side}_{kind}_SOURCE``: the primary falls back to the embedded
         file (on Lambda: an error naming the setting, see the module docstring); a missing secondary
         means no failover."""
-        value = self.values.get(f"{side}_{kind}_SOURCE")
+        value: str | None = self.get(f"{side}_{kind}_SOURCE")
         if value is None and side == "PRIMARY":
             if self.lambda_function:
                 if kind in LAMBDA_DEFAULTS:
@@ -105,14 +115,14 @@ class Settings:
         return value
 
     def replace(self, **changes: Any) -> Settings:
-        return Settings({**self.values, **_coerce_all(changes, "override")}, self.origin, self.lambda_function)
+        return dataclasses.replace(self, **_coerce_all(changes, "override"))
 
     def check_sources(self, kinds: tuple[str, ...] = SOURCES) -> None:
         """On Lambda, one ``SettingsError`` naming every primary source of ``kinds`` left unset
         (each with its fix); elsewhere nothing: unset sources use the embedded file."""
         if not self.lambda_function:
             return
-        unset = [k for k in kinds if k not in LAMBDA_DEFAULTS and self.values.get(f"PRIMARY_{k}_SOURCE") is None]
+        unset = [k for k in kinds if k not in LAMBDA_DEFAULTS and self.get(f"PRIMARY_{k}_SOURCE") is None]
         if len(unset) == 1:
             raise SettingsError(unset_on_lambda(unset[0], self.lambda_function))
         if unset:
@@ -122,6 +132,16 @@ class Settings:
                 f"where no source defaults to a file in the container's /tmp:\n"
                 + "\n".join(f"- {unset_on_lambda(k, self.lambda_function)}" for k in unset)
             )
+
+
+# every setting's name and default, read off the class (a new setting is a new typed attribute there)
+_BARE = Settings()
+DEFAULTS: dict[str, Any] = {f.name: getattr(_BARE, f.name) for f in dataclasses.fields(Settings) if f.name.isupper()}
+
+_JSON = {"AWS_CHAOS", "ENDPOINTS"}
+_FLOAT = {"FAILOVER_COOLDOWN_SECONDS", "CACHE_FAILOVER_SECONDS", "RETRY_BASE_SECONDS", "RETRY_CAP_SECONDS", "LEASE_SECONDS", "LEASE_WAIT_SECONDS", "DEDUPE_SECONDS"}
+_INT = {"SNAPSHOT_EVERY", "MAX_RETRIES"}
+_BOOL = {"DEBUG", "METRICS_EMF", "CACHE_ALLOW_EVICTION"}
 
 
 def unset_on_lambda(kind: str, function: str) -> str:
@@ -174,6 +194,8 @@ def _from_file(path: Path) -> dict[str, Any]:
             data = json.loads(text)
         elif path.suffix == ".py":
             spec = importlib.util.spec_from_file_location("fsmlog_user_settings", path)
+            if spec is None or spec.loader is None:
+                raise SettingsError(f"FSMLOG_SETTINGS file {path} cannot be loaded as a Python module")
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)  # the user's own settings module, like Django's
             data = {k: getattr(module, k) for k in dir(module) if k.isupper()}
@@ -212,4 +234,4 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     if env.get("AWS_DEFAULT_REGION") and not values["AWS_REGION"]:
         values["AWS_REGION"] = env["AWS_DEFAULT_REGION"]
     values.update(_coerce_all(overrides, "override"))
-    return Settings(values, origin, env.get(LAMBDA_ENV) or None)
+    return Settings(**values, origin=origin, lambda_function=env.get(LAMBDA_ENV) or None)
