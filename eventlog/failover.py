@@ -18,20 +18,36 @@ The cache and the retry store fail over with their own pairs, which know their
 interfaces: ``handlers.cache.failover`` (leases and marks, primary first on every
 call, marks read from both sides) and ``handlers.retries.failover`` (due retries
 from both sides, handles that name their side).
+
+Every pair tells its observers (``SidePair.observe``) when the secondary served a
+call (``FAILOVER``) and when the primary answered again after that
+(``RECOVERED``): this layer cannot reach the metrics sink, so the engine
+registers an observer that counts them there. Each change is also logged as one
+JSON line on the ``fsmlog.failover`` logger, at most one per source and change
+per ``LOG_EVERY_S`` (the next line says how many it held back), so an outage
+does not flood the logs.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from .errors import BackendError, ServiceUnavailable, SettingsError
 from .sides import SECONDARY, tag_position
 
 DEFAULT_COOLDOWN_S = 30.0
+LOG_EVERY_S = 10.0  # at most one failover (and one recovery) line per source this often
+
+FAILOVER, RECOVERED = "failover", "recovered"
+
+log = logging.getLogger("fsmlog.failover")
 
 # failovers per source kind in this process (every call the secondary served instead of the primary)
 FAILOVERS: Counter[str] = Counter()
@@ -41,13 +57,107 @@ _INTERFACE = frozenset({"append", "read", "read_key", "save", "save_many", "load
 _OWN_PAIRS = {"CACHE": "handlers.cache.failover.FailoverSteps", "RETRY": "handlers.retries.failover.FailoverRetries"}
 
 
+@dataclass(frozen=True)
+class FailoverEvent:
+    """A pair changed sides: the secondary served a call, or the primary answered again after that."""
+
+    kind: str  # the source kind: STREAM, CHECKPOINT, CACHE, RETRY, ENVIRONMENT, METRICS, DEAD_LETTER
+    what: str  # FAILOVER or RECOVERED
+    side: str  # the side that served the call
+    source: str  # the primary's name
+    error: str = ""  # why the primary was passed over (a failover)
+
+
+class FailoverObserver(Protocol):
+    """Told of every failover and recovery of the pairs it observes; must be quick and never raise."""
+
+    def __call__(self, event: FailoverEvent) -> None: ...
+
+
+class FailoverLog:
+    """One JSON warning line per source and change per ``every_s``; what it held back is counted
+    (``suppressed``) in the next line it writes for that source and change."""
+
+    def __init__(self, every_s: float = LOG_EVERY_S, clock: Callable[[], float] = time.monotonic,
+                 logger: logging.Logger = log) -> None:
+        self.every_s = every_s
+        self.clock = clock
+        self.logger = logger
+        self._last: dict[tuple[str, str, str], float] = {}
+        self._held: Counter[tuple[str, str, str]] = Counter()
+        self._lock = threading.Lock()
+
+    def note(self, event: FailoverEvent) -> bool:
+        """Log ``event`` unless its source logged the same change less than ``every_s`` ago."""
+        key = (event.kind, event.source, event.what)
+        with self._lock:
+            now = self.clock()
+            last = self._last.get(key)
+            if last is not None and now - last < self.every_s:
+                self._held[key] += 1
+                return False
+            self._last[key] = now
+            suppressed = self._held.pop(key, 0)
+        line = {"event": event.what, "source": event.kind, "name": event.source, "side": event.side}
+        if event.error:
+            line["error"] = event.error
+        line["suppressed"] = suppressed
+        self.logger.warning("%s", json.dumps(line, default=str))
+        return True
+
+
+FAILOVER_LOG = FailoverLog()
+
+
+def _one_line(error: object) -> str:
+    text = str(error or "")
+    return " ".join(text.split())[:500]
+
+
 class SidePair:
     """What every primary/secondary pair shares (this proxy, and the cache's and retry store's own
-    pairs): the primary's name, closing both sides, and pickling for worker processes without the lock
-    (``_lock``) that guards its counters."""
+    pairs): the primary's name, closing both sides, telling observers of failovers and recoveries, and
+    pickling for worker processes without the lock (``_lock``) and the observers (which belong to
+    the process that registered them)."""
 
     primary: Any
     secondary: Any
+    kind: str
+    _observers: tuple[FailoverObserver, ...] = ()
+    _degraded = False  # the secondary served a call since the primary last answered
+
+    def observe(self, observer: FailoverObserver) -> None:
+        """Call ``observer`` on every failover and recovery of this pair (once, however often added)."""
+        with self._lock:
+            if observer not in self._observers:
+                self._observers = (*self._observers, observer)
+
+    @property
+    def observers(self) -> tuple[FailoverObserver, ...]:
+        return self._observers
+
+    def _note_failover(self, error: object) -> None:
+        """The secondary served a call the primary did not."""
+        self._degraded = True
+        self._emit(FailoverEvent(self.kind, FAILOVER, "secondary", self.name, _one_line(error)))
+
+    def _note_primary_ok(self) -> None:
+        """The primary served a call: after a failover, that is its recovery."""
+        if not self._degraded:
+            return
+        with self._lock:
+            if not self._degraded:
+                return
+            self._degraded = False
+        self._emit(FailoverEvent(self.kind, RECOVERED, "primary", self.name))
+
+    def _emit(self, event: FailoverEvent) -> None:
+        FAILOVER_LOG.note(event)
+        for observer in self._observers:
+            try:
+                observer(event)
+            except Exception:  # noqa: BLE001 - counting a failover must never fail the call it served
+                log.exception("failover observer %r", observer)
 
     @property
     def name(self) -> str:
@@ -62,6 +172,8 @@ class SidePair:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         del state["_lock"]
+        state.pop("_observers", None)
+        state.pop("_degraded", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -119,12 +231,16 @@ class FailoverProxy(CircuitPair):
     def _order(self) -> list[str]:
         return ["secondary", "primary"] if self.circuit_open else ["primary", "secondary"]
 
-    def _served_by(self, side: str) -> None:
+    def _served_by(self, side: str, error: object = None) -> None:
         with self._lock:
             self.served[side] += 1
             if side == "secondary":
                 self.failovers += 1
                 FAILOVERS[self.kind] += 1
+        if side == "secondary":
+            self._note_failover(error or f"primary skipped for its cool-down after: {self.last_error}")
+        else:
+            self._note_primary_ok()
 
     def _call(self, method: str, args: tuple, kwargs: dict) -> Any:
         order = self._order()
@@ -142,7 +258,7 @@ class FailoverProxy(CircuitPair):
             if side == "primary" and "secondary" not in errors and self.failovers == 0:
                 self.served["primary"] += 1
                 return result
-            self._served_by(side)
+            self._served_by(side, errors.get("primary"))
             other = order[i + 1] if i + 1 < len(order) else None
             if (other and method in _CONFIRM_EMPTY and result == _CONFIRM_EMPTY[method]
                     and not (other == "primary" and self.circuit_open)):

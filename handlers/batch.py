@@ -66,6 +66,9 @@ class Batch:
                 self.keeper.tick()
                 self.one(*item, adm)
             self.commit()
+        machine_of = {record.correlation_id: record.machine for _, record, _, _ in todo}
+        for cid, n in self.keeper.renewed().items():
+            self.engine.metrics.count("LeaseRenewals", n, {"machine": machine_of.get(cid, "?")})
 
     # ---------------------------------------------------------------- the rules
 
@@ -88,11 +91,12 @@ class Batch:
             return
         if ordinal(record.steps, record.retries) <= self.handled.get(cid, -1):
             self.give_back(record, adm)  # a copy of an attempt this batch handled, not yet committed
+            self.engine.metrics.count("DuplicateDeliveries", 1, {"machine": record.machine})
             self.result.skipped += 1
             return
         if adm.token is not None and self.keeper.lost(cid, adm.token):
+            self.engine.metrics.count("LeaseLost", 1, {"machine": record.machine, "side": adm.side})
             adm = adm._replace(token=None)  # taken over while earlier records ran: take it afresh
-            self.engine.metrics.count("LeaseLost", 1, {"machine": record.machine})
         elif adm.token is not None and cid in self.handled:
             adm = adm._replace(token=None)  # a further attempt of a machine that ran here: a new, larger token
         if adm.token is None:
@@ -154,7 +158,7 @@ class Batch:
 
     def skip(self, record, mdef, adm: Admission) -> None:
         """Nothing to run: the attempt was handled (the log's verdict is marked where the store forgot)."""
-        self.engine.metrics.count("DuplicateSteps", 1, {"machine": mdef.name})
+        self.engine.metrics.count("StepsSkippedAsDone", 1, {"machine": mdef.name})
         self.ends.append(adm.upto or Ending(record.correlation_id, record.steps, record.retries, adm.token, None))
         self.result.skipped += 1
 

@@ -43,6 +43,7 @@ from .environment import Environment
 from .errors import HandlerError, LeaseBusy, NoTransition, PoisonRecord
 from .gate import DONE, TRIED, Admission, Ending, Gate
 from .metrics import MetricBuffer
+from .metrics.failovers import watch as watch_failovers
 from .retries import ScheduledRetry
 from .services import Services
 
@@ -127,6 +128,9 @@ class Engine:
                          authority=self.authority.last_records)
         self.keep_leases_in_thread = True  # renew leases from a thread while actions run (tests may turn it off)
         self.metrics = MetricBuffer()
+        # failovers and recoveries of every source pair, moved into ``metrics`` at each flush
+        self.failovers = watch_failovers([services.log, services.checkpoints, services.retries, services.cache,
+                                          services.environment, services.metrics, services.dead_letters])
         self.on_step = on_step
         self.debug = bool(settings.DEBUG)
         self.environment = Environment(services.environment)
@@ -234,7 +238,7 @@ class Engine:
     def _lease_lost(self, step: _Step, result: BatchResult) -> None:
         """The step ran but its lease is gone: its outcome is not appended; the record goes back."""
         rec = step.record
-        self.metrics.count("LeaseLost", 1, {"machine": rec.machine})
+        self.metrics.count("LeaseLost", 1, {"machine": rec.machine, "side": step.side})
         log.warning("%s: lease (token %d) lost before the commit; its outcome is dropped and the record "
                     "handed back", rec.describe(), step.token)
         result.failed_item_ids.append(step.inbound.item_id)
@@ -243,6 +247,7 @@ class Engine:
         """Decode and check every record; park the poison ones; drop terminal records and duplicates."""
         todo = []
         seen: set[tuple[str, int, int]] = set()
+        oldest: float | None = None  # the time of the oldest record the batch has to handle
         for inbound in records:
             try:
                 record, mdef, ctx = self._parse(inbound)
@@ -257,10 +262,15 @@ class Engine:
                 continue
             key = (record.correlation_id, record.steps, record.retries)
             if record.terminal or key in seen:
+                if key in seen:  # the same attempt twice in one batch
+                    self.metrics.count("DuplicateDeliveries", 1, {"machine": record.machine})
                 result.skipped += 1
                 continue
             seen.add(key)
             todo.append((inbound, record, mdef, ctx))
+            oldest = record.time if oldest is None else min(oldest, record.time)
+        if oldest is not None:  # how far behind the log the workers are (IteratorAge, from the records)
+            self.metrics.gauge("OldestRecordAgeMs", round(max(0.0, self.clock() - oldest) * 1000))
         return todo
 
     def _parse(self, inbound: Inbound) -> tuple[Event, MachineDef | None, dict | None]:
@@ -461,8 +471,8 @@ class Engine:
         if at.retries < max_retries:
             attempt = at.retries + 1
             delay = full_jitter(attempt, self.settings.RETRY_BASE_SECONDS, self.settings.RETRY_CAP_SECONDS, self.rng)
-            retry = at.evolve(kind=RETRY, retries=attempt,
-                              time=now, error_type=type(exc).__name__, error_message=str(exc)[:2000])
+            retry = at.evolve(kind=RETRY, retries=attempt, time=now, error_type=type(exc).__name__,
+                              error_message=f"{failure.action} failed: {exc}"[:2000])  # names the action
             if at.steps > step.record.steps:
                 # behind a local transition: the retry goes to the log itself (at once, no backoff), so
                 # the log records the steps the chain completed and never falls behind the marks
@@ -616,6 +626,8 @@ class Engine:
             self.on_step(rec, s.out or s.retry, s.outcome)
 
     def flush_metrics(self) -> None:
+        """Send what was counted since the last flush (failovers of the sources too): one ``put``."""
+        self.failovers.drain_into(self.metrics)
         try:
             self.metrics.flush(self.services.metrics)
         except BackendError as exc:

@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 from eventlog.errors import BackendError
@@ -43,6 +44,7 @@ class LeaseKeeper:
         self._last = clock()
         self._use_thread = thread
         self.renewals = 0
+        self._renewed: Counter[str] = Counter()  # machine -> renewals the store confirmed
 
     def __enter__(self) -> LeaseKeeper:
         if self._use_thread:
@@ -86,6 +88,8 @@ class LeaseKeeper:
                 if held is True:
                     self._until[cid] = now + self.gate.lease_s
                     self.renewals += 1
+                    if ask is None:  # a renewal, not the commit's read
+                        self._renewed[cid] += 1
                 elif held is False:
                     self._lost.add((cid, token))
                 elif self._until.get(cid, 0.0) - self.gate.lease_s * SKEW_SHARE <= now:
@@ -97,6 +101,11 @@ class LeaseKeeper:
         self.stop()
         self.renew(ask=self.gate.check)
         return {p for p in pairs if self.lost(*p)}
+
+    def renewed(self) -> dict[str, int]:
+        """Per machine, the renewals that extended its lease (the commit's last check is not one)."""
+        with self._lock:
+            return dict(self._renewed)
 
     def stop(self) -> None:
         """No renewal after this returns (a renewal in flight finishes first)."""

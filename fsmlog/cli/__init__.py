@@ -7,8 +7,9 @@ skipped, so the CLI works while its commands grow.
 
 Every error fsmlog raises on purpose (``FsmlogError``), and ``OSError`` and
 Ctrl-C, end as ONE line on stderr, ``error: <what, where, what to do>``, and exit
-status 1 (2 for usage errors). ``--debug`` shows the traceback too and logs
-user-context values.
+status 1 (2 for usage errors, bad options included: no usage lines, `-h` shows
+them; 130 when Ctrl-C left machines running). ``--debug`` shows the traceback too
+and logs user-context values.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from eventlog.errors import FsmlogError
 from eventlog.settings import SOURCES, Settings, load_settings
@@ -43,10 +44,26 @@ class UsageError(FsmlogError):
     """A command line that cannot be acted on (exit status 2)."""
 
 
+class Interrupted(FsmlogError):
+    """Ctrl-C stopped a command that leaves work behind; the message says how to go on (exit status 130)."""
+
+
+EXIT_INTERRUPTED = 130  # what a shell reports for a process ended by SIGINT
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a bad command line as one ``error:`` line naming the fix; usage only on ``-h``.
+
+    Subcommand parsers are made of the same class (``add_subparsers`` uses the parent's)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message}; `{self.prog} -h` shows the options\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fsmlog import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="fsmlog",
         description="Finite-state-machine workflows on an event log: run them locally on one SQLite "
         "file, deploy them on AWS Lambda + Kinesis.",
@@ -77,12 +94,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.debug)
     if args.settings:
         os.environ["FSMLOG_SETTINGS"] = args.settings
+    from handlers.metrics.emf import send_to_stderr
+
+    was = send_to_stderr()  # stdout is the command's own output (one JSON document with --json)
     try:
         return int(args.func(args) or 0)
     except UsageError as exc:
         _report(exc, args.debug)
-        parser.print_usage(sys.stderr)
         return 2
+    except Interrupted as exc:
+        _report(exc, args.debug)
+        return EXIT_INTERRUPTED
     except KeyboardInterrupt:
         if args.debug:
             raise
@@ -91,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FsmlogError, OSError) as exc:
         _report(exc, args.debug)
         return 1
+    finally:
+        send_to_stderr(was)
 
 
 def _report(exc: BaseException, debug: bool) -> None:

@@ -83,6 +83,7 @@ class FailoverSteps(SidePair):
     def _primary_answered(self) -> None:
         with self._lock:
             self._down_since = None
+        self._note_primary_ok()
 
     def _primary_down(self, exc: BaseException) -> bool:
         """Whether the primary has failed for long enough (and with no success since) to move leases."""
@@ -101,7 +102,8 @@ class FailoverSteps(SidePair):
             self.failovers += 1
             self.last_error = exc
         FAILOVERS[self.kind] += 1
-        log.warning("cache %s: %s on the secondary %s (%s)", self.primary.name, what, self.secondary.name, exc)
+        log.debug("cache %s: %s on the secondary %s (%s)", self.primary.name, what, self.secondary.name, exc)
+        self._note_failover(exc)  # one rate-limited warning line, and the observers count it
 
     # ---------------------------------------------------------------- admission
 

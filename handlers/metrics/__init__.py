@@ -1,15 +1,25 @@
-"""Metrics: counters the engine keeps, flushed once per batch."""
+"""Metrics: counters (and a few gauges) the engine keeps, flushed once per batch.
+
+A ``Datum`` in the unit ``Count`` is a counter: values of one (name, dimensions) add up.
+Any other unit (``Milliseconds`` for the age of the oldest record a batch saw) is a gauge:
+the greatest value is kept, in the buffer and in a sink that accumulates (the embedded one).
+"""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
+
+COUNT = "Count"
+MILLISECONDS = "Milliseconds"
 
 
 class Datum(NamedTuple):
     name: str
     value: float
     dimensions: tuple[tuple[str, str], ...]  # sorted (name, value) pairs
+    unit: str = COUNT  # Count adds up; any other unit is a gauge whose greatest value is kept
 
 
 @runtime_checkable
@@ -21,21 +31,43 @@ class Metrics(Protocol):
         ...
 
 
+def _dims(dimensions: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((str(k), str(v)) for k, v in dimensions.items())) if dimensions else ()
+
+
 class MetricBuffer:
-    """Aggregates counts in memory so a batch costs one ``put``, not one per event."""
+    """Aggregates counts in memory so a batch costs one ``put``, not one per event. Safe to count
+    into from other threads (a failover observed by the lease renewer's call)."""
 
     def __init__(self) -> None:
-        self._counts: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        self._counts: dict[tuple[str, tuple[tuple[str, str], ...], str], float] = {}
+        self._lock = threading.Lock()
 
     def count(self, name: str, value: float = 1.0, dimensions: Mapping[str, str] | None = None) -> None:
-        dims = tuple(sorted(dimensions.items())) if dimensions else ()
-        k = (name, dims)
-        self._counts[k] = self._counts.get(k, 0.0) + value
+        k = (name, _dims(dimensions), COUNT)
+        with self._lock:
+            self._counts[k] = self._counts.get(k, 0.0) + value
+
+    def gauge(self, name: str, value: float, dimensions: Mapping[str, str] | None = None,
+              unit: str = MILLISECONDS) -> None:
+        """Keep the greatest ``value`` seen until the next flush."""
+        k = (name, _dims(dimensions), unit)
+        with self._lock:
+            self._counts[k] = max(self._counts.get(k, value), value)
 
     def drain(self) -> list[Datum]:
-        out = [Datum(n, v, d) for (n, d), v in self._counts.items()]
-        self._counts.clear()
+        with self._lock:
+            out = [Datum(n, v, d, u) for (n, d, u), v in self._counts.items()]
+            self._counts.clear()
         return out
+
+    def put_back(self, data: Sequence[Datum]) -> None:
+        """Data a sink did not take: counts add to what came since, gauges keep the greater value."""
+        for d in data:
+            if d.unit == COUNT:
+                self.count(d.name, d.value, dict(d.dimensions))
+            else:
+                self.gauge(d.name, d.value, dict(d.dimensions), d.unit)
 
     def flush(self, sink: Metrics) -> None:
         """Send and clear the counts; if the sink fails, keep them for the next flush and re-raise.
@@ -49,6 +81,5 @@ class MetricBuffer:
         try:
             sink.put(data)
         except BaseException:
-            for d in data:
-                self.count(d.name, d.value, dict(d.dimensions))
+            self.put_back(data)
             raise

@@ -53,7 +53,7 @@ class CloudWatchMetrics:
         now = datetime.datetime.now(datetime.timezone.utc)
         entries = []
         for d in data:
-            entry: dict[str, Any] = {"MetricName": d.name, "Value": float(d.value), "Unit": "Count", "Timestamp": now}
+            entry: dict[str, Any] = {"MetricName": d.name, "Value": float(d.value), "Unit": d.unit, "Timestamp": now}
             if d.dimensions:
                 entry["Dimensions"] = [{"Name": k, "Value": v} for k, v in d.dimensions[:MAX_DIMENSIONS]]
             entries.append(entry)

@@ -7,6 +7,10 @@ or the same metric name twice) is spread over more lines, and a line never
 carries more than the 100 metrics EMF allows.
 
 Setting value: ``emf:`` (namespace from ``METRICS_NAMESPACE``) or ``emf:<namespace>``.
+
+The ``fsmlog`` command line calls ``send_to_stderr()``: its stdout is its own output (one
+JSON document with ``--json``), so there the lines go to stderr. On Lambda they stay on
+stdout, where CloudWatch Logs reads them.
 """
 
 from __future__ import annotations
@@ -23,11 +27,21 @@ from . import Datum
 
 MAX_METRICS_PER_LINE = 100
 
+_to_stderr = False  # set by the command line: its stdout carries its own output
+
+
+def send_to_stderr(on: bool = True) -> bool:
+    """Print EMF lines on stderr (what the CLI does) instead of stdout (what Lambda reads); returns
+    the previous choice, so a caller can put it back."""
+    global _to_stderr
+    was, _to_stderr = _to_stderr, on
+    return was
+
 
 class _Line:
     def __init__(self) -> None:
         self.values: dict[str, Any] = {}  # metric values and dimension values share the top level
-        self.metrics: set[str] = set()
+        self.metrics: dict[str, str] = {}  # metric name -> unit
         self.groups: dict[tuple[str, ...], list[str]] = {}  # dimension names -> metric names
 
     def fits(self, d: Datum) -> bool:
@@ -39,7 +53,7 @@ class _Line:
         for k, v in d.dimensions:
             self.values[k] = v
         self.values[d.name] = d.value
-        self.metrics.add(d.name)
+        self.metrics[d.name] = d.unit
         self.groups.setdefault(tuple(k for k, _ in d.dimensions), []).append(d.name)
 
 
@@ -72,7 +86,7 @@ class EmfMetrics:
         for line in packed:
             directives = [
                 {"Namespace": self.namespace, "Dimensions": [list(dims)],
-                 "Metrics": [{"Name": n, "Unit": "Count"} for n in names]}
+                 "Metrics": [{"Name": n, "Unit": line.metrics[n]} for n in names]}
                 for dims, names in line.groups.items()
             ]
             doc = {"_aws": {"Timestamp": stamp, "CloudWatchMetrics": directives}, **line.values}
@@ -82,7 +96,7 @@ class EmfMetrics:
     def put(self, data: Sequence[Datum]) -> None:
         if not data:
             return
-        stream = self._stream or sys.stdout
+        stream = self._stream or (sys.stderr if _to_stderr else sys.stdout)
         for line in self.lines(data):
             stream.write(line + "\n")
         stream.flush()

@@ -106,15 +106,21 @@ class FailoverRetries(CircuitPair):
         """How many retries wait on both sides (for the CLI and tests; both sides must count)."""
         return int(self.primary.pending()) + int(self.secondary.pending())
 
+    def next_due(self) -> float | None:
+        """The earliest due time of a retry waiting on either side that can tell (None: none waits)."""
+        asks = (getattr(side, "next_due", None) for side in (self.primary, self.secondary))
+        return min((d for d in (ask() for ask in asks if ask is not None) if d is not None), default=None)
+
     def __getattr__(self, attr: str) -> Any:
         if attr.startswith("_") or attr in ("primary", "secondary"):  # unset while unpickling
             raise AttributeError(attr)
         return getattr(self.primary, attr)
 
-    def _failed_over(self) -> None:
+    def _failed_over(self, error: object = None) -> None:
         with self._lock:
             self.failovers += 1
             FAILOVERS[self.kind] += 1
+        self._note_failover(error or f"primary skipped for its cool-down after: {self.last_error}")
 
     def _unavailable(self, what: str, errors: dict[str, BaseException]) -> ServiceUnavailable:
         return ServiceUnavailable(
@@ -139,7 +145,9 @@ class FailoverRetries(CircuitPair):
                 continue
             self.served[side] += 1
             if side == "secondary":
-                self._failed_over()
+                self._failed_over(errors.get("primary"))
+            else:
+                self._note_primary_ok()
             return
         raise self._unavailable("schedule", errors) from errors[order[-1]]
 
@@ -197,7 +205,9 @@ class FailoverRetries(CircuitPair):
         for side in got:
             self.served[side] += 1
         if "primary" in errors or ("primary" in held_back and "primary" not in got):
-            self._failed_over()  # the secondary answered instead of the primary
+            self._failed_over(errors.get("primary"))  # the secondary answered instead of the primary
+        elif "primary" in got:
+            self._note_primary_ok()
         merged: list[tuple[float, int, DueRetry]] = []
         for side, items in got.items():
             for item in items:

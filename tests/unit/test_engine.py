@@ -165,7 +165,8 @@ def test_failing_action_retries_with_backoff_then_succeeds(rig_factory):
     assert state.status == "completed"
     retries = [e for e in rig.records(cid) if e.kind == "retry"]
     assert [(e.retries, e.error_type, e.error_message) for e in retries] == [
-        (1, "RuntimeError", "gateway down"), (2, "RuntimeError", "gateway down")]
+        (1, "RuntimeError", f"{HERE}.flaky failed: gateway down"),  # the action that raised is named
+        (2, "RuntimeError", f"{HERE}.flaky failed: gateway down")]
     assert CALLS == ["flaky retries=0", "flaky retries=1", "flaky retries=2"]
     assert rig.metric("StepsRetried", "pay") == 2
 
@@ -213,7 +214,7 @@ def test_duplicate_record_is_skipped(rig_factory):
     again = rig.engine.handle(batch)  # redelivery of the same record (Lambda retried the batch)
     assert again.handled == 0 and again.skipped == 1
     assert CALLS == calls
-    assert rig.metric("DuplicateSteps", "flow") == 1
+    assert rig.metric("StepsSkippedAsDone", "flow") == 1
     # the same record twice in one batch runs once too
     other = rig.engine.start("flow")
     fresh = [i for i in rig.next_batch() if decode(i.data).correlation_id == other]
