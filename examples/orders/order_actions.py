@@ -13,10 +13,16 @@ A one-line order may be given flat: ``{"sku": "book-42", "quantity": 2,
 Started with no items (``fsmlog run ... --count 5``), an order is a demo order:
 a small cart picked deterministically from the machine's correlation id.
 
-External effects go through ``PaymentGateway``, a stand-in for a card processor
-kept in a SQLite file (``ORDERS_GATEWAY_DB``, default ``.fsmlog/orders-gateway.db``):
-like a real one it deduplicates charges by idempotency key, and, to show the
-engine's retries, its first request for every key times out.
+External effects go through two stand-ins kept in one SQLite file
+(``ORDERS_GATEWAY_DB``, default ``.fsmlog/orders-gateway.db``):
+
+- ``PaymentGateway``, a card processor: like a real one it deduplicates charges
+  by idempotency key, and, to show the engine's retries, its first request for
+  every key times out;
+- ``Warehouse``, the stock ledger: a reservation takes units off the shelf in one
+  transaction, all lines or none, keyed by the reserving step's idempotency key
+  (a re-run step gets its reservation back, not a second one); a release puts
+  them back once.
 """
 
 from __future__ import annotations
@@ -84,7 +90,8 @@ class PaymentGateway:
                 ).fetchone()[0]
                 if n == 1:
                     conn.execute("COMMIT")
-                    raise PaymentGatewayTimeout(f"payment gateway did not answer for request {key}")
+                    raise PaymentGatewayTimeout("timed out on purpose: this example gateway fails every "
+                                                "charge's first try, to show a retry")
                 if amount > CARD_LIMIT_CENTS:
                     conn.execute("COMMIT")
                     return None
@@ -112,15 +119,98 @@ class PaymentGateway:
         return row[0] if row else 0
 
 
+class Warehouse:
+    """Units on the shelf per sku (starting at the catalogue's stock), and the reservations holding some."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        with self._connect() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS shelf (sku TEXT PRIMARY KEY, units INTEGER NOT NULL)")
+            conn.execute("CREATE TABLE IF NOT EXISTS reserved (reservation TEXT NOT NULL, sku TEXT NOT NULL, "
+                         "qty INTEGER NOT NULL, released INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (reservation, sku))")
+            conn.executemany("INSERT OR IGNORE INTO shelf (sku, units) VALUES (?, ?)",
+                             [(sku, stock) for sku, (_, _, stock, _) in CATALOGUE.items()])
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        return conn
+
+    def reserve(self, reservation: str, items: list[dict]) -> list[str]:
+        """Take every line off the shelf, or none; the lines that are short (empty: reserved).
+        The same ``reservation`` again returns what it got the first time."""
+        wanted: dict[str, int] = {}
+        for item in items:
+            wanted[item["sku"]] = wanted.get(item["sku"], 0) + item["qty"]
+        with self._lock, self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if conn.execute("SELECT 1 FROM reserved WHERE reservation = ?", (reservation,)).fetchone():
+                    conn.execute("COMMIT")
+                    return []
+                short = []
+                for sku, qty in wanted.items():
+                    units = conn.execute("SELECT units FROM shelf WHERE sku = ?", (sku,)).fetchone()[0]
+                    if qty > units:
+                        short.append(f"{sku} ({qty} wanted, {units} in stock)")
+                if not short:
+                    for sku, qty in wanted.items():
+                        conn.execute("UPDATE shelf SET units = units - ? WHERE sku = ?", (qty, sku))
+                        conn.execute("INSERT INTO reserved (reservation, sku, qty) VALUES (?, ?, ?)",
+                                     (reservation, sku, qty))
+                conn.execute("COMMIT")
+                return short
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def release(self, reservation: str) -> None:
+        """Put a reservation's units back on the shelf, once however often it is asked."""
+        with self._lock, self._connect() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            rows = conn.execute("SELECT sku, qty FROM reserved WHERE reservation = ? AND released = 0",
+                                (reservation,)).fetchall()
+            for sku, qty in rows:
+                conn.execute("UPDATE shelf SET units = units + ? WHERE sku = ?", (qty, sku))
+            conn.execute("UPDATE reserved SET released = 1 WHERE reservation = ?", (reservation,))
+            conn.execute("COMMIT")
+
+    def levels(self) -> dict[str, int]:
+        with self._connect() as conn:
+            return dict(conn.execute("SELECT sku, units FROM shelf ORDER BY sku").fetchall())
+
+    def held(self) -> dict[str, int]:
+        """Units held by reservations not released, per sku."""
+        with self._connect() as conn:
+            return dict(conn.execute("SELECT sku, SUM(qty) FROM reserved WHERE released = 0 GROUP BY sku"))
+
+
 _gateways: dict[str, PaymentGateway] = {}
+_warehouses: dict[str, Warehouse] = {}
+
+
+def _store_path() -> str:
+    # absolute, so a process that changes directory (the test kit runs each case in its own) gets its own store
+    return os.path.abspath(os.environ.get("ORDERS_GATEWAY_DB", ".fsmlog/orders-gateway.db"))
 
 
 def gateway() -> PaymentGateway:
-    path = os.environ.get("ORDERS_GATEWAY_DB", ".fsmlog/orders-gateway.db")
+    path = _store_path()
     gw = _gateways.get(path)
     if gw is None:
         gw = _gateways[path] = PaymentGateway(path)
     return gw
+
+
+def warehouse() -> Warehouse:
+    path = _store_path()
+    wh = _warehouses.get(path)
+    if wh is None:
+        wh = _warehouses[path] = Warehouse(path)
+    return wh
 
 
 def demo_order(correlation_id: str) -> dict:
@@ -206,20 +296,17 @@ class ValidateOrder(Action):
 
 
 class ReserveStock(Action):
-    """Reserve every line against the catalogue's stock, all or nothing."""
+    """Take every line off the warehouse's shelf, all or nothing."""
 
     def execute(self, context, obj):
-        short = []
-        for item in context["items"]:
-            _, _, stock, _ = CATALOGUE[item["sku"]]
-            if item["qty"] > stock:
-                short.append(f"{item['sku']} ({item['qty']} wanted, {stock} in stock)")
+        # the reservation id is derived from the step's idempotency key: re-running the step
+        # (after a crash or a retry) finds the same reservation instead of taking the units twice
+        reservation = f"res_{_stable_int(obj['idempotency_key']):012x}"
+        short = warehouse().reserve(reservation, context["items"])
         if short:
             context["rejection"] = "out of stock: " + ", ".join(short)
             return "out_of_stock"
-        # the reservation id is derived from the step's idempotency key: re-running the step
-        # (after a crash or a retry) yields the same reservation, not a second one
-        context["reservation"] = f"res_{_stable_int(obj['idempotency_key']):012x}"
+        context["reservation"] = reservation
         return "reserved"
 
 
@@ -229,6 +316,7 @@ class ReleaseStock(Action):
     def execute(self, context, obj):
         released = context.pop("reservation", None)
         if released:
+            warehouse().release(released)
             context["released_reservation"] = released
 
 
@@ -241,7 +329,6 @@ class ChargePayment(Action):
             context["rejection"] = f"card declined for {context['total'] / 100:.2f} {context['currency']}"
             return "declined"
         context["charge_id"] = charge_id
-        context["payment_attempts"] = context.retries + 1
         return "charged"
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import time
 from typing import Any
 
 from eventlog.codec import decode
 from eventlog.errors import DecodeError, FsmlogError
 
-from . import UsageError, load_definitions, local_log, open_runtime, readable_log
+from . import Interrupted, UsageError, load_definitions, local_log, open_runtime, readable_log
 from . import output as out
 
 READ_PAGE = 5000
@@ -75,7 +76,8 @@ def _context(text: str | None) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UsageError(f"--context is not valid JSON ({exc.msg} at character {exc.pos}): {text!r}") from None
+        raise UsageError(f"--context is not valid JSON ({exc.msg} at character {exc.pos}): {text!r}; give a "
+                         "JSON object like '{\"amount\": 10}'") from None
     if not isinstance(value, dict):
         raise UsageError(f"--context must be a JSON object like '{{\"amount\": 10}}', got {type(value).__name__}")
     return value
@@ -117,33 +119,53 @@ def cmd_run(args: argparse.Namespace) -> int:
                     pending.discard(cid)
 
         worker = Worker(engine, log, batch_size=args.batch)
-        worker.run(until=lambda: not pending or time.monotonic() > deadline, on_idle=refresh)
+        try:  # the first Ctrl-C stops the worker after its batch; a second one lands here
+            worker.run(until=lambda: not pending or time.monotonic() > deadline, on_idle=refresh)
+        except KeyboardInterrupt:
+            pass
+        interrupted = worker.stopping
         if pending:
             refresh()
         states = {cid: engine.status(cid) for cid in ids}
-    timed_out = bool(pending)
+    timed_out = bool(pending) and not interrupted
     final = [s for s in states.values() if s is not None]
     counts = out.status_counts(final)
-    ok = not timed_out and all(s.status == "completed" for s in final) and len(final) == len(ids)
+    ok = not pending and all(s.status == "completed" for s in final) and len(final) == len(ids)
     if args.json:
         out.print_json({
             "machine": args.machine,
             "count": len(ids),
             "ok": ok,
             "timed_out": timed_out,
+            "interrupted": interrupted,
             "counts": counts,
-            "machines": [s.as_dict() for s in final],
+            "machines": [{**s.as_dict(), "context": s.context} for s in final],
         })
     else:
         con.print(out.counts_text(counts))
         if worker.stats.retries_moved:
             con.print(f"retries run: {worker.stats.retries_moved}", style="yellow")
+    if interrupted and pending:
+        raise Interrupted(
+            f"interrupted: {len(pending)} of {len(ids)} machine(s) still running (e.g. {sorted(pending)[0]}); "
+            f"continue them with `{continue_command(args)}` (without --once: until Ctrl-C)"
+        )
     if timed_out:
         raise FsmlogError(
             f"timed out after {args.timeout:g}s with {len(pending)} of {len(ids)} machine(s) still running "
             f"(e.g. {sorted(pending)[0]}); raise --timeout or see `fsmlog status ID`"
         )
     return 0 if ok else 1
+
+
+def continue_command(args: argparse.Namespace) -> str:
+    """The ``fsmlog worker --once`` command line that goes on with what ``args``' command left running."""
+    argv = ["fsmlog"]
+    if args.settings:
+        argv += ["--settings", args.settings]
+    if args.db:
+        argv += ["--db", args.db]
+    return shlex.join([*argv, "worker", args.fsm, "--once"])
 
 
 # ---------------------------------------------------------------- start / worker
@@ -173,16 +195,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
         log = local_log(rt, "fsmlog worker")
         worker = Worker(rt.engine, log, batch_size=args.batch)
 
-        def counter() -> str:
-            s = worker.stats
-            parts = [f"batches {s.batches}", f"records {s.handled}", f"skipped {s.skipped}", f"parked {s.parked}",
-                     f"failed {s.failed}", f"retries run {s.retries_moved}"]
-            parts += [f"{k} {v}" for k, v in sorted(outcomes.items())]
-            return "  ".join(parts)
-
         if args.once:
             worker.run_until_drained()
-            print(counter())
+            con = out.console()
+            for line in out.worker_summary(worker.stats, outcomes):
+                con.print(line, markup=False)
+            waiting = _next_retry(rt)
+            if waiting is not None:
+                con.print(f"{waiting}: run this command again then, or without --once to keep going",
+                          style="yellow", markup=False)
             return 0
         con = out.err_console()
         streams = " + ".join(f"{getattr(b, 'name', b)}" for _, b in worker.sides)
@@ -190,11 +211,30 @@ def cmd_worker(args: argparse.Namespace) -> int:
         for side, name in worker.unclaimable:
             con.print(f"note: the {side} stream {name} cannot be claimed locally; its own trigger "
                       "(the Lambda, or `fsmlog dev`) handles it", style="yellow", markup=False)
-        with Live(counter(), console=con, refresh_per_second=4, transient=False) as live:
+
+        def counter() -> str:
+            return out.worker_counter(worker.stats, outcomes)
+
+        with Live(counter(), console=con, refresh_per_second=4, transient=True) as live:
             worker.run(on_batch=lambda result: live.update(counter()), on_idle=lambda: live.update(counter()))
-            live.update(counter())
         con.print("stopped", style="bold")
+        for line in out.worker_summary(worker.stats, outcomes):
+            con.print(line, markup=False)
     return 0
+
+
+def _next_retry(rt) -> str | None:
+    """``N retr(ies) waiting, next due in 2.0s (10:04:05)``, or None when none waits (or the retry
+    source cannot tell)."""
+    retries = rt.services.retries
+    pending, next_due = getattr(retries, "pending", None), getattr(retries, "next_due", None)
+    if pending is None or next_due is None:
+        return None
+    n, due = pending(), next_due()
+    if not n or due is None:
+        return None
+    wait = max(0.0, due - time.time())
+    return f"{n} retr{'y' if n == 1 else 'ies'} waiting, next due in {wait:.1f}s ({out.clock_time(due)[:8]})"
 
 
 # ---------------------------------------------------------------- status / history / abort

@@ -51,8 +51,12 @@ def clock_time(t: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(t)) + f".{int((t % 1) * 1000):03d}"
 
 
+ERROR_INDENT = " " * 14  # under the id, past the time column
+
+
 def transition_line(record: Event, out: Event | None, outcome: str) -> Text:
-    """``time  id  state --event--> state  (retries)  outcome`` for one handled record."""
+    """``time  id  state --event--> state  (retries)  outcome`` for one handled record; a failed step's
+    error (``Type: action failed: message``) follows on an indented line."""
     line = Text()
     line.append(clock_time(out.time if out is not None else record.time), style="dim")
     line.append("  ")
@@ -74,16 +78,40 @@ def transition_line(record: Event, out: Event | None, outcome: str) -> Text:
     if record.retries:
         line.append(f"  [attempt {record.retries + 1}]", style="yellow")
     line.append("  ")
-    if out is not None and out.kind == RETRY:
+    if out is not None and out.kind == RETRY:  # the error (its message names the action) on a line of its own
         line.append(f"will retry (attempt {out.retries + 1})", style="yellow")
-        line.append(f"  {out.error_type}: {out.error_message}", style="yellow")
+        line.append(f"\n{ERROR_INDENT}{out.error_type}: {out.error_message}", style="yellow")
         return line
     line.append(outcome, style=OUTCOME_STYLE.get(outcome, ""))
     if out is not None and out.kind == FAILED:
-        line.append(f"  {out.error_type}: {out.error_message}", style="red")
+        line.append(f"\n{ERROR_INDENT}{out.error_type}: {out.error_message}", style="red")
     elif out is not None and out.kind not in (COMPLETED,) and out.event:
         line.append(f"  next: {out.event}", style="dim")
     return line
+
+
+def worker_counter(stats: Any, outcomes: dict[str, int]) -> str:
+    """The worker's live line (under 80 columns): what its steps did so far."""
+    ran = sum(outcomes.values())
+    return (f"{ran} step(s) run: {outcomes.get('step', 0)} moved on, {outcomes.get('completed', 0)} completed, "
+            f"{outcomes.get('retry', 0)} to retry, {outcomes.get('failed', 0)} failed; {stats.parked} parked")
+
+
+def worker_summary(stats: Any, outcomes: dict[str, int]) -> list[str]:
+    """The worker's totals at exit, one labelled line each (what each count means)."""
+    ran = sum(outcomes.values())
+    ended = ", ".join(f"{outcomes[k]} {k}" for k in ("completed", "failed", "aborted") if outcomes.get(k))
+    rows = [
+        ("records read", f"{stats.handled + stats.skipped + stats.parked + stats.failed} "
+                         f"in {stats.batches} batch(es)"),
+        ("steps run", f"{ran}: {outcomes.get('step', 0)} moved on, {ended or 'none ended'}, "
+                      f"{outcomes.get('retry', 0)} failed and will retry"),
+        ("nothing to run", f"{stats.skipped} (machine already ended, or step already done)"),
+        ("parked", f"{stats.parked} (bad records; `fsmlog dead-letters list` shows them)"),
+        ("handed back", f"{stats.failed} (a service failed; they are read again)"),
+        ("retries run", f"{stats.retries_moved} (due retries put back on the log)"),
+    ]
+    return ["worker summary:"] + [f"  {label:<15} {text}" for label, text in rows]
 
 
 def event_dict(ev: Event, with_context: bool = True) -> dict[str, Any]:

@@ -21,9 +21,10 @@ def fsmlog(tmp_path):
     env.update(PYTHONPATH=str(ROOT), ORDERS_GATEWAY_DB=str(tmp_path / "gateway.db"), COLUMNS="200")
     db = str(tmp_path / "cli.db")
 
-    def run(*args: str, db_path: str | None = db) -> subprocess.CompletedProcess:
+    def run(*args: str, db_path: str | None = db, **more_env: str) -> subprocess.CompletedProcess:
         argv = [sys.executable, "-m", "fsmlog.cli"] + (["--db", db_path] if db_path else []) + list(args)
-        return subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+        return subprocess.run(argv, cwd=tmp_path, env={**env, **more_env}, capture_output=True, text=True,
+                              timeout=180)
 
     return run
 
@@ -41,6 +42,7 @@ def test_run_shows_each_transition_including_the_retry(fsmlog):
     out = proc.stdout
     assert "started 3 'order' machine(s)" in out
     assert out.count("PaymentGatewayTimeout") == 3  # every payment's first attempt times out ...
+    assert out.count("order_actions.ChargePayment failed: timed out on purpose") == 3  # the action that raised
     assert out.count("[attempt 2]") == 3  # ... and its retry goes through
     assert out.count("notifying --notified--> done") == 3
     assert "completed: 3" in out
@@ -53,6 +55,9 @@ def test_run_json_prints_one_document(fsmlog):
     doc = json.loads(proc.stdout)
     assert doc["ok"] is True and doc["counts"] == {"completed": 2}
     assert [m["state"] for m in doc["machines"]] == ["done", "done"]
+    for machine in doc["machines"]:  # each final context, as `status ID --json` has it
+        status = json.loads(fsmlog("status", machine["correlation_id"], "--json").stdout)
+        assert machine["context"] == status["context"] and machine["context"]["charge_id"].startswith("ch_")
 
 
 def test_run_exits_1_when_a_machine_ends_badly(fsmlog, tmp_path):
@@ -78,7 +83,7 @@ def test_start_worker_once_status_history(fsmlog):
 
     proc = fsmlog("worker", str(DOCUMENTS), "--once")
     assert proc.returncode == 0, proc.stderr
-    assert "completed 1" in proc.stdout
+    assert "steps run       3: 2 moved on, 1 completed, 0 failed and will retry" in proc.stdout
 
     status = json.loads(fsmlog("status", cid, "--json").stdout)
     assert status["machine"]["status"] == "completed" and status["machine"]["state"] == "published"
@@ -91,6 +96,20 @@ def test_start_worker_once_status_history(fsmlog):
     table = fsmlog("status")
     assert table.returncode == 0 and cid in table.stdout and "completed: 1" in table.stdout
     assert "published" in fsmlog("history", cid).stdout
+
+
+def test_worker_once_says_when_the_next_retry_is_due(fsmlog):
+    assert fsmlog("start", str(ORDERS), "--machine", "order").returncode == 0
+    slow_retries = {"RETRY_BASE_SECONDS": "30", "RETRY_CAP_SECONDS": "60"}
+    proc = fsmlog("worker", str(ORDERS), "--once", **slow_retries)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "worker summary:"
+    assert "1 failed and will retry" in proc.stdout
+    assert lines[-1].startswith("1 retry waiting, next due in ")
+    assert lines[-1].endswith(": run this command again then, or without --once to keep going")
+    due_in = float(lines[-1].split("next due in ")[1].split("s ")[0])
+    assert 0 <= due_in <= 60
 
 
 def test_validate_reports_every_problem_one_line_each(fsmlog, tmp_path):
@@ -118,8 +137,13 @@ def test_errors_are_one_clear_line(fsmlog, tmp_path):
     assert missing.returncode == 1 and "not found" in one_error_line(missing)
 
     usage = fsmlog("run", str(ORDERS), "--machine", "order", "--context", "{not json")
-    assert usage.returncode == 2 and "--context is not valid JSON" in usage.stderr
-    assert "Traceback" not in usage.stderr
+    assert usage.returncode == 2 and "--context is not valid JSON" in one_error_line(usage)
+    bad_option = fsmlog("run", str(ORDERS), "--machine", "order", "--count", "many")
+    assert bad_option.returncode == 2  # argparse's own errors: one line too, no usage lines
+    assert one_error_line(bad_option) == ("error: fsmlog run: argument --count: invalid int value: 'many'; "
+                                          "`fsmlog run -h` shows the options")
+    no_action = fsmlog("dead-letters")
+    assert no_action.returncode == 2 and "list, show ID or redrive" in one_error_line(no_action)
 
     assert "no machine with id 'ghost'" in one_error_line(fsmlog("status", "ghost"))
 
