@@ -1,0 +1,200 @@
+"""Each fault metric is counted, on the embedded sink, in the scenario that produces it.
+
+Failovers and PrimaryRecovered (a stream whose primary fails, then answers again), LeaseLost (a
+holder whose lease expired and was taken), LeaseRenewals, StepsSkippedAsDone (a completed step
+delivered again), DuplicateDeliveries (one attempt twice in a batch), PoisonRecords and
+OldestRecordAgeMs; and the failover log line, rate-limited per source.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from eventlog.errors import ServiceUnavailable
+from eventlog.failover import FAILOVER, RECOVERED, FailoverEvent, FailoverLog, FailoverProxy
+from handlers.engine import Inbound
+from handlers.metrics import Datum, MetricBuffer
+from handlers.metrics.failovers import FailoverCounts, watch
+
+HERE = __name__
+ACTS: dict = {}
+
+
+def quick(context, obj):
+    return "ok"
+
+
+def outlasts_lease(context, obj):
+    """Runs past its lease; meanwhile another worker takes the machine."""
+    ACTS["clock"].t += ACTS["lease_s"] + 1
+    ACTS["rival"].gate.begin(context.correlation_id, context.steps)
+    return "ok"
+
+
+def half_a_lease(context, obj):
+    ACTS["clock"].t += ACTS["lease_s"] / 2
+    return "ok"
+
+
+def one_step(name: str, action: str) -> dict:
+    return {"name": name, "states": [
+        {"name": "a", "initial": True, "do_action": f"{HERE}.{action}", "transitions": [{"event": "ok", "target": "b"}]},
+        {"name": "b", "final": True}]}
+
+
+def totals(rig, name: str) -> dict:
+    """Every dimension set of ``name`` on the embedded sink, as {dimensions: value}."""
+    return {dims: v for (n, dims), v in rig.services.metrics.read().items() if n == name}
+
+
+class Flaky:
+    """A backend that fails every call while ``down``."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.name = inner.name
+        self.down = False
+
+    def __getattr__(self, attr):
+        target = getattr(self.inner, attr)
+        if not callable(target):
+            return target
+
+        def call(*args, **kwargs):
+            if self.down:
+                raise ServiceUnavailable(f"{self.name} is down (test)")
+            return target(*args, **kwargs)
+
+        return call
+
+
+def test_a_failover_and_the_primary_recovering_are_counted_by_source_and_logged(rig_factory, tmp_path, caplog):
+    rig = rig_factory([one_step("m", "quick")], SECONDARY_STREAM_SOURCE=f"sqlite:///{tmp_path}/second.db",
+                      FAILOVER_COOLDOWN_SECONDS=30)
+    pair = rig.services.log
+    assert isinstance(pair, FailoverProxy)
+    pair.primary = Flaky(pair.primary)
+    pair._clock = rig.clock
+    pair.primary.down = True
+    with caplog.at_level(logging.WARNING, logger="fsmlog.failover"):
+        rig.engine.start("m")  # the append goes to the secondary
+        rig.engine.start("m")  # the primary is skipped for its cool-down: the secondary serves again
+        assert totals(rig, "Failovers") == {(("source", "STREAM"),): 2.0}
+        pair.primary.down = False
+        rig.clock.t += 31  # past the cool-down: the primary is asked again, and answers
+        rig.engine.start("m")
+    assert totals(rig, "Failovers") == {(("source", "STREAM"),): 2.0}
+    assert totals(rig, "PrimaryRecovered") == {(("source", "STREAM"),): 1.0}
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "fsmlog.failover"]
+    assert [(x["event"], x["source"], x["side"]) for x in lines] == [
+        ("failover", "STREAM", "secondary"), ("recovered", "STREAM", "primary")]
+    assert "is down (test)" in lines[0]["error"] and lines[0]["name"] == pair.name
+
+
+def test_failover_lines_are_rate_limited_per_source_with_a_suppressed_count(caplog):
+    now = [0.0]
+    flog = FailoverLog(every_s=10.0, clock=lambda: now[0])
+    ev = FailoverEvent("CACHE", FAILOVER, "secondary", "redis://a", "timeout")
+    with caplog.at_level(logging.WARNING, logger="fsmlog.failover"):
+        assert flog.note(ev)
+        assert not flog.note(ev) and not flog.note(ev)
+        assert flog.note(FailoverEvent("STREAM", FAILOVER, "secondary", "sqlite:///x", "busy"))  # another source
+        assert flog.note(FailoverEvent("CACHE", RECOVERED, "primary", "redis://a"))  # another change
+        now[0] = 10.0
+        assert flog.note(ev)
+    lines = [json.loads(r.getMessage()) for r in caplog.records]
+    assert [(x["source"], x["event"], x["suppressed"]) for x in lines] == [
+        ("CACHE", "failover", 0), ("STREAM", "failover", 0), ("CACHE", "recovered", 0), ("CACHE", "failover", 2)]
+
+
+def test_one_counter_observes_a_set_of_services_however_many_engines_watch_it():
+    class Side:
+        name = "side"
+
+    pair = FailoverProxy("CHECKPOINT", Side(), Side())
+    first, second = watch([pair, object()]), watch([pair])
+    assert first is second and pair.observers == (first,)
+    pair._note_failover("boom")
+    pair._note_primary_ok()
+    pair._note_primary_ok()  # no failover since: not a recovery
+    buf = MetricBuffer()
+    first.drain_into(buf)
+    assert sorted(buf.drain()) == [Datum("Failovers", 1.0, (("source", "CHECKPOINT"),)),
+                                   Datum("PrimaryRecovered", 1.0, (("source", "CHECKPOINT"),))]
+    assert isinstance(first, FailoverCounts)
+
+
+def test_a_holder_whose_lease_expired_and_was_taken_counts_lease_lost(rig_factory):
+    rig = rig_factory([one_step("slow", "outlasts_lease")])
+    rig.engine.keep_leases_in_thread = False
+    rig.services.cache.clock = rig.clock
+    ACTS.update(clock=rig.clock, lease_s=rig.settings.LEASE_SECONDS, rival=rig.make_engine(worker_id="rival"))
+    rig.engine.start("slow")
+    batch = rig.next_batch()
+    result = rig.engine.handle(batch)
+    assert result.handled == 0 and result.failed_item_ids == [batch[0].item_id]
+    assert totals(rig, "LeaseLost") == {(("machine", "slow"), ("side", "primary")): 1.0}
+
+
+def test_leases_renewed_while_a_batch_runs_are_counted_per_machine(rig_factory):
+    rig = rig_factory([one_step("long", "half_a_lease"), one_step("short", "quick")])
+    rig.engine.keep_leases_in_thread = False  # renewed between records, on the injected clock
+    ACTS.update(clock=rig.clock, lease_s=rig.settings.LEASE_SECONDS)
+    rig.engine.start("long")
+    rig.engine.start("short")
+    result = rig.engine.handle(rig.next_batch())
+    assert result.handled == 2
+    assert totals(rig, "LeaseRenewals") == {(("machine", "long"),): 1.0, (("machine", "short"),): 1.0}
+
+
+def test_a_completed_step_delivered_again_is_skipped_as_done_and_copies_in_a_batch_are_duplicates(rig_factory):
+    rig = rig_factory([one_step("m", "quick")])
+    rig.engine.start("m")
+    batch = rig.next_batch()
+    assert rig.engine.handle(batch + batch).handled == 1  # the same record twice in one batch
+    assert totals(rig, "DuplicateDeliveries") == {(("machine", "m"),): 1.0}
+    assert totals(rig, "StepsSkippedAsDone") == {}
+    assert rig.engine.handle(batch).skipped == 1  # delivered again after its step completed
+    assert totals(rig, "StepsSkippedAsDone") == {(("machine", "m"),): 1.0}
+
+
+def test_the_oldest_record_a_batch_saw_is_a_gauge_from_the_records_time(rig_factory):
+    rig = rig_factory([one_step("m", "quick")])
+    rig.engine.start("m")
+    rig.clock.t += 2.5
+    rig.engine.start("m")
+    rig.clock.t += 1.0
+    batch = rig.next_batch()
+    rig.engine.handle(batch)
+    assert totals(rig, "OldestRecordAgeMs") == {(): 3500.0}
+    # a later batch with younger records does not lower what the sink keeps (the greatest is kept)
+    rig.engine.start("m")
+    rig.clock.t += 1.0
+    rig.engine.handle(rig.next_batch())
+    assert totals(rig, "OldestRecordAgeMs") == {(): 3500.0}
+
+
+def test_a_poison_record_is_counted(rig_factory):
+    rig = rig_factory([one_step("m", "quick")])
+    rig.engine.handle([Inbound("1", b"\x00not a record", rig.log.name, "1")])
+    assert totals(rig, "PoisonRecords") == {(): 1.0}
+
+
+def test_a_gauge_keeps_the_greatest_value_and_survives_a_failed_flush():
+    class Down:
+        name = "down"
+
+        def put(self, data):
+            raise ServiceUnavailable("metrics down")
+
+    buf = MetricBuffer()
+    buf.gauge("OldestRecordAgeMs", 40)
+    buf.gauge("OldestRecordAgeMs", 900)
+    buf.gauge("OldestRecordAgeMs", 10)
+    try:
+        buf.flush(Down())
+    except ServiceUnavailable:
+        pass
+    buf.gauge("OldestRecordAgeMs", 300)
+    assert buf.drain() == [Datum("OldestRecordAgeMs", 900, (), "Milliseconds")]
