@@ -28,6 +28,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from .errors import BackendError, RecordTooLarge, ServiceUnavailable, SettingsError
 from .retrying import ATTEMPTS, error_code, is_transient, resend_refused, retrying
+from .settings import Settings
 
 API_CALLS: collections.Counter = collections.Counter()
 
@@ -116,14 +117,14 @@ _clients: dict[tuple[str, str, str | None], Any] = {}
 _clients_lock = threading.Lock()
 
 
-def endpoint_for(target: str | None, settings: Any) -> str | None:
+def endpoint_for(target: str | None, settings: Settings | None) -> str | None:
     endpoints = (settings.get("ENDPOINTS") if settings is not None else None) or {}
     if target and target in endpoints:
         return str(endpoints[target])
     return os.environ.get("AWS_ENDPOINT_URL") or None
 
 
-def region_for(target: str | None, settings: Any) -> str:
+def region_for(target: str | None, settings: Settings | None) -> str:
     if target and target.startswith("arn:"):
         parts = target.split(":")
         if len(parts) > 3 and parts[3]:
@@ -136,7 +137,7 @@ def _count(service: str, model: Any = None, **_: Any) -> None:
     API_CALLS[(service, model.name)] += 1
 
 
-def client(service: str, arn_or_target: str | None, settings: Any) -> Any:
+def client(service: str, arn_or_target: str | None, settings: Settings | None) -> Any:
     """A boto3 client for ``service``, cached per (service, region, endpoint); thread-safe to share."""
     region = region_for(arn_or_target, settings)
     endpoint = endpoint_for(arn_or_target, settings)
@@ -334,7 +335,7 @@ class Api:
         wait(self.client, waiter, resource=self.arn, **params)
 
 
-def api(service: str, target: str, settings: Any, client_override: Any = None) -> Api:
+def api(service: str, target: str, settings: Settings | None, client_override: Any = None) -> Api:
     return Api(service, target, client_override if client_override is not None else client(service, target, settings))
 
 
@@ -552,7 +553,7 @@ class DynamoDBTable:
     INDEXES: tuple[tuple[str, tuple[tuple[str, str, str], ...]], ...] = ()
     STREAM = False
 
-    def __init__(self, arn: str, settings: Any = None, *, client: Any = None) -> None:
+    def __init__(self, arn: str, settings: Settings | None = None, *, client: Any = None) -> None:
         parsed = parse_arn(arn)
         require(parsed, "dynamodb", "table", arn)
         self.arn = arn
@@ -561,11 +562,11 @@ class DynamoDBTable:
         self._api = api("dynamodb", arn, settings, client)
 
     @classmethod
-    def from_target(cls, target: str, settings: Any) -> Any:
+    def from_target(cls, target: str, settings: Settings) -> Any:
         return cls(target, settings)
 
     @classmethod
-    def create(cls, target: str, settings: Any) -> Any:
+    def create(cls, target: str, settings: Settings) -> Any:
         """Create the table (with its indexes or stream) if missing; for ``fsmlog resources create`` and tests."""
         store = cls(target, settings)
         create_table(store._api, store.table, cls.KEYS, indexes=cls.INDEXES, stream=cls.STREAM)

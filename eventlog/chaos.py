@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import ChaosError, SettingsError
-from .settings import SOURCES
+from .settings import SOURCES, Settings
 
 # the public methods of each interface: these are the ones that fail on purpose
 INTERFACE_METHODS: dict[str, tuple[str, ...]] = {
@@ -51,7 +51,7 @@ _SIGNATURES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-def service_name(target: str, settings: Any = None) -> str:
+def service_name(target: str, settings: Settings | None = None) -> str:
     """The service a setting value names (``kinesis``, ``redis``, ``sqlite`` ...), ``""`` if unknown."""
     for prefix, service in (("sqlite:", "sqlite"), ("emf:", "emf"), ("redis://", "redis"),
                             ("rediss://", "redis"), ("memcached://", "memcached")):
@@ -75,7 +75,7 @@ def kind_of(backend: Any) -> str | None:
     return None
 
 
-def faults_for(target: str, settings: Any, kind: str | None = None) -> dict[str, float]:
+def faults_for(target: str, settings: Settings | None, kind: str | None = None) -> dict[str, float]:
     """The ``{exception_name: probability}`` that applies to one backend (empty: no chaos)."""
     chaos = (settings.get("AWS_CHAOS") if settings is not None else None) or {}
     if not isinstance(chaos, Mapping):
@@ -152,7 +152,7 @@ class ChaosProxy:
         return f"ChaosProxy({self._backend!r}, faults={self._faults!r})"
 
 
-def with_chaos(backend: Any, target: str, settings: Any, *, kind: str | None = None,
+def with_chaos(backend: Any, target: str, settings: Settings | None, *, kind: str | None = None,
                rng: random.Random | None = None) -> Any:
     """``backend`` itself when AWS_CHAOS names nothing that applies, else a ``ChaosProxy``.
 

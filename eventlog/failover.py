@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .errors import BackendError, ServiceUnavailable, SettingsError
+from .settings import Settings
 from .sides import SECONDARY, tag_position
 
 DEFAULT_COOLDOWN_S = 30.0
@@ -98,7 +99,7 @@ class FailoverLog:
                 return False
             self._last[key] = now
             suppressed = self._held.pop(key, 0)
-        line = {"event": event.what, "source": event.kind, "name": event.source, "side": event.side}
+        line: dict[str, object] = {"event": event.what, "source": event.kind, "name": event.source, "side": event.side}
         if event.error:
             line["error"] = event.error
         line["suppressed"] = suppressed
@@ -277,7 +278,7 @@ class FailoverProxy(CircuitPair):
             return empty
 
 
-def with_failover(kind: str, primary: Any, secondary: Any, settings: Any, *,
+def with_failover(kind: str, primary: Any, secondary: Any, settings: Settings | None, *,
                   clock: Callable[[], float] = time.monotonic) -> FailoverProxy:
     """A proxy serving ``kind`` from ``primary``, falling over to ``secondary`` (see the module docstring)."""
     if kind in _OWN_PAIRS:

@@ -84,7 +84,7 @@ def _policy(retry: Any, *, sleep: Sleep, attempts: int, base: float, cap: float,
         sleep=sleep,
         before_sleep=before_sleep,
         # out of attempts: hand back the last outcome as it was (raise its exception, or return its result)
-        retry_error_callback=lambda state: state.outcome.result(),
+        retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
     )
 
 

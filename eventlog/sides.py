@@ -134,7 +134,7 @@ def read_machine(source: Any, key: str, after: str | None = None, *,
     if errors:
         if not answered:
             raise errors[0][1]
-        for name, exc in errors:
+        for name, err in errors:
             log.warning("reading machine %s: the %s side of %s failed and was skipped: %s",
-                        key, name, getattr(source, "name", source), exc)
+                        key, name, getattr(source, "name", source), err)
     return out

@@ -24,6 +24,7 @@ from typing import Any
 from .. import aws
 from ..errors import BackendError, RecordTooLarge, SettingsError
 from ..log import LogRecord, OutRecord
+from ..settings import Settings
 
 MAX_RECORD_BYTES = 1024 * 1024  # data + partition key
 MAX_BATCH_BYTES = 5 * 1024 * 1024
@@ -46,7 +47,7 @@ def hash_key(key: str) -> int:
 
 
 class KinesisLog:
-    def __init__(self, arn: str, settings: Any = None, *, client: Any = None) -> None:
+    def __init__(self, arn: str, settings: Settings | None = None, *, client: Any = None) -> None:
         parsed = aws.parse_arn(arn)
         aws.require(parsed, "kinesis", "stream", arn)
         self.arn = arn
@@ -55,11 +56,11 @@ class KinesisLog:
         self._api = aws.api("kinesis", arn, settings, client)
 
     @classmethod
-    def from_target(cls, target: str, settings: Any) -> KinesisLog:
+    def from_target(cls, target: str, settings: Settings) -> KinesisLog:
         return cls(target, settings)
 
     @classmethod
-    def create(cls, target: str, settings: Any, shards: int = 1) -> KinesisLog:
+    def create(cls, target: str, settings: Settings, shards: int = 1) -> KinesisLog:
         """Create the stream (if missing) and wait (boto3's ``stream_exists`` waiter) until it is ACTIVE;
         for ``fsmlog resources create`` and tests."""
         log = cls(target, settings)

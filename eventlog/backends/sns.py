@@ -15,10 +15,11 @@ from typing import Any
 
 from .. import aws
 from ..log import OutRecord
+from ..settings import Settings
 
 
 class SnsLog:
-    def __init__(self, arn: str, settings: Any = None, *, client: Any = None) -> None:
+    def __init__(self, arn: str, settings: Settings | None = None, *, client: Any = None) -> None:
         parsed = aws.parse_arn(arn)
         aws.require(parsed, "sns", "", arn)
         self.arn = arn
@@ -27,11 +28,11 @@ class SnsLog:
         self._api = aws.api("sns", arn, settings, client)
 
     @classmethod
-    def from_target(cls, target: str, settings: Any) -> SnsLog:
+    def from_target(cls, target: str, settings: Settings) -> SnsLog:
         return cls(target, settings)
 
     @classmethod
-    def create(cls, target: str, settings: Any) -> SnsLog:
+    def create(cls, target: str, settings: Settings) -> SnsLog:
         """Create the topic (idempotent); for ``fsmlog resources create`` and tests."""
         log = cls(target, settings)
         attributes = {"FifoTopic": "true"} if log.fifo else {}

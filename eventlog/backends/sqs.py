@@ -16,12 +16,13 @@ from typing import Any
 
 from .. import aws
 from ..log import OutRecord
+from ..settings import Settings
 
 
 class Queue:
     """An SQS queue named by its ARN; resolves (once) and caches the queue URL."""
 
-    def __init__(self, arn: str, settings: Any = None, client: Any = None) -> None:
+    def __init__(self, arn: str, settings: Settings | None = None, client: Any = None) -> None:
         parsed = aws.parse_arn(arn)
         aws.require(parsed, "sqs", "", arn)
         self.arn = arn
@@ -62,18 +63,18 @@ class Queue:
 
 
 class SqsLog:
-    def __init__(self, arn: str, settings: Any = None, *, client: Any = None) -> None:
+    def __init__(self, arn: str, settings: Settings | None = None, *, client: Any = None) -> None:
         self.queue = Queue(arn, settings, client)
         self.arn = arn
         self.name = arn
         self.fifo = self.queue.fifo
 
     @classmethod
-    def from_target(cls, target: str, settings: Any) -> SqsLog:
+    def from_target(cls, target: str, settings: Settings) -> SqsLog:
         return cls(target, settings)
 
     @classmethod
-    def create(cls, target: str, settings: Any) -> SqsLog:
+    def create(cls, target: str, settings: Settings) -> SqsLog:
         """Create the queue (idempotent); for ``fsmlog resources create`` and tests."""
         log = cls(target, settings)
         log.queue.create()
