@@ -34,6 +34,7 @@ COMMAND_MODULES = [
     "fsmlog.cli.dev",
     "fsmlog.cli.asl",
     "fsmlog.cli.replay",
+    "fsmlog.cli.console",
 ]
 
 # looked for beside an FSM.yaml when neither --settings nor FSMLOG_SETTINGS names settings
