@@ -89,6 +89,16 @@ MAX_BATCHING_WINDOW_S = 300
 MEMORY = "MemorySize"
 MIN_MEMORY_MB, MAX_MEMORY_MB = 128, 10_240  # Lambda's limits
 DEFAULT_METRICS = "emf:"  # metrics when the settings name none: EMF log lines, zero API calls
+ALARM_TOPIC = "FaultAlarmTopicArn"  # optional: an SNS topic; set, the stack creates the fault alarms
+ALARMS_ON = "FaultAlarmsOn"  # the condition: a topic was given
+# (logical id, metric, its dimensions, what it means): summed over every dimension value
+FAULT_ALARMS = (
+    ("FailoverAlarm", "Failovers", "source",
+     "fsmlog: a source's primary failed and its secondary served calls (dimension source: STREAM, CACHE, ...)"),
+    ("LeaseLostAlarm", "LeaseLost", "machine, side",
+     "fsmlog: a worker lost a machine's lease before its commit (an action outlasted LEASE_SECONDS, or "
+     "a cache failover split the leases)"),
+)
 STREAM_EVENT = {
     "StartingPosition": "TRIM_HORIZON",
     "BatchSize": {"Ref": BATCH_SIZE},
@@ -107,6 +117,33 @@ def _memory_parameter(memory_mb: int) -> dict[str, Any]:
         "Description": "The function's memory in MB. Lambda's CPU share grows with it (one full vCPU at 1,769 MB); "
                        "a busy shard's batches are CPU-bound, so give them 1769 or more.",
     }}
+
+
+def _fault_alarms(namespace: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The alarm parameter, its condition and the alarms: an example to copy, off unless a topic is given.
+
+    Each alarm sums its metric over every dimension value with a Metrics Insights query, so a new
+    machine or source is covered without editing the alarm."""
+    parameter = {ALARM_TOPIC: {
+        "Type": "String", "Default": "",
+        "Description": "Optional: an SNS topic ARN to notify when a source fails over (Failovers) or a lease "
+                       "is lost (LeaseLost). Empty: no alarms are created.",
+    }}
+    condition = {ALARMS_ON: {"Fn::Not": [{"Fn::Equals": [{"Ref": ALARM_TOPIC}, ""]}]}}
+    alarms = {}
+    for logical, metric, dimensions, meaning in FAULT_ALARMS:
+        alarms[logical] = {"Type": "AWS::CloudWatch::Alarm", "Condition": ALARMS_ON, "Properties": {
+            "AlarmDescription": meaning,
+            "AlarmActions": [{"Ref": ALARM_TOPIC}],
+            "ComparisonOperator": "GreaterThanThreshold",
+            "Threshold": 0,
+            "EvaluationPeriods": 1,
+            "DatapointsToAlarm": 1,
+            "TreatMissingData": "notBreaching",  # no datum: nothing failed over
+            "Metrics": [{"Id": "q1", "ReturnData": True, "Period": 300,
+                         "Expression": f'SELECT SUM({metric}) FROM SCHEMA("{namespace}", {dimensions})'}],
+        }}
+    return parameter, condition, alarms
 
 
 def _parameters(parallelization_factor: int, batch_size: int, batching_window_s: int) -> dict[str, Any]:
@@ -361,6 +398,8 @@ def render_template(settings: Settings, *, handler: str = "handlers.lambda_handl
         "Schedule": "rate(1 minute)", "Description": "fsmlog: run retries whose backoff has passed"}}
 
     namespace = str(settings.get("METRICS_NAMESPACE") or "fsmlog")
+    alarm_parameter, alarm_condition, alarms = _fault_alarms(namespace)
+    resources.update(alarms)
     if any(str(settings.get(s) or "").split(":")[2:3] == ["cloudwatch"] for s in SOURCE_SETTINGS):
         statements.append({"Effect": "Allow", "Action": ["cloudwatch:PutMetricData"], "Resource": "*",
                            "Condition": {"StringEquals": {"cloudwatch:namespace": namespace}}})
@@ -436,7 +475,8 @@ def render_template(settings: Settings, *, handler: str = "handlers.lambda_handl
         "AWSTemplateFormatVersion": "2010-09-09",
         "Transform": "AWS::Serverless-2016-10-31",
         "Description": description,
-        "Parameters": {**(parameters if _reads_streams(events) else {}), **memory},
+        "Parameters": {**(parameters if _reads_streams(events) else {}), **memory, **alarm_parameter},
+        "Conditions": alarm_condition,
         "Resources": resources,
         "Outputs": outputs,
     }

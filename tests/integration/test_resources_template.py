@@ -285,5 +285,32 @@ def test_a_metrics_source_that_is_set_is_kept_and_no_stream_trigger_means_no_str
     result = _cfn_lint(path)  # an unused parameter would be a warning: none is declared
     assert result.returncode == 0, result.stdout + result.stderr
     doc = yaml.safe_load(text)
-    assert list(doc["Parameters"]) == ["MemorySize"]  # the stream triggers' parameters would be unused
+    assert list(doc["Parameters"]) == ["MemorySize", "FaultAlarmTopicArn"]  # the stream triggers' would be unused
     assert doc["Resources"]["Worker"]["Properties"]["Environment"]["Variables"]["PRIMARY_METRICS_SOURCE"] == metrics
+
+
+def test_fault_alarms_are_an_optional_parameter_summing_failovers_and_lost_leases(tmp_path: Path) -> None:
+    """Issue 15: FaultAlarmTopicArn (empty by default: no alarm) creates alarms on Failovers and LeaseLost."""
+    from eventlog.settings import load_settings
+    from fsmlog.template import render_template
+
+    settings = load_settings(environ={}, PRIMARY_STREAM_SOURCE=arn("kinesis", "stream/alarms"),
+                             SECONDARY_STREAM_SOURCE=arn("kinesis", "stream/alarms-2"),
+                             PRIMARY_CACHE_SOURCE=arn("dynamodb", "table/alarms-cache"), METRICS_NAMESPACE="shop")
+    text = render_template(settings)
+    path = tmp_path / "template.yaml"
+    path.write_text(text)
+    result = _cfn_lint(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    doc = yaml.safe_load(text)
+    assert doc["Parameters"]["FaultAlarmTopicArn"]["Default"] == ""
+    assert doc["Conditions"]["FaultAlarmsOn"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "FaultAlarmTopicArn"}, ""]}]}
+    queries = {}
+    for name in ("FailoverAlarm", "LeaseLostAlarm"):
+        alarm = doc["Resources"][name]
+        assert alarm["Type"] == "AWS::CloudWatch::Alarm" and alarm["Condition"] == "FaultAlarmsOn"
+        assert alarm["Properties"]["AlarmActions"] == [{"Ref": "FaultAlarmTopicArn"}]
+        (query,) = alarm["Properties"]["Metrics"]
+        queries[name] = query["Expression"]
+    assert queries == {"FailoverAlarm": 'SELECT SUM(Failovers) FROM SCHEMA("shop", source)',
+                       "LeaseLostAlarm": 'SELECT SUM(LeaseLost) FROM SCHEMA("shop", machine, side)'}
