@@ -21,7 +21,7 @@ clock and the calling thread's CPU). Prints ONE JSON object:
   16-thread pool's waves hide from); ``critical_path`` names the engine phase each link of the
   chain belongs to (mean links per batch), ``phase_ms_per_batch`` the wall time each phase spans;
 - ``cpu_ms_per_batch``: this process's CPU time per invocation (engine + boto3 client; moto's
-  is in the child), ``client_cpu_ms_per_batch`` the part spent inside boto3 calls;
+  is in the child), ``client_cpu_ms_per_batch`` the part spent inside AWS calls (boto3, or the step path's own DynamoDB client);
 - ``modelled_transitions_per_s``: batch size / (round trips x latency + CPU per batch), both
   measured: what one invocation on a real shard would move, were every call ``--latency-ms``
   (MODELLED, not measured; 0 ms latency gives the CPU-bound figure);
@@ -41,6 +41,7 @@ clock and the calling thread's CPU). Prints ONE JSON object:
 
     .venv/bin/python bench/shard.py [--latency-ms 10] [--machines 200] [--steps 10] [--batch 100]
                                     [--metrics emf|cloudwatch] [--memory-mb 512] [--probe-s 3]
+                                    [--server keepalive|werkzeug]
 """
 
 from __future__ import annotations
@@ -88,7 +89,43 @@ PRICES = {
     "lambda_gb_second": 0.0000166667,  # x86, per GB-second of billed duration (1 ms granularity)
 }
 
-# The child: moto's Werkzeug app behind a layer that sleeps the modelled latency before each request.
+# The child: moto's app behind a layer that sleeps the modelled latency before each request, served
+# by Hypercorn, which keeps connections alive as AWS's endpoints do (``--server werkzeug``: moto's own
+# server, which closes every connection, so each call also pays a TCP connect AWS does not charge).
+CHILD_KEEPALIVE = r"""
+import asyncio, logging, socket, sys, time
+from concurrent.futures import ThreadPoolExecutor
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+latency = float(sys.argv[1]) / 1000.0
+app = DomainDispatcherApplication(create_backend_app)
+
+def delayed(environ, start_response):
+    if latency > 0:
+        time.sleep(latency)
+    return app(environ, start_response)
+
+sock = socket.socket()
+sock.bind(("127.0.0.1", 0))
+sock.listen(1024)
+config = Config()
+config.bind = [f"fd://{sock.fileno()}"]
+config.accesslog = None
+config.loglevel = "ERROR"
+config.keep_alive_timeout = 300
+config.backlog = 1024
+
+async def main():
+    # WSGI calls run on the loop's default executor: enough threads that every request sleeps at once
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(256))
+    print(sock.getsockname()[1], flush=True)
+    await serve(delayed, config, mode="wsgi")
+
+asyncio.run(main())
+"""
+
 CHILD = r"""
 import logging, sys, time
 from werkzeug.serving import make_server
@@ -143,8 +180,9 @@ def arns(metrics: str) -> dict[str, str]:
 class Emulator:
     """moto's server in a child interpreter, every request delayed by ``latency_ms``."""
 
-    def __init__(self, latency_ms: float) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", CHILD, str(latency_ms)], stdout=subprocess.PIPE,
+    def __init__(self, latency_ms: float, server: str = "keepalive") -> None:
+        child = CHILD_KEEPALIVE if server == "keepalive" else CHILD
+        self.proc = subprocess.Popen([sys.executable, "-c", child, str(latency_ms)], stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, text=True)
         line = self.proc.stdout.readline().strip() if self.proc.stdout else ""
         if not line.isdigit():
@@ -226,6 +264,17 @@ class Recorder:
                     self.driver[(service, model.name)] += 1
             if inv is not None:
                 inv.calls.append(Call(stamp[0], end, service, model.name, cpu - stamp[1]))
+
+    def wire(self, op: str, params: dict, start: float, end: float, cpu: float) -> None:
+        """A call made by eventlog.dynamodb_wire (the step path's DynamoDB client, no botocore events)."""
+        with self.lock:
+            inv = self.current
+            if self.counting:
+                self.calls[("dynamodb", op)] += 1
+                for unit, n in billed("dynamodb", op, params).items():
+                    self.units[unit] += n
+            if inv is not None:
+                inv.calls.append(Call(start, end, "dynamodb", op, cpu))
 
     def phase(self, name: str, fn: Any) -> Any:
         """``fn`` wrapped to record its interval as phase ``name`` of the current invocation."""
@@ -374,22 +423,23 @@ class _Counting(io.TextIOBase):
 
 
 def run(machines: int, steps: int, batch: int, latency_ms: float, metrics: str, memory_mb: int,
-        probe_s: float) -> dict:
+        probe_s: float, server: str = "keepalive") -> dict:
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN"):
         os.environ[name] = "testing"
     os.environ["AWS_DEFAULT_REGION"] = REGION
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_LAMBDA_FUNCTION_NAME"):
         os.environ.pop(name, None)
-    emulator = Emulator(latency_ms)
+    emulator = Emulator(latency_ms, server)
     try:
-        return _measure(emulator.url, machines, steps, batch, latency_ms, metrics, memory_mb, probe_s)
+        return {"server": server, **_measure(emulator.url, machines, steps, batch, latency_ms, metrics, memory_mb,
+                                              probe_s)}
     finally:
         emulator.stop()
 
 
 def _measure(endpoint: str, machines: int, steps: int, batch: int, latency_ms: float, metrics: str,
              memory_mb: int, probe_s: float) -> dict:
-    from eventlog import aws
+    from eventlog import aws, dynamodb_wire
     from eventlog.settings import load_settings
     from fsmlog.resources import create_resources
     from handlers.devloop import DevLoop
@@ -414,6 +464,7 @@ def _measure(endpoint: str, machines: int, steps: int, batch: int, latency_ms: f
 
     rec = Recorder()
     make_client = aws.client
+    dynamodb_wire.OBSERVERS.append(rec.wire)
 
     def hooked_client(service: str, target: Any, settings_: Any) -> Any:
         c = make_client(service, target, settings_)
@@ -616,9 +667,12 @@ def main() -> None:
     parser.add_argument("--metrics", choices=("emf", "cloudwatch"), default="emf")
     parser.add_argument("--memory-mb", type=int, default=512, help="the function's memory, for GB-seconds")
     parser.add_argument("--probe-s", type=float, default=3.0, help="seconds per emulator ceiling probe")
+    parser.add_argument("--server", choices=("keepalive", "werkzeug"), default="keepalive",
+                        help="moto behind Hypercorn, connections kept alive as on AWS (default), or moto's own "
+                             "server, which opens a connection per call")
     args = parser.parse_args()
     print(json.dumps(run(args.machines, args.steps, args.batch, args.latency_ms, args.metrics, args.memory_mb,
-                         args.probe_s)))
+                         args.probe_s, args.server)))
 
 
 if __name__ == "__main__":

@@ -68,6 +68,7 @@ class DynamoDBCache:
 
     def __init__(self, arn: str, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
         from eventlog.aws import client, parse_arn, require
+        from eventlog.dynamodb_wire import item_client
 
         parsed = parse_arn(arn, "CACHE_SOURCE")
         require(parsed, "dynamodb", "table", arn)
@@ -75,7 +76,8 @@ class DynamoDBCache:
         self.arn = arn
         self.table = parsed.name
         self._clock = clock
-        self._client = client("dynamodb", arn, settings)
+        self._boto = client("dynamodb", arn, settings)
+        self._client = item_client(self._boto)  # the step path's calls, without boto3's per-call CPU
         self._pool: ThreadPoolExecutor | None = None
 
     def _each(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
@@ -108,10 +110,10 @@ class DynamoDBCache:
         from eventlog.aws import api, call, create_table
 
         cache = cls(target, settings)
-        create_table(api("dynamodb", target, settings, cache._client), cache.table, cls.KEYS)
-        ttl = call(cache._client.describe_time_to_live, resource=target, TableName=cache.table)
+        create_table(api("dynamodb", target, settings, cache._boto), cache.table, cls.KEYS)
+        ttl = call(cache._boto.describe_time_to_live, resource=target, TableName=cache.table)
         if ttl.get("TimeToLiveDescription", {}).get("TimeToLiveStatus") not in ("ENABLED", "ENABLING"):
-            call(cache._client.update_time_to_live, resource=target, TableName=cache.table,
+            call(cache._boto.update_time_to_live, resource=target, TableName=cache.table,
                  TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE})
         return cache
 

@@ -119,11 +119,11 @@ def _forget(store, cid: str) -> None:
         for name in names:
             cache._client.delete(_safe(cache.prefix, name))
     elif kind == "DynamoDBCache":
-        items = cache._client.scan(TableName=cache.table)["Items"]
+        items = cache._boto.scan(TableName=cache.table)["Items"]
         gone = [i["key"] for i in items if cid in i["key"]["S"]]
         assert gone, "nothing to forget"
         for key in gone:
-            cache._client.delete_item(TableName=cache.table, Key={"key": key})
+            cache._boto.delete_item(TableName=cache.table, Key={"key": key})
     else:
         raise AssertionError(f"cannot make {kind} forget")
 
