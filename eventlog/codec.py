@@ -3,7 +3,10 @@
 Layout (version 1), one msgpack array:
 ``[1, kind, correlation_id, machine, definition_hash, steps, retries, state,
 event|nil, time, error_type|nil, error_message|nil, upgraded_from|nil,
-context(bin)]``. ``kind`` is a small integer (index into ``KINDS``). The
+context(bin)]``. Version 2 (written only when a record waits or carries an event
+sent from outside, so earlier logs and hashes stay byte-identical) appends one
+field, ``[due|nil, event_id|nil, [seen event ids]]``. ``kind`` is a small
+integer (index into ``KINDS``). The
 user context is nested as its own msgpack document inside a bin field, so the
 fold and the router decode a record without touching the context.
 
@@ -21,6 +24,9 @@ from .errors import DecodeError, RecordTooLarge
 from .event import KINDS, Event
 
 VERSION = 1
+VERSION_WAITS = 2  # the version with the waiting / external-event field
+VERSIONS = (VERSION, VERSION_WAITS)
+MAX_SEEN = 32  # the most event ids a record remembers (see ``Event.seen``)
 MAX_RECORD_BYTES = 1024 * 1024  # Kinesis: data + partition key must fit in 1 MiB
 _FIELDS = 14
 _KIND_CODE = {k: i for i, k in enumerate(KINDS)}
@@ -31,25 +37,26 @@ _unpackb = msgpack.unpackb
 
 
 def encode(event: Event, limit: int = MAX_RECORD_BYTES) -> bytes:
-    data = _packb(
-        [
-            VERSION,
-            _KIND_CODE[event.kind],
-            event.correlation_id,
-            event.machine,
-            event.definition_hash,
-            event.steps,
-            event.retries,
-            event.state,
-            event.event,
-            event.time,
-            event.error_type,
-            event.error_message,
-            event.upgraded_from,
-            event.context_raw,
-        ],
-        use_bin_type=True,
-    )
+    waits = event.due is not None or event.event_id is not None or bool(event.seen)
+    fields = [
+        VERSION_WAITS if waits else VERSION,
+        _KIND_CODE[event.kind],
+        event.correlation_id,
+        event.machine,
+        event.definition_hash,
+        event.steps,
+        event.retries,
+        event.state,
+        event.event,
+        event.time,
+        event.error_type,
+        event.error_message,
+        event.upgraded_from,
+        event.context_raw,
+    ]
+    if waits:
+        fields.append([event.due, event.event_id, list(event.seen[-MAX_SEEN:])])
+    data = _packb(fields, use_bin_type=True)
     size = len(data) + len(event.correlation_id.encode())
     if size > limit:
         raise RecordTooLarge(
@@ -85,12 +92,13 @@ def decode_fields(data: bytes) -> tuple:
         f = _unpackb(data, raw=False, use_list=True, max_array_len=64, max_map_len=0, max_ext_len=0)
     except Exception as exc:
         raise _bad(f"msgpack: {exc}", data) from None
-    if type(f) is not list or len(f) != _FIELDS:
-        if type(f) is list and f and f[0] != VERSION and type(f[0]) is int:
-            raise _bad(f"unknown record version {f[0]}; this fsmlog reads version {VERSION}", data)
+    if type(f) is not list or not f:
         raise _bad("expected a 14-field array", data)
-    if f[0] != VERSION or type(f[0]) is not int:
-        raise _bad(f"unknown record version {f[0]!r}; this fsmlog reads version {VERSION}", data)
+    if type(f[0]) is not int or f[0] not in VERSIONS:
+        raise _bad(f"unknown record version {f[0]!r}; this fsmlog reads versions 1 and 2", data)
+    if len(f) != _FIELDS + (f[0] == VERSION_WAITS):
+        raise _bad(f"expected a {_FIELDS + (f[0] == VERSION_WAITS)}-field array", data)
+    due, event_id, seen = _waits(f.pop(), data) if f[0] == VERSION_WAITS else (None, None, ())
     (_, kind, cid, machine, dhash, steps, retries, state, ev, time, etype, emsg, upg, ctx) = f
     if type(kind) is not int or not 0 <= kind < _KIND_COUNT:
         raise _bad(f"unknown kind code {kind!r}", data)
@@ -117,7 +125,25 @@ def decode_fields(data: bytes) -> tuple:
         raise _bad("upgraded_from must be a string or nil", data)
     if type(ctx) is not bytes:
         raise _bad("context must be a msgpack bin", data)
-    return (KINDS[kind], cid, machine, dhash, steps, retries, state, ev, time, ctx, etype, emsg, upg)
+    return (KINDS[kind], cid, machine, dhash, steps, retries, state, ev, time, ctx, etype, emsg, upg,
+            due, event_id, seen)
+
+
+def _waits(extra: object, data: bytes) -> tuple[float | None, str | None, tuple[str, ...]]:
+    """Version 2's last field: ``[due|nil, event_id|nil, [event ids]]``, checked strictly."""
+    if type(extra) is not list or len(extra) != 3:
+        raise _bad("the wait field must be a 3-item array", data)
+    due, event_id, seen = extra
+    if due is not None and type(due) is not float:
+        if type(due) is int:
+            due = float(due)
+        else:
+            raise _bad("due must be a number or nil", data)
+    if event_id is not None and type(event_id) is not str:
+        raise _bad("event_id must be a string or nil", data)
+    if type(seen) is not list or len(seen) > MAX_SEEN or any(type(x) is not str for x in seen):
+        raise _bad(f"seen must be a list of at most {MAX_SEEN} strings", data)
+    return due, event_id, tuple(seen)
 
 
 def decode_many(records: Iterable[bytes]) -> list[Event]:

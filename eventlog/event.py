@@ -9,6 +9,12 @@ Meaning of ``state``/``event``: the machine is in ``state`` and the worker that
 handles this record fires ``event`` from it. ``event`` is ``None`` for the
 start step (run the initial state's entry and do actions) and on terminal
 records, whose ``state`` is where the machine stopped.
+
+Waiting: a record with ``due`` runs no earlier than that time (its copy in the
+retry source's due-time store brings it back then). A step record whose state
+is a ``wait`` state and whose ``event`` is ``None`` (or whose ``due`` lies
+ahead) says the machine waits there for an event sent from outside; such an
+event is a step record carrying the sender's ``event_id``.
 """
 
 from __future__ import annotations
@@ -46,6 +52,9 @@ class Event:
     error_type: str | None = None
     error_message: str | None = None
     upgraded_from: str | None = None
+    due: float | None = None  # not to run before this time: a durable timer (``delay:``, ``timeout:``)
+    event_id: str | None = None  # the sender's id of an event sent from outside (``fsmlog send``)
+    seen: tuple[str, ...] = ()  # ids of the latest events sent from outside, applied once each
 
     @classmethod
     def create(
@@ -75,6 +84,10 @@ class Event:
     @property
     def terminal(self) -> bool:
         return self.kind in TERMINAL
+
+    def waiting(self, now: float) -> bool:
+        """Whether this running record must not run yet (its due time lies ahead)."""
+        return self.due is not None and self.due > now and self.kind in DISPATCHABLE
 
     @property
     def key(self) -> tuple[str, int, int]:

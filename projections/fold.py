@@ -8,7 +8,9 @@ The order:
 - any terminal record (completed, failed, aborted) beats every running one:
   terminal states are absorbing;
 - among running records, more ``steps`` wins, then more ``retries``, then the
-  kind (start < step < retry);
+  kind (start < step < retry), then a record that moves the machine beats one
+  that only waits (a timer's record, or a ``wait`` state's idle record): an
+  event sent from outside shows over the wait it ends;
 - among terminal records, the *earliest* (fewest steps, then retries) wins, so
   nothing that happens after a machine ended changes how it ended;
 - two different records with equal keys resolve by their encoded bytes, the
@@ -20,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from eventlog.codec import decode_fields, encode
-from eventlog.event import KINDS, TERMINAL, Event
+from eventlog.event import KINDS, STEP, TERMINAL, Event
 
 from .errors import FoldError
 from .state import MachineState
@@ -29,16 +31,21 @@ _RANK = {k: i for i, k in enumerate(KINDS)}
 _TERMINAL = TERMINAL
 
 
-def order_key(kind: str, steps: int, retries: int) -> tuple[int, int, int, int]:
+def order_key(kind: str, steps: int, retries: int, moves: bool = True) -> tuple[int, int, int, int, int]:
     if kind in _TERMINAL:
-        return (1, -steps, -retries, _RANK[kind])
-    return (0, steps, retries, _RANK[kind])
+        return (1, -steps, -retries, _RANK[kind], 0)
+    return (0, steps, retries, _RANK[kind], int(moves))
+
+
+def moves(kind: str, event: str | None, due: float | None) -> bool:
+    """False for a record that only waits: one with a due time, or a step record firing no event."""
+    return due is None and (event is not None or kind != STEP)
 
 
 def _wins(new: Event, old: Event) -> bool:
     """True when ``new`` beats ``old`` under the fold's order."""
-    a = order_key(new.kind, new.steps, new.retries)
-    b = order_key(old.kind, old.steps, old.retries)
+    a = order_key(new.kind, new.steps, new.retries, moves(new.kind, new.event, new.due))
+    b = order_key(old.kind, old.steps, old.retries, moves(old.kind, old.event, old.due))
     if a != b:
         return a > b
     return new != old and encode(new, limit=1 << 62) > encode(old, limit=1 << 62)
@@ -87,17 +94,18 @@ def fold_records(states: Mapping[str, MachineState], records: Iterable[bytes]) -
     for cid, s in states.items():
         e = s.last
         best[cid] = (e.kind, cid, e.machine, e.definition_hash, e.steps, e.retries, e.state, e.event,
-                     e.time, e.context_raw, e.error_type, e.error_message, e.upgraded_from)
-        keys[cid] = order_key(e.kind, e.steps, e.retries)
+                     e.time, e.context_raw, e.error_type, e.error_message, e.upgraded_from, e.due, e.event_id,
+                     e.seen)
+        keys[cid] = order_key(e.kind, e.steps, e.retries, moves(e.kind, e.event, e.due))
     rank = _RANK
     terminal = _TERMINAL
     for data in records:
         f = decode_fields(data)
         kind = f[0]
         if kind in terminal:
-            k = (1, -f[4], -f[5], rank[kind])
+            k = (1, -f[4], -f[5], rank[kind], 0)
         else:
-            k = (0, f[4], f[5], rank[kind])
+            k = (0, f[4], f[5], rank[kind], int(f[13] is None and (f[7] is not None or kind != STEP)))
         cid = f[1]
         old = keys.get(cid)
         if old is None or k > old:

@@ -9,7 +9,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eventlog.codec import MAX_RECORD_BYTES, VERSION, decode, decode_fields, decode_many, encode
+from eventlog.codec import (
+    MAX_RECORD_BYTES,
+    MAX_SEEN,
+    VERSION,
+    VERSIONS,
+    decode,
+    decode_fields,
+    decode_many,
+    encode,
+)
 from eventlog.errors import DecodeError, RecordTooLarge
 from eventlog.event import KINDS, STEP, Event
 from tests.strategies import assert_same_value, contexts, runs, small_contexts
@@ -36,6 +45,9 @@ def events(draw: Any, context: st.SearchStrategy[dict[str, Any]] = small_context
         error_type=draw(opt_text),
         error_message=draw(opt_text),
         upgraded_from=draw(opt_text),
+        due=draw(st.none() | st.floats(allow_nan=False)),
+        event_id=draw(opt_text),
+        seen=tuple(draw(st.lists(st.text(max_size=12), max_size=MAX_SEEN))),
     )
 
 
@@ -164,7 +176,7 @@ def _fields() -> list[Any]:
     return msgpack.unpackb(encode(Event.create(STEP, "c", "m", "h", 1, 0, "s", "e", 2.0)), raw=False)
 
 
-@pytest.mark.parametrize("version", [0, 2, 99, -1, True, "1", 1.0, None])
+@pytest.mark.parametrize("version", [0, 3, 99, -1, True, "1", 1.0, None])
 def test_unknown_versions_are_refused(version):
     fields = _fields()
     fields[0] = version
@@ -173,9 +185,9 @@ def test_unknown_versions_are_refused(version):
 
 
 def test_a_newer_version_with_more_fields_is_refused_by_version():
-    fields = [*_fields(), "a new field"]
-    fields[0] = VERSION + 1
-    with pytest.raises(DecodeError, match=f"unknown record version {VERSION + 1}"):
+    fields = [*_fields(), [None, None, []], "a new field"]
+    fields[0] = max(VERSIONS) + 1
+    with pytest.raises(DecodeError, match=f"unknown record version {max(VERSIONS) + 1}"):
         decode(msgpack.packb(fields, use_bin_type=True))
 
 
@@ -246,3 +258,17 @@ def test_the_default_limit_is_exact_at_one_mebibyte():
     assert decode(encode(_big(n))) == _big(n)
     with pytest.raises(RecordTooLarge):
         encode(_big(n + 1))
+
+
+def test_a_record_that_neither_waits_nor_was_sent_keeps_version_1():
+    """Logs written before timers and external events stay byte-identical (golden logs, hashes)."""
+    assert msgpack.unpackb(encode(Event.create(STEP, "c", "m", "h", 1, 0, "s", "e", 2.0)))[0] == VERSION
+
+
+@pytest.mark.parametrize("extra", [[1.0, None], "x", [None, 5, []], [None, None, [1]], ["soon", None, []],
+                                   [None, None, ["x"] * (MAX_SEEN + 1)]], ids=repr)
+def test_a_malformed_wait_field_is_a_decode_error(extra):
+    fields = [*_fields(), extra]
+    fields[0] = 2
+    with pytest.raises(DecodeError, match="not an fsmlog record"):
+        decode(msgpack.packb(fields, use_bin_type=True))
