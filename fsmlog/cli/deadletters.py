@@ -150,15 +150,18 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def redrive(rt: Any, letter: Any) -> str:
+def redrive(rt: Any, letter: Any, *, flush: bool = True) -> str:
     """Append a parked record's bytes to the stream again, then remove the letter; its machine's id.
 
     Raises ``DecodeError`` (nothing written) for bytes that are not an fsmlog record: they would only
     be parked again."""
-    key = decode(letter.data).correlation_id
-    rt.log.append([OutRecord(key, letter.data)])
+    record = decode(letter.data)
+    rt.log.append([OutRecord(record.correlation_id, letter.data)])
     rt.services.dead_letters.remove(letter.id)
-    return key
+    rt.engine.metrics.count("DeadLettersRedriven", 1, {"machine": record.machine})
+    if flush:  # (``--all`` flushes once at the end) a failed sink only warns: the record is back anyway
+        rt.engine.flush_metrics()
+    return record.correlation_id
 
 
 def cmd_redrive(args: argparse.Namespace) -> int:
@@ -170,7 +173,7 @@ def cmd_redrive(args: argparse.Namespace) -> int:
         redriven, skipped = 0, []
         for letter in letters:
             try:
-                redrive(rt, letter)
+                redrive(rt, letter, flush=False)
             except DecodeError as exc:
                 if not args.all:
                     raise FsmlogError(
@@ -181,6 +184,7 @@ def cmd_redrive(args: argparse.Namespace) -> int:
                 continue
             redriven += 1
             out.console().print(f"redriven {letter.id} -> {rt.log.name}")
+        rt.engine.flush_metrics()
     if skipped:
         out.err_console().print(f"skipped {len(skipped)} letter(s) whose bytes are not fsmlog records: "
                                 f"{', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''}")

@@ -67,6 +67,9 @@ def test_each_json_command_prints_one_document_and_emf_goes_to_stderr(fsmlog, tm
     letters = document(fsmlog("dead-letters", "list", "--json"))
     assert len(letters) == 1
     assert document(fsmlog("dead-letters", "show", letters[0]["id"], "--json"))["id"] == letters[0]["id"]
+    redrive = fsmlog("dead-letters", "redrive", letters[0]["id"])
+    assert redrive.returncode == 0, redrive.stderr
+    assert [(x["DeadLettersRedriven"], x["machine"]) for x in emf_lines(redrive)] == [(1, "stray")]
 
     dev = fsmlog("dev", str(ORDERS), "--start", "order", "--count", "2", "--until-done", "--timeout", "60",
                  "--timer", "0.2", "--json")

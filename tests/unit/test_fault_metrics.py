@@ -198,3 +198,18 @@ def test_a_gauge_keeps_the_greatest_value_and_survives_a_failed_flush():
         pass
     buf.gauge("OldestRecordAgeMs", 300)
     assert buf.drain() == [Datum("OldestRecordAgeMs", 900, (), "Milliseconds")]
+
+
+def test_a_redriven_dead_letter_is_counted_by_machine(rig_factory):
+    from eventlog.codec import encode
+    from eventlog.event import START, Event
+    from fsmlog.cli import Runtime
+    from fsmlog.cli.deadletters import redrive
+
+    rig = rig_factory([one_step("m", "quick")])
+    stray = Event.create(START, "c1", "stray", "0" * 16, 0, 0, "a", None, rig.clock(), {})  # no such machine here
+    assert rig.engine.handle([Inbound("p1", encode(stray), rig.log.name, "p1")]).parked == 1
+    (letter,) = rig.services.dead_letters.list(10)
+    assert redrive(Runtime(rig.settings, rig.services, rig.engine), letter) == "c1"
+    assert totals(rig, "DeadLettersRedriven") == {(("machine", "stray"),): 1.0}
+    assert rig.services.dead_letters.list(10) == []
