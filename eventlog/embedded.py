@@ -2,7 +2,8 @@
 
 Nothing configured means everything (log, checkpoints, retries, cache,
 environment, metrics, dead letters) lives in ``.fsmlog/local.db``. This module
-owns that file: how it is named, opened, shared and laid out.
+owns that file: how it is named, opened and shared, and the bookkeeping of
+which backend's tables are at which migration.
 
 Naming. ``open_db`` takes ``sqlite:///relative/path.db`` (relative to the
 working directory), ``sqlite:////abs/path.db`` or a plain path. A URL may carry
@@ -36,9 +37,13 @@ power loss or OS crash: the last transactions before it may be rolled back
 that too, at a cost in commit latency. When several openers ask for different
 levels, the strongest one wins.
 
-Schema. Every embedded table is created at open (idempotently, in one
-transaction) and ``PRAGMA user_version`` records the schema version; a file
-written by a newer fsmlog is refused rather than misread.
+Schema. Each backend owns its tables: it declares them as ``Tables`` (an owner
+name and its migrations) and they are brought up to date the first time the
+backend opens the file in a process. This module creates only its bookkeeping,
+``schema_versions`` (owner -> migrations applied), and ``PRAGMA user_version``
+records the file's format. A file written by a newer fsmlog (a newer format, or
+an owner's tables at a later migration) is refused rather than misread. So the
+log layer never names the tables of the layers above it.
 """
 
 from __future__ import annotations
@@ -49,75 +54,42 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
 from .errors import BackendError, ServiceUnavailable, SettingsError
 from .settings import DEFAULT_SQLITE
 
-SCHEMA_VERSION = 2  # 2: progress (high-water marks of handled step attempts)
+FORMAT_VERSION = 3  # PRAGMA user_version; 3: each backend's tables versioned in ``schema_versions``
 BUSY_TIMEOUT_S = 30.0
 MEMORY = ":memory:"
 
 # weakest first; the strongest requested level wins
 _SYNCHRONOUS = ("NORMAL", "FULL", "EXTRA")
 
-SCHEMA: tuple[str, ...] = (
-    # the event log; AUTOINCREMENT: positions are never reused, even after deletes
-    """CREATE TABLE IF NOT EXISTS log (
-        position INTEGER PRIMARY KEY AUTOINCREMENT,
-        key TEXT NOT NULL,
-        data BLOB NOT NULL,
-        time REAL NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS log_key ON log (key, position)",
-    # committed offsets of local consumers (the local worker)
-    "CREATE TABLE IF NOT EXISTS consumers (name TEXT PRIMARY KEY, position INTEGER NOT NULL)",
-    # ranges of the log claimed by cooperating worker processes
-    """CREATE TABLE IF NOT EXISTS claims (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        consumer TEXT NOT NULL,
-        owner TEXT NOT NULL,
-        first INTEGER NOT NULL,
-        last INTEGER NOT NULL,
-        expires REAL NOT NULL,
-        done INTEGER NOT NULL DEFAULT 0)""",
-    "CREATE INDEX IF NOT EXISTS claims_consumer ON claims (consumer, first)",
-    """CREATE TABLE IF NOT EXISTS checkpoints (
-        cid TEXT PRIMARY KEY,
-        version INTEGER NOT NULL,
-        data BLOB NOT NULL,
-        time REAL NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS retries (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        key TEXT NOT NULL,
-        data BLOB NOT NULL,
-        due REAL NOT NULL,
-        claimed_until REAL NOT NULL DEFAULT 0)""",
-    "CREATE INDEX IF NOT EXISTS retries_due ON retries (due)",
-    "CREATE TABLE IF NOT EXISTS leases (key TEXT PRIMARY KEY, owner TEXT NOT NULL, token INTEGER NOT NULL, "
-    "expires REAL NOT NULL)",
-    # the fence counter outlives its lease so tokens increase forever
-    "CREATE TABLE IF NOT EXISTS fence (key TEXT PRIMARY KEY, token INTEGER NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS flags (key TEXT PRIMARY KEY, expires REAL NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS progress (cid TEXT PRIMARY KEY, done INTEGER NOT NULL, "
-    "done_expires REAL NOT NULL, aborted_expires REAL NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS flags_expires ON flags (expires)",
-    "CREATE TABLE IF NOT EXISTS environment (id TEXT PRIMARY KEY, data BLOB NOT NULL)",
-    """CREATE TABLE IF NOT EXISTS metrics (
-        name TEXT NOT NULL,
-        dimensions TEXT NOT NULL,
-        value REAL NOT NULL,
-        PRIMARY KEY (name, dimensions))""",
-    """CREATE TABLE IF NOT EXISTS dead_letters (
-        id TEXT PRIMARY KEY,
-        reason TEXT NOT NULL,
-        source TEXT NOT NULL,
-        position TEXT NOT NULL,
-        data BLOB NOT NULL,
-        time REAL NOT NULL)""",
-    "CREATE INDEX IF NOT EXISTS dead_letters_time ON dead_letters (time)",
-)
+# The bookkeeping, the only table this module creates: which migration of each owner's tables
+# the file has reached.
+_BOOKKEEPING = "CREATE TABLE IF NOT EXISTS schema_versions (owner TEXT PRIMARY KEY, version INTEGER NOT NULL)"
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The tables one embedded backend owns: a name for them and their migrations, oldest first.
+
+    Each migration is a tuple of statements run in one transaction; the file records how many
+    of an owner's migrations it has had. Files written before owners had versions (format 2
+    and older) already hold every table, so an owner's first migration must be idempotent
+    (``CREATE ... IF NOT EXISTS``). Later migrations run exactly once and are never edited.
+    """
+
+    owner: str
+    migrations: tuple[tuple[str, ...], ...]
+
+    @property
+    def version(self) -> int:
+        return len(self.migrations)
 
 
 def parse_target(path_or_url: str | os.PathLike[str]) -> tuple[str, dict[str, str]]:
@@ -170,6 +142,7 @@ class EmbeddedDB:
         self._depth = 0  # nesting of transaction(); only touched while holding _lock
         self._refs = 1
         self._conn: sqlite3.Connection | None = None
+        self._ensured: dict[str, int] = {}  # owner -> version, known current
         if path != MEMORY:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -179,7 +152,7 @@ class EmbeddedDB:
             self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
             self._set_wal()
             self._conn.execute(f"PRAGMA synchronous = {synchronous}")
-            self._create_schema()
+            self._create_bookkeeping()
         except sqlite3.Error as exc:
             if self._conn is not None:
                 self._conn.close()
@@ -211,21 +184,58 @@ class EmbeddedDB:
                     raise
                 time.sleep(0.05)
 
-    def _create_schema(self) -> None:
-        found = self.schema_version()
-        if found > SCHEMA_VERSION:
+    def _create_bookkeeping(self) -> None:
+        found = self.format_version()
+        if found > FORMAT_VERSION:
             raise BackendError(
-                f"embedded database {self.path} has schema version {found}, newer than this fsmlog's "
-                f"{SCHEMA_VERSION}; upgrade fsmlog or use another file"
+                f"embedded database {self.path} has format version {found}, newer than this fsmlog's "
+                f"{FORMAT_VERSION}; upgrade fsmlog or use another file"
             )
-        if found == SCHEMA_VERSION:
+        if found == FORMAT_VERSION:
             return
         with self.transaction() as conn:
-            for statement in SCHEMA:
-                conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute(_BOOKKEEPING)
+            conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
 
-    def schema_version(self) -> int:
+    def ensure(self, tables: Tables) -> None:
+        """Bring ``tables`` up to their latest migration, once per connection.
+
+        A file whose ``tables`` are at a later migration than this fsmlog knows is refused
+        rather than misread.
+        """
+        if self._ensured.get(tables.owner) == tables.version:
+            return
+        if self._table_version(tables) == tables.version:  # a read: no write lock when nothing is due
+            self._ensured[tables.owner] = tables.version
+            return
+        with self.transaction():
+            found = self._table_version(tables)  # again, under the lock: another process may have run them
+            for migration in tables.migrations[found:]:
+                for statement in migration:
+                    self.execute(statement)
+            if found < tables.version:
+                self.execute(
+                    "INSERT INTO schema_versions (owner, version) VALUES (?, ?) "
+                    "ON CONFLICT (owner) DO UPDATE SET version = excluded.version",
+                    (tables.owner, tables.version),
+                )
+        self._ensured[tables.owner] = tables.version
+
+    def _table_version(self, tables: Tables) -> int:
+        rows = self.execute("SELECT version FROM schema_versions WHERE owner = ?", (tables.owner,))
+        found = int(rows[0][0]) if rows else 0
+        if found > tables.version:
+            raise BackendError(
+                f"embedded database {self.path} has {tables.owner} tables at version {found}, newer "
+                f"than this fsmlog's {tables.version}; upgrade fsmlog or use another file"
+            )
+        return found
+
+    def table_versions(self) -> dict[str, int]:
+        """Each owner's migration count as the file records it (for tools and tests)."""
+        return {str(owner): int(version) for owner, version in self.execute("SELECT owner, version FROM schema_versions")}
+
+    def format_version(self) -> int:
         return int(self.execute("PRAGMA user_version")[0][0])
 
     # -- use -------------------------------------------------------------------------------
@@ -346,7 +356,7 @@ def open_db(
     synchronous: str | None = None,
     busy_timeout_s: float = BUSY_TIMEOUT_S,
 ) -> EmbeddedDB:
-    """The process's shared connection to the file, opened (and its schema created) on first use.
+    """The process's shared connection to the file, opened (and its bookkeeping created) on first use.
 
     ``synchronous``: ``"NORMAL"`` (default; survives kill -9) or ``"FULL"`` (also survives power
     loss); the URL's ``?synchronous=`` works too. Every call must be matched by ``close()``.
@@ -374,13 +384,23 @@ class EmbeddedBackend:
     """
 
     name: str
+    tables: ClassVar[Tables]  # what this backend keeps in the file
 
     def __init__(self, target: str | os.PathLike[str] = DEFAULT_SQLITE, *,
                  clock: Callable[[], float] = time.time) -> None:
         self.name = os.fspath(target)
         self.clock = clock
-        self._db = open_db(self.name)
+        self._db = self._open()
         self._closed = False
+
+    def _open(self) -> EmbeddedDB:
+        db = open_db(self.name)
+        try:
+            db.ensure(self.tables)
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     @classmethod
     def from_target(cls, target: str, settings: Any) -> EmbeddedBackend:
@@ -392,7 +412,7 @@ class EmbeddedBackend:
         if self._closed:
             raise BackendError(f"{type(self).__name__} on {self.name} is closed")
         if self._db.pid != os.getpid():
-            self._db = open_db(self.name)
+            self._db = self._open()
         return self._db
 
     def close(self) -> None:
@@ -409,7 +429,7 @@ class EmbeddedBackend:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         if not self._closed:
-            self._db = open_db(self.name)
+            self._db = self._open()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"

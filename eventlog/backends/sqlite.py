@@ -44,7 +44,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from eventlog.embedded import EmbeddedBackend
+from eventlog.embedded import EmbeddedBackend, Tables
 from eventlog.errors import BackendError
 from eventlog.log import LogRecord, OutRecord
 from eventlog.settings import DEFAULT_SQLITE
@@ -66,8 +66,33 @@ def _records(rows: Sequence[tuple[int, str, bytes]]) -> list[LogRecord]:
     return [LogRecord(str(position), key, bytes(data)) for position, key, data in rows]
 
 
+TABLES = Tables("log", ((
+    # AUTOINCREMENT: positions are never reused, even after deletes
+    """CREATE TABLE IF NOT EXISTS log (
+        position INTEGER PRIMARY KEY AUTOINCREMENT,
+        key TEXT NOT NULL,
+        data BLOB NOT NULL,
+        time REAL NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS log_key ON log (key, position)",
+    # committed offsets of local consumers (the local worker)
+    "CREATE TABLE IF NOT EXISTS consumers (name TEXT PRIMARY KEY, position INTEGER NOT NULL)",
+    # ranges of the log claimed by cooperating worker processes
+    """CREATE TABLE IF NOT EXISTS claims (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        consumer TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        first INTEGER NOT NULL,
+        last INTEGER NOT NULL,
+        expires REAL NOT NULL,
+        done INTEGER NOT NULL DEFAULT 0)""",
+    "CREATE INDEX IF NOT EXISTS claims_consumer ON claims (consumer, first)",
+),))
+
+
 class SqliteLog(EmbeddedBackend):
     """EventLog + ReadableLog on the embedded file, plus consumer offsets and batch claims."""
+
+    tables = TABLES
 
     def __init__(self, target: str = DEFAULT_SQLITE, *, clock: Callable[[], float] = time.time) -> None:
         super().__init__(target, clock=clock)

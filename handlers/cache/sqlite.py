@@ -19,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from eventlog.embedded import EmbeddedBackend
+from eventlog.embedded import EmbeddedBackend, Tables
 from eventlog.settings import DEFAULT_SQLITE
 
 from .steps import Ending, StepKey, StepView
@@ -27,7 +27,22 @@ from .steps import Ending, StepKey, StepView
 PURGE_EVERY = 1024  # marks between sweeps of expired flags and leases
 
 
+TABLES = Tables("cache", ((
+    "CREATE TABLE IF NOT EXISTS leases (key TEXT PRIMARY KEY, owner TEXT NOT NULL, token INTEGER NOT NULL, "
+    "expires REAL NOT NULL)",
+    # the fence counter outlives its lease so tokens increase forever
+    "CREATE TABLE IF NOT EXISTS fence (key TEXT PRIMARY KEY, token INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS flags (key TEXT PRIMARY KEY, expires REAL NOT NULL)",
+    # high-water marks of handled step attempts, per machine
+    "CREATE TABLE IF NOT EXISTS progress (cid TEXT PRIMARY KEY, done INTEGER NOT NULL, "
+    "done_expires REAL NOT NULL, aborted_expires REAL NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS flags_expires ON flags (expires)",
+),))
+
+
 class SqliteCache(EmbeddedBackend):
+    tables = TABLES
+
     def __init__(self, target: str = DEFAULT_SQLITE, *, clock: Callable[[], float] = time.time) -> None:
         super().__init__(target, clock=clock)
         self._marks = 0

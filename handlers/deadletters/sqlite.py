@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from eventlog.embedded import EmbeddedBackend
+from eventlog.embedded import EmbeddedBackend, Tables
 
 from . import DeadLetter, letter_id
 
@@ -14,7 +14,21 @@ def _letter(row: tuple) -> DeadLetter:
     return DeadLetter(lid, reason, source, position, bytes(data), float(when))
 
 
+TABLES = Tables("dead_letters", ((
+    """CREATE TABLE IF NOT EXISTS dead_letters (
+        id TEXT PRIMARY KEY,
+        reason TEXT NOT NULL,
+        source TEXT NOT NULL,
+        position TEXT NOT NULL,
+        data BLOB NOT NULL,
+        time REAL NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS dead_letters_time ON dead_letters (time)",
+),))
+
+
 class SqliteDeadLetters(EmbeddedBackend):
+    tables = TABLES
+
     def park(self, reason: str, source: str, position: str, data: bytes, time: float) -> str:
         lid = letter_id(source, str(position), data)
         self.db.execute(

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
-from eventlog.embedded import EmbeddedBackend
+from eventlog.embedded import EmbeddedBackend, Tables
+
+TABLES = Tables("environment", (
+    ("CREATE TABLE IF NOT EXISTS environment (id TEXT PRIMARY KEY, data BLOB NOT NULL)",),
+))
 
 
 class SqliteEnvironment(EmbeddedBackend):
+    tables = TABLES
+
     def put(self, env_id: str, data: bytes) -> None:
         self.db.execute(
             "INSERT INTO environment (id, data) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET data = excluded.data",

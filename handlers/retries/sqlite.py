@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from eventlog.embedded import EmbeddedBackend
+from eventlog.embedded import EmbeddedBackend, Tables
 from eventlog.settings import DEFAULT_SQLITE
 
 from . import DueRetry, ScheduledRetry
@@ -19,7 +19,20 @@ from . import DueRetry, ScheduledRetry
 CLAIM_SECONDS = 60.0
 
 
+TABLES = Tables("retries", ((
+    """CREATE TABLE IF NOT EXISTS retries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        key TEXT NOT NULL,
+        data BLOB NOT NULL,
+        due REAL NOT NULL,
+        claimed_until REAL NOT NULL DEFAULT 0)""",
+    "CREATE INDEX IF NOT EXISTS retries_due ON retries (due)",
+),))
+
+
 class SqliteRetries(EmbeddedBackend):
+    tables = TABLES
+
     def __init__(self, target: str = DEFAULT_SQLITE, *, clock: Callable[[], float] = time.time,
                  claim_s: float = CLAIM_SECONDS) -> None:
         super().__init__(target, clock=clock)
@@ -58,3 +71,7 @@ class SqliteRetries(EmbeddedBackend):
     def pending(self) -> int:
         """How many retries wait (claimed or not), for the CLI and tests."""
         return int(self.db.execute("SELECT COUNT(*) FROM retries")[0][0])
+
+    def next_due(self) -> float | None:
+        """When the earliest waiting retry is due (epoch seconds; None when none waits), for the CLI."""
+        return self.db.execute("SELECT MIN(due) FROM retries")[0][0]

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from eventlog.embedded import EmbeddedBackend
+from eventlog.embedded import EmbeddedBackend, Tables
+
+TABLES = Tables("checkpoints", ((
+    """CREATE TABLE IF NOT EXISTS checkpoints (
+        cid TEXT PRIMARY KEY,
+        version INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        time REAL NOT NULL)""",
+),))
 
 
 class SqliteCheckpoints(EmbeddedBackend):
     """Snapshots by correlation id; a save with a version not greater than the stored one is refused."""
+
+    tables = TABLES
 
     def save(self, correlation_id: str, version: int, data: bytes) -> bool:
         # One upsert statement is atomic: the version comparison and the write cannot interleave

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from eventlog.backends.sqlite import SqliteLog
-from eventlog.embedded import SCHEMA_VERSION, open_db, parse_target
+from eventlog.embedded import FORMAT_VERSION, open_db, parse_target
 from eventlog.errors import BackendError, ServiceUnavailable, SettingsError
 from eventlog.log import OutRecord
 from handlers.cache.sqlite import SqliteCache
@@ -75,7 +75,7 @@ def test_bad_targets_are_refused(bad):
         parse_target(bad)
 
 
-def test_open_creates_parent_directories_wal_and_schema(tmp_path):
+def test_open_creates_parent_directories_wal_and_bookkeeping(tmp_path):
     path = tmp_path / "a" / "b" / "c.db"
     db = open_db(f"sqlite:///{path}")
     try:
@@ -83,10 +83,7 @@ def test_open_creates_parent_directories_wal_and_schema(tmp_path):
         assert db.execute("PRAGMA journal_mode")[0][0] == "wal"
         assert db.execute("PRAGMA synchronous")[0][0] == 1  # NORMAL
         assert db.execute("PRAGMA busy_timeout")[0][0] >= 30_000
-        assert db.schema_version() == SCHEMA_VERSION
-        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        assert {"log", "checkpoints", "retries", "leases", "fence", "flags", "environment", "metrics",
-                "dead_letters", "consumers", "claims"} <= tables
+        assert db.format_version() == FORMAT_VERSION  # each backend's tables: test_embedded_tables.py
     finally:
         db.close()
 
@@ -121,24 +118,25 @@ def test_synchronous_full_by_url_and_the_strongest_wins(tmp_path):
 
 
 def test_schema_creation_is_idempotent(url):
-    db = open_db(url)
-    db.execute("INSERT INTO environment (id, data) VALUES ('e', x'00')")
-    db.close()
+    env = SqliteEnvironment(url)
+    env.put("e", b"\x00")
+    env.close()
     raw = _raw(url)
-    raw.execute("PRAGMA user_version = 0")  # as if opened by an older release: schema re-run
+    raw.execute("PRAGMA user_version = 0")  # as if written by an older release: bookkeeping re-run
+    raw.execute("DELETE FROM schema_versions")  # and the tables' first migration with it
     raw.close()
-    db = open_db(url)
+    env = SqliteEnvironment(url)
     try:
-        assert db.schema_version() == SCHEMA_VERSION
-        assert db.execute("SELECT data FROM environment WHERE id = 'e'")[0][0] == b"\x00"
+        assert env.db.format_version() == FORMAT_VERSION
+        assert env.get("e") == b"\x00"
     finally:
-        db.close()
+        env.close()
 
 
 def test_a_file_from_a_newer_release_is_refused(url):
     open_db(url).close()
     raw = _raw(url)
-    raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    raw.execute(f"PRAGMA user_version = {FORMAT_VERSION + 1}")
     raw.close()
     with pytest.raises(BackendError, match="newer"):
         open_db(url)
@@ -146,7 +144,7 @@ def test_a_file_from_a_newer_release_is_refused(url):
 
 def test_a_lock_held_too_long_is_service_unavailable(tmp_path):
     path = tmp_path / "locked.db"
-    open_db(path).close()
+    SqliteLog(path).close()  # its tables exist: opening it again needs no write
     raw = sqlite3.connect(path, isolation_level=None)
     raw.execute("BEGIN IMMEDIATE")
     db = open_db(path, busy_timeout_s=0.1)
@@ -172,7 +170,8 @@ def test_append_is_all_or_nothing(log):
 
 
 def test_nested_transactions_join_the_outer_one(url):
-    db = open_db(url)
+    env = SqliteEnvironment(url)
+    db = env.db
     try:
         with pytest.raises(RuntimeError):
             with db.transaction() as outer:
@@ -182,7 +181,7 @@ def test_nested_transactions_join_the_outer_one(url):
                 raise RuntimeError("roll everything back")
         assert db.execute("SELECT COUNT(*) FROM environment")[0][0] == 0
     finally:
-        db.close()
+        env.close()
 
 
 # -- durability ---------------------------------------------------------------------------------
