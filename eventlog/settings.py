@@ -25,7 +25,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import yaml
 
@@ -100,6 +100,12 @@ class Settings:
         """A setting whose name is computed (``f"{side}_{kind}_SOURCE"``); ``default`` for an unknown name.
         Code that knows the name reads the typed attribute instead."""
         return getattr(self, name) if name in DEFAULTS else default
+
+    @overload
+    def source(self, kind: str, side: Literal["PRIMARY"] = "PRIMARY") -> str: ...
+
+    @overload
+    def source(self, kind: str, side: str) -> str | None: ...
 
     def source(self, kind: str, side: str = "PRIMARY") -> str | None:
         """The configured value of ``{side}_{kind}_SOURCE``: the primary falls back to the embedded

@@ -12,7 +12,10 @@ the engine, its backends and boto3 are imported on the first invocation.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .triggers import BatchEngine
 
 
 def lambda_handler(event: Any, context: Any = None) -> Any:
@@ -22,7 +25,7 @@ def lambda_handler(event: Any, context: Any = None) -> Any:
     return dispatch(event, context)
 
 
-def handle_kinesis_event(event: dict[str, Any], engine: Any, context: Any = None) -> dict[str, list[dict[str, str]]]:
+def handle_kinesis_event(event: dict[str, Any], engine: BatchEngine, context: Any = None) -> dict[str, list[dict[str, str]]]:
     """Handle a Lambda-shaped Kinesis batch with ``engine``: ``{"batchItemFailures": [...]}``."""
     from .triggers.kinesis import handle_kinesis_event as handle
 

@@ -25,9 +25,12 @@ Start an execution with ``{"fsmlog": {"machine": NAME, "context": {...}}}``.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from eventlog.settings import DEFAULTS
+from eventlog.settings import DEFAULTS, Settings
+
+if TYPE_CHECKING:
+    from projections.definition import Definitions
 
 ROUTE = "fsmlog.route"
 COMPLETED = "fsmlog.completed"
@@ -47,7 +50,7 @@ TRANSIENT_ATTEMPTS = 6
 MAX_STATE_NAME = 80  # Step Functions' limit on state names
 
 
-def _setting(settings: Any, name: str) -> Any:
+def _setting(settings: Settings | None, name: str) -> Any:
     value = settings.get(name) if settings is not None else None
     return DEFAULTS[name] if value is None else value
 
@@ -58,7 +61,7 @@ def _task_name(state: str) -> str:
     return state
 
 
-def build(definitions: Any, machine: str, lambda_arn: str, settings: Any = None) -> dict[str, Any]:
+def build(definitions: Definitions, machine: str, lambda_arn: str, settings: Settings | None = None) -> dict[str, Any]:
     """The ASL document (a dict, ready for ``json.dumps``) for ``machine``."""
     from projections.errors import DefinitionError
 

@@ -5,6 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 
+def _fact(name: str) -> property:
+    """A read-only property over one of the machine's facts."""
+    return property(lambda self: self._facts[name], doc=f"The machine's {name.replace('_', ' ')} (read-only).")
+
+
 class ActionContext(dict):
     """A dict of the user context that also exposes, read-only, where the machine is.
 
@@ -18,9 +23,6 @@ class ActionContext(dict):
         super().__init__(data)
         self._facts = facts
 
-    def _fact(name: str):  # noqa: N805 - builds read-only properties
-        return property(lambda self: self._facts[name], doc=f"The machine's {name.replace('_', ' ')} (read-only).")
-
     correlation_id = _fact("correlation_id")
     machine_name = _fact("machine_name")
     steps = _fact("steps")
@@ -28,7 +30,6 @@ class ActionContext(dict):
     max_retries = _fact("max_retries")
     current_state = _fact("current_state")
     current_event = _fact("current_event")
-    del _fact
 
     def __repr__(self) -> str:
         return f"ActionContext({dict.__repr__(self)}, {self._facts!r})"

@@ -35,10 +35,13 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eventlog.errors import FsmlogError, SettingsError
 from eventlog.settings import SOURCE_SETTINGS, Settings
+
+if TYPE_CHECKING:
+    from .engine import Engine
 
 log = logging.getLogger("fsmlog.dev")
 
@@ -417,7 +420,7 @@ class EmbeddedPoller:
 class DevLoop:
     """Polls every configured source and the timer, calling ``handlers.lambda_handler``."""
 
-    def __init__(self, engine: Any, *, batch_size: int = 100, poll_s: float = 0.2, timer_every_s: float = 2.0,
+    def __init__(self, engine: Engine, *, batch_size: int = 100, poll_s: float = 0.2, timer_every_s: float = 2.0,
                  shard_refresh_s: float = 10.0, handler: Callable[[Any, Any], Any] | None = None,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         from . import lambda_handler
@@ -501,7 +504,7 @@ class DevLoop:
             return 0
         self._last_timer = now
         region = self.settings.get("AWS_REGION") or "us-east-1"
-        event = {
+        event: dict[str, Any] = {
             "version": "0",
             "id": str(uuid.uuid4()),
             "detail-type": "Scheduled Event",

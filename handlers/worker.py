@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eventlog.errors import BackendError, ServiceUnavailable, SettingsError
-from eventlog.log import LogRecord
+from eventlog.log import EventLog, LogRecord
 from eventlog.sides import sides
 
 from .engine import BatchResult, Engine, Inbound
@@ -102,7 +102,7 @@ class _Recorder:
         return getattr(self._engine, name)
 
 
-def claimable_sides(log: Any) -> list[tuple[str, Any]]:
+def claimable_sides(log: EventLog) -> list[tuple[str, Any]]:
     """The sides of the stream the local worker can claim batches from (the embedded log's)."""
     return [(name, backend) for name, backend in sides(log) if callable(getattr(backend, "claim_batch", None))]
 
@@ -113,7 +113,7 @@ class Worker:
     def __init__(
         self,
         engine: Engine,
-        log: Any,
+        log: EventLog,
         *,
         consumer: str = "fsmlog-worker",
         batch_size: int = 100,
@@ -181,8 +181,8 @@ class Worker:
                 break
         if errors and len(errors) == n:
             raise errors[0][2]
-        for name, backend, exc in errors:
-            self._warn_side(name, backend, exc)
+        for name, backend, err in errors:
+            self._warn_side(name, backend, err)
         return result
 
     def _warn_side(self, name: str, backend: Any, exc: BaseException) -> None:

@@ -150,7 +150,7 @@ def _as_callable(dotted: str, target: object) -> ActionCallable:
             )
         fn = target.execute
     elif callable(target):
-        fn = target  # type: ignore[assignment]
+        fn = target
     else:
         raise ActionImportError(
             dotted,

@@ -29,6 +29,7 @@ from typing import Any
 
 from eventlog import aws
 from eventlog.errors import BackendError
+from eventlog.settings import Settings
 
 from . import DueRetry, ScheduledRetry
 
@@ -40,7 +41,7 @@ class DynamoDBRetries(aws.DynamoDBTable):
     KEYS = (("id", "HASH", "S"),)
     INDEXES = ((INDEX, (("shard", "HASH", "N"), ("due", "RANGE", "N"))),)
 
-    def __init__(self, arn: str, settings: Any = None, *, client: Any = None,
+    def __init__(self, arn: str, settings: Settings | None = None, *, client: Any = None,
                  claim_seconds: float | None = None) -> None:
         super().__init__(arn, settings, client=client)
         if claim_seconds is None:

@@ -37,6 +37,7 @@ from eventlog.failover import (  # FAILOVERS: per source kind in this process, e
     FAILOVERS,
     CircuitPair,
 )
+from eventlog.settings import Settings
 
 from . import DueRetry, ScheduledRetry
 
@@ -260,7 +261,7 @@ class FailoverRetries(CircuitPair):
             self._delete(side, raws)
 
 
-def with_retry_failover(primary: Any, secondary: Any, settings: Any, *,
+def with_retry_failover(primary: Any, secondary: Any, settings: Settings | None, *,
                         clock: Callable[[], float] = time.monotonic) -> FailoverRetries:
     """A ``FailoverRetries`` with the cool-down of ``FAILOVER_COOLDOWN_SECONDS``."""
     cooldown = DEFAULT_COOLDOWN_S

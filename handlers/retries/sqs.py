@@ -28,6 +28,7 @@ from typing import Any
 from eventlog import aws
 from eventlog.backends.sqs import Queue
 from eventlog.errors import SettingsError
+from eventlog.settings import Settings
 
 from . import DueRetry, ScheduledRetry
 
@@ -37,7 +38,7 @@ MAX_DELAY = 900  # SQS' own maximum DelaySeconds
 
 
 class SqsRetries:
-    def __init__(self, arn: str, settings: Any = None, *, client: Any = None,
+    def __init__(self, arn: str, settings: Settings | None = None, *, client: Any = None,
                  clock: Callable[[], float] = time.time, max_delay: int = MAX_DELAY,
                  claim_seconds: float | None = None) -> None:
         self.queue = Queue(arn, settings, client)
@@ -55,11 +56,11 @@ class SqsRetries:
         self.claim_seconds = max(0, min(43_200, math.ceil(claim_seconds)))
 
     @classmethod
-    def from_target(cls, target: str, settings: Any) -> SqsRetries:
+    def from_target(cls, target: str, settings: Settings) -> SqsRetries:
         return cls(target, settings)
 
     @classmethod
-    def create(cls, target: str, settings: Any) -> SqsRetries:
+    def create(cls, target: str, settings: Settings) -> SqsRetries:
         """Create the queue (idempotent); for ``fsmlog resources create`` and tests."""
         store = cls(target, settings)
         store.queue.create()

@@ -10,11 +10,11 @@ API calls: ``schedule`` = the stream backend's append (PutRecords / PublishBatch
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from eventlog import aws
 from eventlog.errors import SettingsError
 from eventlog.log import EventLog, OutRecord
+from eventlog.settings import Settings
 
 from . import DueRetry, ScheduledRetry
 
@@ -25,7 +25,7 @@ class StreamRetries:
         self.name = log.name
 
     @classmethod
-    def from_target(cls, target: str, settings: Any) -> StreamRetries:
+    def from_target(cls, target: str, settings: Settings) -> StreamRetries:
         service = aws.parse_arn(target, "RETRY_SOURCE").service
         if service == "kinesis":
             from eventlog.backends.kinesis import KinesisLog

@@ -15,13 +15,36 @@ from __future__ import annotations
 import binascii
 import json
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from eventlog.errors import FsmlogError
 
+if TYPE_CHECKING:
+    from ..engine import BatchResult, Inbound
+    from ..metrics import MetricBuffer
+    from ..services import Services
+
 log = logging.getLogger("fsmlog.triggers")
+
+
+class BatchEngine(Protocol):
+    """What a stream trigger needs of the engine: ``Engine`` itself, or the local worker's recorder
+    around it (``handlers.worker``), which keeps each batch's result for its counters."""
+
+    @property
+    def services(self) -> Services: ...
+
+    @property
+    def metrics(self) -> MetricBuffer: ...
+
+    def clock(self) -> float: ...
+
+    def handle(self, records: Sequence[Inbound], deadline: float | None = None) -> BatchResult: ...
+
+    def flush_metrics(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,21 +83,28 @@ def text_bytes(value: Any) -> bytes:
     return raw_json(value)
 
 
+# RFC 4648 base64, padded, nothing else (not even a newline). Python 3.11's
+# ``a2b_base64(strict_mode=True)`` would do on 3.11+ only, and also lets surplus
+# padding after a full quad through ("QUJD="), which 3.13 refuses; this refuses
+# it on every version.
+_BASE64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+
+
 def unbase64(value: Any, what: str) -> bytes:
     """Strict base64 decoding; raises ``ValueError`` with a message naming ``what``."""
     if not isinstance(value, str):
         raise ValueError(f"{what} must be a base64 string, not {type(value).__name__}")
-    try:
-        return binascii.a2b_base64(value, strict_mode=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError(f"{what} is not valid base64 ({exc}); {len(value)} characters") from None
+    if _BASE64.fullmatch(value) is None:
+        raise ValueError(f"{what} is not valid base64 (a character outside A-Z a-z 0-9 + / or "
+                         f"padding out of place); {len(value)} characters")
+    return binascii.a2b_base64(value)
 
 
 def field_str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def park_bad(engine: Any, bad: Bad) -> bool:
+def park_bad(engine: BatchEngine, bad: Bad) -> bool:
     """Park one broken record; False if the dead-letter store itself failed."""
     try:
         engine.services.dead_letters.park(bad.reason, bad.source, bad.position, bad.data, engine.clock())
@@ -89,7 +119,7 @@ def park_bad(engine: Any, bad: Bad) -> bool:
 SAFETY_MARGIN_S = 5.0  # time kept back from Lambda's timeout to append, mark and answer
 
 
-def deadline_of(engine: Any, context: Any) -> float | None:
+def deadline_of(engine: BatchEngine, context: Any) -> float | None:
     """The engine-clock time by which a batch must stop starting records, from Lambda's context."""
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     if remaining is None:
@@ -101,7 +131,7 @@ def deadline_of(engine: Any, context: Any) -> float | None:
     return engine.clock() + max(0.0, left - min(SAFETY_MARGIN_S, left / 5))
 
 
-def run_batch(engine: Any, items: Sequence[Any], deadline: float | None = None) -> Outcome:
+def run_batch(engine: BatchEngine, items: Sequence[Any], deadline: float | None = None) -> Outcome:
     """Park the ``Bad`` items, handle the ``Inbound`` ones in order; never raises for a bad record.
 
     A service failure while handling (the log, the cache) marks every record the engine

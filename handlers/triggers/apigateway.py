@@ -15,13 +15,17 @@ stage or base-path prefix; only its last two segments are routed on.
 
 from __future__ import annotations
 
-import binascii
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from eventlog.errors import BackendError, ContextValueError, FsmlogError
 from projections.errors import UnknownMachine
+
+from . import unbase64
+
+if TYPE_CHECKING:
+    from ..engine import Engine
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 
@@ -49,7 +53,8 @@ def error(status: int, message: str, headers: dict[str, str] | None = None) -> d
 
 def request(event: dict[str, Any]) -> tuple[str, str, dict[str, str], str | None]:
     """``(method, path, query, body text)`` of either payload version."""
-    ctx = event.get("requestContext") if isinstance(event.get("requestContext"), dict) else {}
+    ctx = event.get("requestContext")
+    ctx = ctx if isinstance(ctx, dict) else {}
     http = ctx.get("http") if isinstance(ctx.get("http"), dict) else None
     if http is not None:  # payload 2.0
         method = http.get("method") or ""
@@ -63,8 +68,8 @@ def request(event: dict[str, Any]) -> tuple[str, str, dict[str, str], str | None
         raise _Fail(400, f"request body must be text, not {type(body).__name__}")
     if body and event.get("isBase64Encoded"):
         try:
-            body = binascii.a2b_base64(body, strict_mode=True).decode("utf-8")
-        except (binascii.Error, ValueError) as exc:
+            body = unbase64(body, "request body").decode("utf-8")
+        except ValueError as exc:
             raise _Fail(400, f"request body is marked base64 but does not decode as UTF-8 text: {exc}") from None
     return str(method).upper(), str(path), query if isinstance(query, dict) else {}, body
 
@@ -93,7 +98,7 @@ def _truthy(value: Any) -> bool:
     return str(value).lower() in ("1", "true", "yes", "on")
 
 
-def handle_api_event(event: dict[str, Any], engine: Any) -> dict[str, Any]:
+def handle_api_event(event: dict[str, Any], engine: Engine) -> dict[str, Any]:
     try:
         method, path, query, body = request(event)
         target = route(path)

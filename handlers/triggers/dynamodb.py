@@ -15,7 +15,7 @@ from typing import Any
 
 from eventlog.codec import MAX_RECORD_BYTES
 
-from ..engine import Inbound
+from ..engine import Engine, Inbound
 from . import (
     Bad,
     deadline_of,
@@ -37,7 +37,8 @@ def item(rec: Any, index: int) -> Inbound | Bad | None:
         return Bad(f"#{index}", raw_json(rec), SOURCE, f"#{index}", f"batch item {index} is not a record object")
     source = field_str(rec.get("eventSourceARN")) or SOURCE
     body = rec.get("dynamodb")
-    seq = field_str(body.get("SequenceNumber")) if isinstance(body, dict) else None
+    body = body if isinstance(body, dict) else {}
+    seq = field_str(body.get("SequenceNumber"))
     item_id = seq or field_str(rec.get("eventID")) or f"#{index}"
     position = seq or item_id
     if rec.get("eventSource") != SOURCE:
@@ -70,7 +71,7 @@ def item(rec: Any, index: int) -> Inbound | Bad | None:
     return Inbound(position, raw, source, item_id)
 
 
-def handle_dynamodb_event(event: dict[str, Any], engine: Any, context: Any = None) -> dict[str, list[dict[str, str]]]:
+def handle_dynamodb_event(event: dict[str, Any], engine: Engine, context: Any = None) -> dict[str, list[dict[str, str]]]:
     items = [it for it in (item(rec, i) for i, rec in enumerate(records_of(event))) if it is not None]
     return stream_response(run_batch(engine, items, deadline_of(engine, context)))
 

@@ -17,6 +17,7 @@ from eventlog.codec import MAX_RECORD_BYTES
 from ..engine import Inbound
 from . import (
     Bad,
+    BatchEngine,
     deadline_of,
     field_str,
     raw_json,
@@ -36,7 +37,8 @@ def item(rec: Any, index: int) -> Inbound | Bad:
         return Bad(f"#{index}", raw_json(rec), SOURCE, f"#{index}", f"batch item {index} is not a record object")
     source = field_str(rec.get("eventSourceARN")) or SOURCE
     body = rec.get("kinesis")
-    seq = field_str(body.get("sequenceNumber")) if isinstance(body, dict) else None
+    body = body if isinstance(body, dict) else {}
+    seq = field_str(body.get("sequenceNumber"))
     event_id = field_str(rec.get("eventID"))
     item_id = seq or event_id or f"#{index}"
     position = event_id or (f"?:{seq}" if seq else f"#{index}")
@@ -56,7 +58,7 @@ def item(rec: Any, index: int) -> Inbound | Bad:
     return Inbound(position, raw, source, item_id)
 
 
-def handle_kinesis_event(event: dict[str, Any], engine: Any, context: Any = None) -> dict[str, list[dict[str, str]]]:
+def handle_kinesis_event(event: dict[str, Any], engine: BatchEngine, context: Any = None) -> dict[str, list[dict[str, str]]]:
     """Handle one Kinesis batch with ``engine``; returns Lambda's partial batch response."""
     items = [item(rec, i) for i, rec in enumerate(records_of(event))]
     return stream_response(run_batch(engine, items, deadline_of(engine, context)))

@@ -15,9 +15,12 @@ Anything else raises ``UnknownEvent`` naming the keys it saw.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import HandlerError
+
+if TYPE_CHECKING:
+    from ..engine import Engine
 
 RECORD_SOURCES = {
     "aws:kinesis": "kinesis",
@@ -46,7 +49,7 @@ def _batch_kind(records: list[Any]) -> str:
     votes win (the first one seen on a tie), and the records that disagree are parked by the trigger."""
     votes: dict[str, int] = {}
     for rec in records:
-        kind = RECORD_SOURCES.get(_source(rec))  # type: ignore[arg-type]
+        kind = RECORD_SOURCES.get(_source(rec))
         if kind is not None:
             votes[kind] = votes.get(kind, 0) + 1
         if isinstance(rec, dict):
@@ -83,7 +86,7 @@ def classify(event: Any) -> str:
     )
 
 
-def park_records(event: dict[str, Any], engine: Any) -> dict[str, list[dict[str, str]]]:
+def park_records(event: dict[str, Any], engine: Engine) -> dict[str, list[dict[str, str]]]:
     """A batch without a record of a known source: park every record as it came."""
     from . import Bad, raw_json, run_batch, stream_response
 
@@ -96,7 +99,7 @@ def park_records(event: dict[str, Any], engine: Any) -> dict[str, list[dict[str,
     return stream_response(run_batch(engine, items))
 
 
-def dispatch(event: Any, context: Any = None, engine: Any = None) -> Any:
+def dispatch(event: Any, context: Any = None, engine: Engine | None = None) -> Any:
     """Route ``event`` to its trigger, with ``engine`` or the container's engine."""
     kind = classify(event)
     from . import runtime

@@ -19,14 +19,19 @@ import sys
 import threading
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eventlog.errors import SettingsError
 from eventlog.settings import Settings, load_settings
 
+if TYPE_CHECKING:  # the engine is imported on first use: a cold start that fails early stays cheap
+    from projections.definition import Definitions
+
+    from ..engine import Engine
+
 _lock = threading.RLock()
-_engine: Any = None
-_step_engine: Any = None
+_engine: Engine | None = None
+_step_engine: Engine | None = None
 _logging_done = False
 
 
@@ -89,7 +94,8 @@ def definitions_path(environ: dict[str, str] | None = None) -> Path:
     )
 
 
-def build_engine(settings: Settings | None = None, definitions: Any = None, **engine_kwargs: Any) -> Any:
+def build_engine(settings: Settings | None = None, definitions: Definitions | None = None,
+                 **engine_kwargs: Any) -> Engine:
     """A new engine over freshly opened services (what ``engine()`` caches)."""
     from projections.definition import load
 
@@ -103,7 +109,7 @@ def build_engine(settings: Settings | None = None, definitions: Any = None, **en
     return Engine(definitions, open_services(settings), settings, **engine_kwargs)
 
 
-def engine() -> Any:
+def engine() -> Engine:
     """The container's engine, built on first use."""
     global _engine
     found = _engine
@@ -131,7 +137,7 @@ class _HeldRetries:
         return None
 
 
-def step_engine() -> Any:
+def step_engine() -> Engine:
     """The engine the Step Functions task uses: the same services, except that a failed step is not
     scheduled in the retry source (the state machine's Retry runs it again)."""
     global _step_engine
@@ -148,7 +154,7 @@ def step_engine() -> Any:
         return _step_engine
 
 
-def set_engine(new: Any) -> None:
+def set_engine(new: Engine | None) -> None:
     """Use ``new`` as the container's engine (the local dev loop and tests build their own)."""
     global _engine, _step_engine
     with _lock:

@@ -13,7 +13,7 @@ from typing import Any
 
 from eventlog.codec import MAX_RECORD_BYTES
 
-from ..engine import Inbound
+from ..engine import Engine, Inbound
 from ..errors import HandlerError
 from . import Bad, deadline_of, field_str, raw_json, records_of, run_batch, text_bytes, unbase64
 
@@ -40,7 +40,7 @@ def item(rec: Any, index: int) -> Inbound | Bad:
     return Inbound(message_id, raw, source, message_id)
 
 
-def handle_sns_event(event: dict[str, Any], engine: Any, context: Any = None) -> dict[str, Any]:
+def handle_sns_event(event: dict[str, Any], engine: Engine, context: Any = None) -> dict[str, Any]:
     items = [item(rec, i) for i, rec in enumerate(records_of(event))]
     outcome = run_batch(engine, items, deadline_of(engine, context))
     if outcome.failed:

@@ -19,8 +19,9 @@ from typing import Any
 
 from eventlog.codec import MAX_RECORD_BYTES, decode
 from eventlog.errors import DecodeError, FsmlogError
+from eventlog.settings import Settings
 
-from ..engine import Inbound
+from ..engine import Engine, Inbound
 from ..retries import ScheduledRetry
 from . import (
     Bad,
@@ -72,7 +73,7 @@ def item(rec: Any, index: int) -> Inbound | Bad:
     return Inbound(message_id, raw, source, message_id)
 
 
-def retry_queues(settings: Any) -> set[str]:
+def retry_queues(settings: Settings) -> set[str]:
     return {v for v in (settings.get("PRIMARY_RETRY_SOURCE"), settings.get("SECONDARY_RETRY_SOURCE")) if v}
 
 
@@ -87,7 +88,7 @@ def due_time(rec: Any) -> float | None:
         return None
 
 
-def _requeue(engine: Any, items: list[tuple[Inbound, float | None]], out: Outcome, failed: set[str]) -> None:
+def _requeue(engine: Engine, items: list[tuple[Inbound, float | None]], out: Outcome, failed: set[str]) -> None:
     """Append due retries to the log; wait again for early ones (a backoff longer than SQS' 15-minute
     delay arrives in links); park undecodable ones."""
     good: list[Inbound] = []
@@ -125,7 +126,7 @@ def _requeue(engine: Any, items: list[tuple[Inbound, float | None]], out: Outcom
             out.handled += len(good)
 
 
-def handle_sqs_event(event: dict[str, Any], engine: Any, context: Any = None) -> dict[str, list[dict[str, str]]]:
+def handle_sqs_event(event: dict[str, Any], engine: Engine, context: Any = None) -> dict[str, list[dict[str, str]]]:
     records = records_of(event)
     items = [item(rec, i) for i, rec in enumerate(records)]
     retry_arns = retry_queues(engine.settings)

@@ -31,7 +31,7 @@ from eventlog.errors import ContextValueError, DecodeError, FsmlogError
 from eventlog.event import RETRY, START, Event
 from eventlog.log import OutRecord
 
-from ..engine import Inbound
+from ..engine import Engine, Inbound
 from ..errors import HandlerError, PoisonRecord
 from . import Bad, park_bad, text_bytes, unbase64
 
@@ -66,7 +66,7 @@ def record_json(ev: Event, data: bytes | None = None) -> dict[str, Any]:
     }
 
 
-def _start_record(engine: Any, spec: dict[str, Any]) -> tuple[Event, bytes]:
+def _start_record(engine: Engine, spec: dict[str, Any]) -> tuple[Event, bytes]:
     from projections.errors import UnknownMachine
 
     name = spec.get("machine")
@@ -93,10 +93,11 @@ def _start_record(engine: Any, spec: dict[str, Any]) -> tuple[Event, bytes]:
     return ev, data
 
 
-def handle_task(event: dict[str, Any], engine: Any) -> dict[str, Any]:
+def handle_task(event: dict[str, Any], engine: Engine) -> dict[str, Any]:
     """Run the step of ``event["fsmlog"]``; return ``{"fsmlog": next record}`` or raise (see module doc)."""
     spec = event.get("fsmlog")
-    source = event.get("execution") if isinstance(event.get("execution"), str) else SOURCE
+    execution = event.get("execution")
+    source = execution if isinstance(execution, str) else SOURCE
     if not isinstance(spec, dict):
         raise PoisonRecord(f"Step Functions input field 'fsmlog' must be an object, not {type(spec).__name__}")
     if "data" in spec:

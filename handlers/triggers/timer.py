@@ -9,13 +9,16 @@ the invocation has time left.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..engine import Engine
 
 LIMIT = 100
 SPARE_MS = 5_000  # stop starting rounds when less than this is left of the invocation
 
 
-def run_timer(engine: Any, context: Any = None, limit: int = LIMIT, max_rounds: int = 100) -> dict[str, int]:
+def run_timer(engine: Engine, context: Any = None, limit: int = LIMIT, max_rounds: int = 100) -> dict[str, int]:
     moved = 0
     rounds = 0
     while rounds < max_rounds:
