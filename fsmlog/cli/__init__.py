@@ -35,6 +35,7 @@ COMMAND_MODULES = [
     "fsmlog.cli.asl",
     "fsmlog.cli.replay",
     "fsmlog.cli.console",
+    "fsmlog.cli.testing",
 ]
 
 # looked for beside an FSM.yaml when neither --settings nor FSMLOG_SETTINGS names settings
