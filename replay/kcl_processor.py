@@ -24,6 +24,13 @@ from typing import Any
 
 from amazon_kclpy import kcl
 from amazon_kclpy.checkpoint_error import CheckpointError
+from amazon_kclpy.messages import (
+    InitializeInput,
+    LeaseLostInput,
+    ProcessRecordsInput,
+    ShardEndedInput,
+    ShutdownRequestedInput,
+)
 from amazon_kclpy.v3 import processor
 
 from eventlog.codec import decode
@@ -78,13 +85,13 @@ class ReplayProcessor(processor.RecordProcessorBase):
 
     # -- the KCL callbacks ---------------------------------------------------------------------------
 
-    def initialize(self, initialize_input) -> None:
+    def initialize(self, initialize_input: InitializeInput) -> None:
         self.shard_id = tag_position(self.side, initialize_input.shard_id)
         self.last_sequence = None
         self._last_checkpoint_at = self.clock()
         log.info("initialize shard %s at sequence %s", self.shard_id, initialize_input.sequence_number)
 
-    def process_records(self, process_records_input) -> None:
+    def process_records(self, process_records_input: ProcessRecordsInput) -> None:
         events = []
         bad = 0
         last = None
@@ -112,18 +119,18 @@ class ReplayProcessor(processor.RecordProcessorBase):
         if flushed and due:
             self._checkpoint(process_records_input.checkpointer, self.last_sequence, self.last_sub_sequence)
 
-    def lease_lost(self, lease_lost_input) -> None:
+    def lease_lost(self, lease_lost_input: LeaseLostInput) -> None:
         # another worker owns the shard now: keep what was folded, never checkpoint
         self._flush()
         log.info("shard %s: lease lost after %d records", self.shard_id, self.records)
 
-    def shard_ended(self, shard_ended_input) -> None:
+    def shard_ended(self, shard_ended_input: ShardEndedInput) -> None:
         # the KCL starts the child shards only after this checkpoint
         if self._flush():
             self._checkpoint(shard_ended_input.checkpointer, None, None, shard_end=True)
         log.info("shard %s: ended after %d records (%d bad)", self.shard_id, self.records, self.bad_records)
 
-    def shutdown_requested(self, shutdown_requested_input) -> None:
+    def shutdown_requested(self, shutdown_requested_input: ShutdownRequestedInput) -> None:
         if self._flush():
             self._checkpoint(shutdown_requested_input.checkpointer, self.last_sequence, self.last_sub_sequence)
         log.info("shard %s: shutdown requested after %d records", self.shard_id, self.records)
@@ -146,7 +153,7 @@ class ReplayProcessor(processor.RecordProcessorBase):
         self._pending_bad = 0
         return True
 
-    def _checkpoint(self, checkpointer, sequence: str | None, sub_sequence: int | None,
+    def _checkpoint(self, checkpointer: kcl.Checkpointer, sequence: str | None, sub_sequence: int | None,
                     *, shard_end: bool = False) -> bool:
         """Checkpoint, retrying throttling by the one retry policy; give up quietly when the lease is gone."""
 

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from eventlog.settings import Settings
+
 from .errors import ReplayError
 
 MAIN_CLASS = "software.amazon.kinesis.multilang.MultiLangDaemon"
@@ -91,7 +93,7 @@ def write_properties(path: str | Path, **options: Any) -> str:
 
 
 def write_properties_for(
-    settings: Any,
+    settings: Settings,
     path: str | Path,
     *,
     application_name: str = "fsmlog-replay",

@@ -20,17 +20,21 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from eventlog.codec import decode, encode
 from eventlog.errors import DecodeError
 from eventlog.event import RETRY, Event
-from eventlog.log import LogRecord, OutRecord
+from eventlog.log import EventLog, LogRecord, OutRecord
+from eventlog.settings import Settings
 from eventlog.sides import read_machine, readable_sides, sides
 from projections.fold import fold
 from projections.state import MachineState, Snapshot, decode_snapshot
 
 from .errors import BadPosition, ReplayError, UnknownCorrelationId, UnreadableLog
+
+if TYPE_CHECKING:
+    from eventlog.backends.kinesis import KinesisLog
 
 PAGE = 10_000
 
@@ -66,7 +70,7 @@ class Rebuilt:
         }
 
 
-def readable(log: Any) -> Any:
+def readable(log: EventLog) -> EventLog:
     """The backend behind chaos/failover wrappers (the primary side of a failover proxy).
 
     Only for what concerns one backend (e.g. "is it Kinesis?"); reading a source
@@ -86,11 +90,11 @@ def readable(log: Any) -> Any:
     return log
 
 
-def _is_kinesis(log: Any) -> bool:
+def _is_kinesis(log: EventLog) -> TypeGuard[KinesisLog]:
     return callable(getattr(log, "read_shard", None)) and hasattr(log, "stream")
 
 
-def _kinesis_client(log: Any, settings: Any) -> Any:
+def _kinesis_client(log: KinesisLog, settings: Settings | None) -> Any:
     from eventlog import aws
 
     if settings is not None:
@@ -114,7 +118,7 @@ def _covers(shard: dict[str, Any], h: int) -> bool:
     return int(r["StartingHashKey"]) <= h <= int(r["EndingHashKey"])
 
 
-def kinesis_tail(log: Any, key: str, after: str | None, *, settings: Any = None,
+def kinesis_tail(log: KinesisLog, key: str, after: str | None, *, settings: Settings | None = None,
                  on_gap: Callable[[str], None] | None = None) -> list[LogRecord]:
     """Every record of ``key`` after ``after`` ("shardId:sequenceNumber"; None: from the oldest kept).
 
@@ -166,11 +170,10 @@ def kinesis_tail(log: Any, key: str, after: str | None, *, settings: Any = None,
     out: list[LogRecord] = []
     visited: set[str] = set()
     while queue:
-        shard_id, seq = queue.pop(0)
+        shard_id, cursor = queue.pop(0)
         if shard_id in visited:
             continue
         visited.add(shard_id)
-        cursor = seq
         while True:
             page = log.read_shard(shard_id, cursor, PAGE)
             out.extend(r for r in page if r.key == key)
@@ -183,7 +186,7 @@ def kinesis_tail(log: Any, key: str, after: str | None, *, settings: Any = None,
     return out
 
 
-def side_reader(settings: Any = None, on_gap: Callable[[str], None] | None = None) -> Any:
+def side_reader(settings: Settings | None = None, on_gap: Callable[[str], None] | None = None) -> Any:
     """``(backend, key, after) -> records`` for ``eventlog.sides.read_machine``: Kinesis follows its shard
     lineage (``kinesis_tail``), every other readable backend answers ``read_key``."""
 
@@ -196,7 +199,7 @@ def side_reader(settings: Any = None, on_gap: Callable[[str], None] | None = Non
     return read
 
 
-def read_tail(log: Any, key: str, after: str | None, *, settings: Any = None,
+def read_tail(log: EventLog, key: str, after: str | None, *, settings: Settings | None = None,
               on_gap: Callable[[str], None] | None = None) -> list[LogRecord]:
     """The records of ``key`` after ``after`` on every readable side of the stream source.
 
@@ -217,7 +220,7 @@ def rebuild(
     services: Any,
     *,
     definitions: Any = None,
-    settings: Any = None,
+    settings: Settings | None = None,
 ) -> Rebuilt:
     """Latest snapshot + every record after its position, folded. Raises ``UnknownCorrelationId``.
 
@@ -297,7 +300,7 @@ def redispatch_many(
     services: Any,
     clock: Callable[[], float] = time.time,
     *,
-    settings: Any = None,
+    settings: Settings | None = None,
     dry_run: bool = True,
 ) -> list[tuple[Rebuilt, Event | None]]:
     """Rebuild each machine afresh and (unless ``dry_run``) redispatch it; what ``scan --redispatch`` runs.

@@ -35,12 +35,15 @@ from typing import Any
 
 from eventlog.codec import decode, decode_fields, encode
 from eventlog.errors import BackendError, DecodeError
+from eventlog.log import EventLog
 from eventlog.sides import PRIMARY, readable_sides, sides, split_position, tag_position, unreadable_sides
 from projections.checkpoints import CheckpointStore
 from projections.fold import fold, fold_records
 from projections.state import MachineState, Snapshot, decode_snapshot, encode_snapshot
 
 from .errors import ReplayError
+
+SQLITE_BUSY, SQLITE_LOCKED = 5, 6  # SQLite's primary result codes (sqlite3 names them from Python 3.11 on)
 
 ProgressFn = Callable[[int], None]
 SNAPSHOT_PAGE = 1000
@@ -175,7 +178,7 @@ def _busy(exc: sqlite3.OperationalError) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+; extended codes keep the primary in the low byte
     if code is None:
         return "locked" in str(exc)  # Python 3.10 gives SQLite's message only
-    return (code & 0xFF) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return (code & 0xFF) in (SQLITE_BUSY, SQLITE_LOCKED)
 
 
 def _unwrap(backend: Any) -> Any:
@@ -273,7 +276,7 @@ def list_snapshots(checkpoints: Any) -> SnapshotListing:
 
 
 def scan(
-    log: Any,
+    log: EventLog,
     checkpoints: CheckpointStore | None,
     *,
     now: float,
@@ -335,10 +338,10 @@ def scan(
         side_positions[side] = position
     if len(failed) == len(to_read):
         raise failed[0][2]
-    for side, backend, exc in failed:
-        logger.warning("scan: the %s stream %s failed: %s", side, getattr(backend, "name", backend), exc)
+    for side, backend, err in failed:
+        logger.warning("scan: the %s stream %s failed: %s", side, getattr(backend, "name", backend), err)
         notes.append(f"the {side} stream {getattr(backend, 'name', backend)} could not be read to its end "
-                     f"({exc}); machines on it may be missing or behind")
+                     f"({err}); machines on it may be missing or behind")
 
     candidates, from_checkpoints, more = _with_checkpoints(states, checkpoints, now=now,
                                                           stalled_after_s=stalled_after_s,
