@@ -10,15 +10,17 @@ would only be parked again.
 from __future__ import annotations
 
 import argparse
-import binascii
 from typing import Any
 
 from eventlog.codec import decode
 from eventlog.errors import DecodeError, FsmlogError
 from eventlog.log import OutRecord
+from handlers.triggers import unbase64
 
 from . import UsageError, open_runtime
 from . import output as out
+from .ids import resolve_letter, short_ids
+from .tables import Col, FittedTable
 
 HEX_LIMIT = 1024  # bytes shown by `show` unless --full
 LIST_LIMIT = 100
@@ -31,16 +33,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = cmds.add_parser("list", help="parked records, newest first")
     c.add_argument("--json", action="store_true")
     c.add_argument("--limit", type=int, default=LIST_LIMIT, help=f"at most this many (default {LIST_LIMIT})")
+    c.add_argument("--wide", action="store_true", help="full ids and every column, however wide the terminal")
     c.set_defaults(func=cmd_list)
 
     c = cmds.add_parser("show", help="one parked record: reason, source, position, time, bytes")
-    c.add_argument("id")
+    c.add_argument("id", help="dead letter id, or any unique prefix of one")
     c.add_argument("--full", action="store_true", help=f"dump every byte (default: the first {HEX_LIMIT})")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_show)
 
     c = cmds.add_parser("redrive", help="append a parked record's bytes to the stream again and remove it")
-    c.add_argument("id", nargs="?")
+    c.add_argument("id", nargs="?", help="dead letter id, or any unique prefix of one")
     c.add_argument("--all", action="store_true", help="every parked record that is an fsmlog record")
     c.set_defaults(func=cmd_redrive)
 
@@ -74,8 +77,8 @@ def decode_attempt(data: bytes) -> dict[str, Any]:
     else:
         return {"record": out.event_dict(ev, with_context=False), **_context_of(ev)}
     try:
-        inner = decode(binascii.a2b_base64(data.decode("ascii"), strict_mode=True))
-    except (ValueError, UnicodeDecodeError, binascii.Error, DecodeError):
+        inner = decode(unbase64(data.decode("ascii"), "dead letter"))
+    except (ValueError, DecodeError):
         return {"error": why}
     return {"error": why, "base64_of_record": out.event_dict(inner, with_context=False)}
 
@@ -92,9 +95,11 @@ def letter_dict(letter: Any) -> dict[str, Any]:
             "time": letter.time, "size": len(letter.data)}
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    from rich.table import Table
+LETTER_COLUMNS = (Col("id"), Col("time", 60), Col("source", 40, wrap=True), Col("position", 50),
+                  Col("bytes", 45, justify="right"), Col("reason", 90, wrap=True))
 
+
+def cmd_list(args: argparse.Namespace) -> int:
     with open_runtime(args) as rt:
         letters = rt.services.dead_letters.list(args.limit)
     if args.json:
@@ -103,17 +108,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not letters:
         out.console().print("no dead letters")
         return 0
-    table = Table(title=f"dead letters ({len(letters)}{'+' if len(letters) >= args.limit else ''})")
-    for col in ("id", "time", "source", "position", "bytes", "reason"):
-        table.add_column(col, overflow="fold")
-    for x in letters:
-        table.add_row(x.id, out.clock_time(x.time), x.source, x.position, str(len(x.data)), x.reason)
-    out.console().print(table)
+    ids = short_ids(x.id for x in letters)
+    rows = [(x.id if args.wide else ids[x.id], out.clock_time(x.time), x.source, x.position, str(len(x.data)),
+             x.reason) for x in letters]
+    title = f"dead letters ({len(letters)}{'+' if len(letters) >= args.limit else ''})"
+    out.console().print(FittedTable(LETTER_COLUMNS, rows, title, wide=args.wide))
     return 0
 
 
 def get_letter(rt: Any, letter_id: str) -> Any:
-    letter = rt.services.dead_letters.get(letter_id)
+    """The dead letter ``letter_id`` (or a unique prefix of its id) names."""
+    store = rt.services.dead_letters
+    letter_id = resolve_letter(store, letter_id)
+    letter = store.get(letter_id)
     if letter is None:
         raise FsmlogError(f"no dead letter {letter_id!r} in {rt.services.dead_letters.name}; "
                           "`fsmlog dead-letters list` shows the ids")

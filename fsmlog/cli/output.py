@@ -10,11 +10,13 @@ from collections.abc import Iterable
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from eventlog.event import COMPLETED, FAILED, RETRY, Event
 from projections.state import MachineState
+
+from .ids import short_ids
+from .tables import Col, FittedTable
 
 STATUS_STYLE = {"completed": "green", "failed": "bold red", "aborted": "magenta", "running": "cyan"}
 OUTCOME_STYLE = {"completed": "green", "failed": "bold red", "retry": "yellow", "step": "white", "aborted": "magenta"}
@@ -149,26 +151,34 @@ def counts_text(counts: dict[str, int]) -> Text:
     return text or Text("no machines", style="dim")
 
 
-def machines_table(states: list[MachineState], title: str | None = None) -> Table:
-    table = Table(title=title, show_lines=False)
-    for col in ("id", "machine", "status", "state", "steps", "retries", "updated", "error"):
-        table.add_column(col, overflow="fold")
-    for s in states:
-        table.add_row(
-            s.correlation_id, s.machine, Text(s.status, style=STATUS_STYLE.get(s.status, "")), s.state,
-            str(s.steps), str(s.retries), clock_time(s.time), s.error or "",
-        )
-    return table
+MACHINE_COLUMNS = (Col("id"), Col("machine", 70), Col("status"), Col("state", 90), Col("steps", 60, justify="right"),
+                   Col("retries", 40, justify="right"), Col("updated", 50), Col("error", 80, wrap=True))
 
 
-def records_table(rows: list[tuple[str, Event, MachineState | None]], title: str | None = None) -> Table:
-    """Log records with, for each, the machine as folded after it."""
-    table = Table(title=title)
-    for col in ("position", "time", "kind", "steps", "retries", "state", "event", "error", "folded"):
-        table.add_column(col, overflow="fold")
+def machines_table(states: list[MachineState], title: str | None = None, wide: bool = False,
+                   ids: dict[str, str] | None = None) -> FittedTable:
+    """One row per machine, fitted to the terminal; ids short (``ids``: the short form of each, default
+    ``short_ids`` of those shown) unless ``wide``."""
+    if ids is None:
+        ids = short_ids(s.correlation_id for s in states)
+    rows = [(s.correlation_id if wide else ids.get(s.correlation_id, s.correlation_id), s.machine,
+             Text(s.status, style=STATUS_STYLE.get(s.status, "")), s.state, str(s.steps), str(s.retries),
+             clock_time(s.time) if wide else clock_time(s.time)[:8], s.error or "") for s in states]
+    return FittedTable(MACHINE_COLUMNS, rows, title, wide)
+
+
+RECORD_COLUMNS = (Col("position", 50), Col("time", 70), Col("kind"), Col("steps", 90, justify="right"),
+                  Col("retries", 40, justify="right"), Col("state"), Col("event", 95), Col("error", 85, wrap=True),
+                  Col("folded", 60, wrap=True))
+
+
+def records_table(rows: list[tuple[str, Event, MachineState | None]], title: str | None = None,
+                  wide: bool = False) -> FittedTable:
+    """Log records with, for each, the machine as folded after it, fitted to the terminal."""
+    cells = []
     for position, ev, folded in rows:
         error = f"{ev.error_type}: {ev.error_message}" if ev.error_type else ""
         after = f"{folded.status} @ {folded.state} (steps {folded.steps})" if folded else ""
-        table.add_row(position, clock_time(ev.time), ev.kind, str(ev.steps), str(ev.retries), ev.state,
-                      ev.event or "", error, after)
-    return table
+        cells.append((position, clock_time(ev.time), ev.kind, str(ev.steps), str(ev.retries), ev.state,
+                      ev.event or "", error, after))
+    return FittedTable(RECORD_COLUMNS, cells, title, wide)

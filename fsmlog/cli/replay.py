@@ -27,6 +27,8 @@ from eventlog.errors import FsmlogError
 
 from . import UsageError, load_definitions, open_runtime
 from . import output as out
+from .ids import resolve_machine, short_ids
+from .tables import Col, FittedTable
 
 STALLED_ROWS = 50  # rows of the stalled table (--json lists every one)
 EXIT_STALLED = 3  # --fail-on-stalled: the scan found stalled machines
@@ -41,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     c = cmds.add_parser("machine", help="rebuild one machine from its latest snapshot + the log after it "
                                         "(dry run unless --redispatch)")
-    c.add_argument("id", help="correlation id")
+    c.add_argument("id", help="machine id, or any unique prefix of one")
     c.add_argument("--redispatch", action="store_true",
                    help="append the pending step again as a retry (retries + 1)")
     c.add_argument("--fsm", metavar="FSM.yaml", default=None,
@@ -216,7 +218,8 @@ def cmd_machine(args: argparse.Namespace) -> int:
     definitions = load_definitions(args.fsm) if args.fsm else None
     now = time.time()
     with open_runtime(args, fsm_path=args.fsm) as rt:
-        rebuilt, appended, pending = rebuild_machine(rt, args.id, redispatch=args.redispatch, now=now,
+        cid = resolve_machine(rt, args.id)
+        rebuilt, appended, pending = rebuild_machine(rt, cid, redispatch=args.redispatch, now=now,
                                                      definitions=definitions)
         log_name = rt.log.name
     state = rebuilt.rebuilt_state
@@ -282,20 +285,22 @@ def summary_table(result: Any, title: str) -> Any:
     return table
 
 
-def stalled_table(stalled: list[Any], title: str, snapshot_only: frozenset[str] = frozenset()) -> Any:
-    from rich.table import Table
+STALLED_COLUMNS = (Col("id"), Col("machine", 70), Col("state"), Col("event", 90), Col("stuck for"),
+                   Col("last record", 60, wrap=True), Col("retries used", 50, justify="right"))
 
-    table = Table(title=title)
-    for col in ("id", "machine", "state", "event", "stuck for", "last record", "retries used"):
-        table.add_column(col, overflow="fold")
+
+def stalled_table(stalled: list[Any], title: str, snapshot_only: frozenset[str] = frozenset()) -> Any:
+    """The stalled machines, fitted to the terminal, ids short (``--json`` has them whole)."""
+    ids = short_ids(st.state.correlation_id for st in stalled)
+    rows = []
     for st in stalled:
         s = st.state
         last = Text(s.last.kind)
         if s.correlation_id in snapshot_only:
             last.append(" (snapshot only)", style="yellow")
-        table.add_row(Text(s.correlation_id), Text(s.machine), Text(s.state), Text(s.event or "(start)"),
-                      Text(human_duration(st.stuck_s), style="yellow"), last, str(s.retries))
-    return table
+        rows.append((ids[s.correlation_id], Text(s.machine), Text(s.state), Text(s.event or "(start)"),
+                     Text(human_duration(st.stuck_s), style="yellow"), last, str(s.retries)))
+    return FittedTable(STALLED_COLUMNS, rows, title)
 
 
 def _redispatch_all(stalled: list[Any], rt: Any) -> tuple[list[dict[str, Any]], list[str]]:
@@ -328,10 +333,11 @@ def redispatch_table(rows: list[dict[str, Any]]) -> Any:
     table = Table(title=f"redispatched ({sum(r['result'] == 'redispatched' for r in rows)} of {len(rows)})")
     for col in ("id", "result", "step", "state", "event", "retries"):
         table.add_column(col, overflow="fold")
+    ids = short_ids(r["correlation_id"] for r in rows)
     for r in rows:
         style = {"redispatched": "yellow", "error": "bold red"}.get(r["result"], "dim")
         detail = r.get("error", "")
-        table.add_row(Text(r["correlation_id"]), Text(r["result"] if not detail else f"error: {detail}",
+        table.add_row(Text(ids[r["correlation_id"]]), Text(r["result"] if not detail else f"error: {detail}",
                                                       style=style),
                       str(r.get("steps", "")), Text(r.get("state") or ""),
                       Text(r.get("event") or ("(start)" if "steps" in r else "")),
