@@ -215,8 +215,18 @@ def test_machine_dry_run_writes_nothing_and_redispatch_appends_one_retry(fsmlog,
 def test_unknown_id_is_one_line_exit_1(fsmlog, workflow):
     proc = fsmlog("replay", "machine", "ghost")
     assert proc.returncode == 1
-    assert "no machine with correlation id 'ghost'" in one_error_line(proc)
+    assert "no machine with id 'ghost' (or an id starting with it)" in one_error_line(proc)
     assert proc.stdout == ""
+
+
+def test_replay_machine_takes_a_unique_prefix_and_refuses_an_ambiguous_one(fsmlog, workflow):
+    cid = fsmlog("start", str(workflow), "--machine", "tiny").stdout.strip()
+    proc = fsmlog("replay", "machine", cid[:8], "--json")  # the short id a table shows
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["machine"]["correlation_id"] == cid
+    ambiguous = fsmlog("replay", "machine", "stall-")
+    assert ambiguous.returncode == 1
+    assert "2 ids start with it (stall-1, stall-2)" in one_error_line(ambiguous)
 
 
 def test_scan_reads_the_kcl_projection_file(fsmlog, tmp_path):
