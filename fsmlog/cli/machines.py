@@ -13,6 +13,7 @@ from eventlog.errors import DecodeError, FsmlogError
 
 from . import Interrupted, UsageError, load_definitions, local_log, open_runtime, readable_log
 from . import output as out
+from .health import fault_health, health_line
 
 READ_PAGE = 5000
 TABLE_ROWS = 50
@@ -293,8 +294,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             states = _all_states(readable_log(rt, "fsmlog status"))
             counts = out.status_counts(states)
             where = _streams(rt.log)
+            health = fault_health(rt.services.metrics)
             if args.json:
-                out.print_json({"log": where, "counts": counts, "machines": [s.as_dict() for s in states]})
+                out.print_json({"log": where, "counts": counts, "machines": [s.as_dict() for s in states],
+                                "health": health})
                 return 0
             con = out.console()
             shown = states[:TABLE_ROWS]
@@ -303,6 +306,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 title += f" (newest {len(shown)} shown)"
             con.print(out.machines_table(shown, title))
             con.print(out.counts_text(counts))
+            con.print(health_line(health, rt.services.metrics.name), markup=False,
+                      style="yellow" if health and (health.get("failovers") or health.get("lease_lost")) else "dim")
             return 0
         state, snap, tail = _one_machine(rt, args.id)
         if state is None:

@@ -9,7 +9,6 @@ Counts add up; a gauge (any unit but ``Count``) keeps its greatest value.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 
 from eventlog.embedded import EmbeddedBackend, Tables
@@ -44,6 +43,8 @@ TABLES = Tables("metrics", ((
         value REAL NOT NULL,
         PRIMARY KEY (name, dimensions, minute))""",
     "CREATE INDEX IF NOT EXISTS metric_minutes_by_minute ON metric_minutes (minute)",
+), (
+    "ALTER TABLE metric_minutes ADD COLUMN unit TEXT NOT NULL DEFAULT 'Count'",  # a gauge keeps its greatest
 )))
 
 _ADD = "value + excluded.value"
@@ -52,6 +53,7 @@ _MAX = "max(value, excluded.value)"
 
 class SqliteMetrics(EmbeddedBackend):
     tables = TABLES
+    _pruned: int | None = None  # the minute this process last dropped old per-minute rows
 
     def put(self, data: Sequence[Datum]) -> None:
         if not data:
@@ -67,10 +69,10 @@ class SqliteMetrics(EmbeddedBackend):
                     "INSERT INTO metrics (name, dimensions, value) VALUES (?, ?, ?) "
                     f"ON CONFLICT (name, dimensions) DO UPDATE SET value = {merge}", rows)
                 conn.executemany(
-                    "INSERT INTO metric_minutes (name, dimensions, minute, value) VALUES (?, ?, ?, ?) "
+                    "INSERT INTO metric_minutes (name, dimensions, minute, unit, value) VALUES (?, ?, ?, ?, ?) "
                     f"ON CONFLICT (name, dimensions, minute) DO UPDATE SET value = {merge}",
-                    [(n, dims, minute, v) for n, dims, v in rows])
-            if minute != getattr(self, "_pruned", None):  # once a minute per process
+                    [(n, dims, minute, d.unit, v) for (n, dims, v), d in zip(rows, group)])
+            if minute != self._pruned:  # once a minute per process
                 conn.execute("DELETE FROM metric_minutes WHERE minute < ?",
                              (minute - KEEP_MINUTES_S // MINUTE_S,))
                 self._pruned = minute
@@ -79,10 +81,10 @@ class SqliteMetrics(EmbeddedBackend):
         """Per (name, dimensions), what was put from ``t`` on (to the minute; a day back at most):
         counts summed, gauges at their greatest."""
         rows = self.db.execute(
-            "SELECT name, dimensions, sum(value), max(value) FROM metric_minutes WHERE minute >= ? "
+            "SELECT name, dimensions, max(unit), sum(value), max(value) FROM metric_minutes WHERE minute >= ? "
             "GROUP BY name, dimensions ORDER BY name, dimensions", (int(t // MINUTE_S),))
-        return {(name, _decode(dims)): float(total if not name.endswith("Ms") else top)
-                for name, dims, total, top in rows}
+        return {(name, _decode(dims)): float(total if unit == COUNT else top)
+                for name, dims, unit, total, top in rows}
 
     def read(self) -> dict[tuple[str, Dimensions], float]:
         """Every counter's total, keyed like ``MetricBuffer``: ``(name, sorted dimension pairs)``."""

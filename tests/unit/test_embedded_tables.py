@@ -26,7 +26,7 @@ OWNED = {
     SqliteRetries: {"retries"},
     SqliteCache: {"leases", "fence", "flags", "progress"},
     SqliteEnvironment: {"environment"},
-    SqliteMetrics: {"metrics"},
+    SqliteMetrics: {"metrics", "metric_minutes"},
     SqliteDeadLetters: {"dead_letters"},
 }
 
