@@ -22,12 +22,15 @@ $(VENV)/.full: $(VENV)/.base setup.cfg
 install-base: $(VENV)/.base
 install: $(VENV)/.full
 
-# Redis and Memcached for the cache tests (the test fixtures start them; this only installs).
+# Redis and Memcached for the cache tests (the test fixtures start them; this only installs),
+# Java for the KCL daemon, Graphviz's dot to draw `fsmlog graph` output in tests/unit/test_graph_dot.py.
 services:
 	@command -v redis-server >/dev/null && command -v memcached >/dev/null || \
 	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server memcached)
 	@command -v java >/dev/null || \
 	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openjdk-17-jre-headless)
+	@command -v dot >/dev/null || \
+	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q graphviz)
 
 # The example order pipeline, end to end, on the embedded SQLite backend (no AWS).
 run: install-base

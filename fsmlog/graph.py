@@ -16,7 +16,9 @@ HIGHLIGHT = "#ffd54f"
 
 
 def _dot_id(name: str) -> str:
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A DOT quoted string; a newline in ``name`` becomes DOT's line break ``\\n``."""
+    escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escaped.replace("\r", "").replace("\n", "\\n") + '"'
 
 
 def _short(dotted: str | None) -> str:
@@ -35,7 +37,7 @@ def to_dot(machine: MachineDef, current: str | None = None) -> str:
         attrs = []
         label = s.name
         if s.do_action:
-            label += f"\\ndo: {_short(s.do_action)}"
+            label += f"\ndo: {_short(s.do_action)}"
         attrs.append(f"label={_dot_id(label)}")
         if s.final:
             attrs.append("peripheries=2")
