@@ -14,10 +14,13 @@ from eventlog.errors import DecodeError, FsmlogError
 from . import Interrupted, UsageError, load_definitions, local_log, open_runtime, readable_log
 from . import output as out
 from .health import fault_health, health_line
+from .ids import resolve_machine, short_ids
 
 READ_PAGE = 5000
 TABLE_ROWS = 50
 TAIL_RECORDS = 10
+ID_HELP = "machine id, or any unique prefix of one (tables show 8 characters)"
+WIDE_HELP = "full ids and every column, however wide the terminal"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -45,17 +48,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("status", help="one machine's state, or a table of every machine in the embedded log")
-    p.add_argument("id", nargs="?", default=None)
+    p.add_argument("id", nargs="?", default=None, help=ID_HELP)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--wide", action="store_true", help=WIDE_HELP)
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("history", help="every record of one machine, with its folded state after each")
-    p.add_argument("id")
+    p.add_argument("id", help=ID_HELP)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--wide", action="store_true", help=WIDE_HELP)
     p.set_defaults(func=cmd_history)
 
     p = sub.add_parser("abort", help="stop a running machine (no further step runs)")
-    p.add_argument("id")
+    p.add_argument("id", help=ID_HELP)
     p.add_argument("--reason", default="", help="recorded in the aborted record")
     p.set_defaults(func=cmd_abort)
 
@@ -66,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("graph", help="print a machine as Graphviz DOT or Mermaid")
     p.add_argument("fsm", metavar="FSM.yaml")
     p.add_argument("--machine", default=None, help="machine name (default: every machine)")
-    p.add_argument("--id", default=None, help="highlight this running machine's current state")
+    p.add_argument("--id", default=None, help="highlight this running machine's current state (" + ID_HELP + ")")
     p.add_argument("--format", choices=("dot", "mermaid"), default="dot")
     p.set_defaults(func=cmd_graph)
 
@@ -304,21 +309,24 @@ def cmd_status(args: argparse.Namespace) -> int:
             title = f"{len(states)} machine(s) in {where}"
             if len(states) > len(shown):
                 title += f" (newest {len(shown)} shown)"
-            con.print(out.machines_table(shown, title))
+            ids = short_ids(s.correlation_id for s in states)  # unique among all, not only those shown
+            con.print(out.machines_table(shown, title, wide=args.wide, ids=ids))
             con.print(out.counts_text(counts))
             con.print(health_line(health, rt.services.metrics.name), markup=False,
                       style="yellow" if health and (health.get("failovers") or health.get("lease_lost")) else "dim")
             return 0
-        state, snap, tail = _one_machine(rt, args.id)
+        cid = resolve_machine(rt, args.id)
+        state, snap, tail = _one_machine(rt, cid)
         if state is None:
-            raise FsmlogError(f"no machine with id {args.id!r} in {_streams(rt.log)}; `fsmlog status` lists them")
+            raise FsmlogError(f"no machine with id {cid!r} in {_streams(rt.log)}; `fsmlog status` lists them")
         tail = tail[-TAIL_RECORDS:]
         if args.json:
             out.print_json(status_document(state, snap, tail))
             return 0
         con = out.console()
-        con.print(out.machines_table([state], f"machine {args.id}"))
-        con.print(f"context: {json.dumps(state.context, default=str)}")
+        con.print(out.machines_table([state], f"machine {cid}", wide=args.wide))
+        context = json.dumps(state.context, default=str, indent=None if args.wide else 2)
+        con.print(f"context: {context}", soft_wrap=args.wide, markup=False)  # wrapped to the terminal
         if snap is not None:
             con.print(f"snapshot: position {snap.position}, {snap.state.status} @ {snap.state.state} "
                       f"(steps {snap.state.steps})", style="dim")
@@ -326,7 +334,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             con.print("snapshot: none yet", style="dim")
         if tail:
             rows = [(r.position, decode(r.data), None) for r in tail]
-            con.print(out.records_table(rows, "log after the snapshot"))
+            con.print(out.records_table(rows, "log after the snapshot", wide=args.wide))
     return 0
 
 
@@ -368,11 +376,12 @@ def history_document(rows: list[tuple[str, Any, Any]]) -> list[dict[str, Any]]:
 
 def cmd_history(args: argparse.Namespace) -> int:
     with open_runtime(args) as rt:
-        rows = history_rows(rt, args.id)
+        cid = resolve_machine(rt, args.id)
+        rows = history_rows(rt, cid)
     if args.json:
         out.print_json(history_document(rows))
         return 0
-    out.console().print(out.records_table(rows, f"history of {args.id} ({len(rows)} records)"))
+    out.console().print(out.records_table(rows, f"history of {cid} ({len(rows)} records)", wide=args.wide))
     return 0
 
 
@@ -390,8 +399,9 @@ def _by_time(records: list) -> list:
 
 def cmd_abort(args: argparse.Namespace) -> int:
     with open_runtime(args) as rt:
-        ev = rt.engine.abort(args.id, args.reason)
-    out.console().print(f"aborted {args.id} ({ev.machine}) in state {ev.state!r} at step {ev.steps}")
+        cid = resolve_machine(rt, args.id)
+        ev = rt.engine.abort(cid, args.reason)
+    out.console().print(f"aborted {cid} ({ev.machine}) in state {ev.state!r} at step {ev.steps}")
     return 0
 
 
@@ -423,7 +433,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
     names = list(definitions)
     if args.id is not None:
         with open_runtime(args, definitions, fsm_path=args.fsm) as rt:
-            state = rt.engine.status(args.id)
+            state = rt.engine.status(resolve_machine(rt, args.id))
         if state is None:
             raise FsmlogError(f"no machine with id {args.id!r} in the log; `fsmlog status` lists machines")
         if args.machine and args.machine != state.machine:

@@ -70,7 +70,8 @@ class FittedTable:
         if left_out:  # wrapped at the table's width even on a console that leaves long lines to the terminal
             caption = Text(f"not shown at this width: {', '.join(left_out)} (--wide shows them)", style="dim",
                            no_wrap=False, overflow="fold")
-        table = Table(title=self.title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+        title = None if self.title is None else Text(self.title, no_wrap=False, overflow="fold")
+        table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
                       collapse_padding=True, caption_justify="left")
         for i in shown:
             col = self.cols[i]

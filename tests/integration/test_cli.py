@@ -93,9 +93,12 @@ def test_start_worker_once_status_history(fsmlog):
     assert [h["record"]["kind"] for h in history] == ["start", "step", "step", "completed"]
     assert history[0]["folded"]["status"] == "running" and history[-1]["folded"]["status"] == "completed"
 
-    table = fsmlog("status")
-    assert table.returncode == 0 and cid in table.stdout and "completed: 1" in table.stdout
+    table = fsmlog("status")  # ids short in tables, whole with --wide
+    assert table.returncode == 0 and cid[:8] in table.stdout and cid not in table.stdout
+    assert "completed: 1" in table.stdout
+    assert cid in fsmlog("status", "--wide").stdout
     assert "published" in fsmlog("history", cid).stdout
+    assert "published" in fsmlog("history", cid[:8]).stdout  # the short id a table shows is taken
 
 
 def test_worker_once_says_when_the_next_retry_is_due(fsmlog):
@@ -110,6 +113,59 @@ def test_worker_once_says_when_the_next_retry_is_due(fsmlog):
     assert lines[-1].endswith(": run this command again then, or without --once to keep going")
     due_in = float(lines[-1].split("next due in ")[1].split("s ")[0])
     assert 0 <= due_in <= 60
+
+
+def cells_whole_within_80_columns(proc: subprocess.CompletedProcess, *cells: str) -> list[str]:
+    """The output's lines: none longer than 80, and each cell found whole on one line (not folded)."""
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80, proc.stdout
+    words = {w for line in lines for w in line.split()}
+    missing = [cell for cell in cells if cell not in words]
+    assert not missing, (missing, proc.stdout)
+    return lines
+
+
+def test_tables_fit_80_columns_with_short_ids_and_every_command_takes_a_prefix(fsmlog, tmp_path):
+    run = fsmlog("run", str(ORDERS), "--machine", "order", "--count", "3", "--json")
+    ids = [m["correlation_id"] for m in json.loads(run.stdout)["machines"]]
+    narrow = {"COLUMNS": "80"}
+
+    lines = cells_whole_within_80_columns(fsmlog("status", **narrow), *(cid[:8] for cid in ids), "completed",
+                                          "done", "order")
+    assert not any(cid in line for line in lines for cid in ids)
+    assert any(cid in fsmlog("status", "--wide", **narrow).stdout for cid in ids)  # whole ids on asking
+
+    short = ids[0][:8]
+    cells_whole_within_80_columns(fsmlog("history", short, **narrow), "start", "retry", "completed", "reserving",
+                                  "reserved", "PaymentGatewayTimeout:", "order_actions.ChargePayment")
+    cells_whole_within_80_columns(fsmlog("status", short, **narrow), short, "completed", "done")
+    assert json.loads(fsmlog("status", short, "--json").stdout)["machine"]["correlation_id"] == ids[0]
+
+    # ids chosen by hand: an exact id wins, a shared prefix is one line listing the candidates
+    for cid in ("order-1", "order-2", "order-10"):
+        assert fsmlog("start", str(ORDERS), "--machine", "order", "--id", cid).returncode == 0
+    ambiguous = fsmlog("abort", "order-")
+    assert ambiguous.returncode == 1
+    assert one_error_line(ambiguous).endswith("3 ids start with it (order-1, order-10, order-2); give more "
+                                              "characters")
+    assert fsmlog("abort", "order-1").stdout.startswith("aborted order-1 (order)")
+    assert fsmlog("abort", "order-2").returncode == 0
+    assert fsmlog("abort", "order-1").returncode == 1  # the exact one, already ended: not order-10
+    assert "no machine with id 'nobody' (or an id starting with it)" in one_error_line(fsmlog("history", "nobody"))
+    graph = fsmlog("graph", str(ORDERS), "--id", "order-10", "--format", "mermaid")
+    assert graph.returncode == 0 and "class received current" in graph.stdout
+
+    # dead letters: short ids in the list, a prefix taken by show and redrive
+    (tmp_path / "other.yaml").write_text(
+        "machines:\n- name: stray\n  states:\n  - name: a\n    initial: true\n    final: true\n")
+    assert fsmlog("start", "other.yaml", "--machine", "stray").returncode == 0
+    assert fsmlog("worker", str(ORDERS), "--once").returncode == 0
+    (letter,) = json.loads(fsmlog("dead-letters", "list", "--json").stdout)
+    cells_whole_within_80_columns(fsmlog("dead-letters", "list", **narrow), letter["id"][:8])
+    shown = json.loads(fsmlog("dead-letters", "show", letter["id"][:8], "--json").stdout)
+    assert shown["id"] == letter["id"]
+    assert fsmlog("dead-letters", "redrive", letter["id"][:8]).returncode == 0
 
 
 def test_validate_reports_every_problem_one_line_each(fsmlog, tmp_path):
