@@ -325,29 +325,29 @@ MODEL_SETTINGS = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
-# the known-bug variants: a fixed seed and no shrinking, so they fail the same way every run, quickly
-KNOWN_BUG_SETTINGS = settings(MODEL_SETTINGS, derandomize=True, database=None, phases=[Phase.generate])
+# the variants below: a fixed seed and no shrinking, so a failure is the same every run, and quick
+FIXED_SEED_SETTINGS = settings(MODEL_SETTINGS, derandomize=True, database=None, phases=[Phase.generate])
 
 
 def test_engine_delivery_guarantees_under_adversarial_delivery():
     run_state_machine_as_test(EngineModel, settings=MODEL_SETTINGS)
 
 
-# ---------------------------------------------------------------- bugs the model found (fixed; kept as guards)
+# ---------------------------------------------------------------- the model under other delivery shapes
 
 class WholeLogSettling(EngineModel):
     SETTLE_WHOLE_LOG = True
 
 
 def test_model_delivering_the_whole_log_in_one_batch():
-    run_state_machine_as_test(WholeLogSettling, settings=KNOWN_BUG_SETTINGS)
+    run_state_machine_as_test(WholeLogSettling, settings=FIXED_SEED_SETTINGS)
 
 
 def test_model_with_the_flaky_step_kept_out_of_local_transitions():
     class FlakyNotLocal(EngineModel):
         FLAKY_LOCAL_STEP = False
 
-    run_state_machine_as_test(FlakyNotLocal, settings=KNOWN_BUG_SETTINGS)
+    run_state_machine_as_test(FlakyNotLocal, settings=FIXED_SEED_SETTINGS)
 
 
 @pytest.fixture
