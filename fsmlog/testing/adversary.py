@@ -24,7 +24,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hypothesis import strategies as st
 
@@ -32,6 +32,7 @@ from .errors import SchemaError
 
 KINDS = ("crash", "duplicate", "raise", "abort")
 OUTCOME_KINDS = ("crash", "duplicate", "raise")  # faults that must not change a machine's outcome (P5)
+WEIGHTS = {"crash": 3, "duplicate": 2, "raise": 3, "abort": 1}
 STEP_HORIZON = 5  # faults aim at steps 0..5; a longer machine's later steps run fault-free
 
 
@@ -81,7 +82,8 @@ def faults(kinds: Sequence[str] = KINDS, *, machines: int = 1, max_faults: int =
         raise ValueError(f"unknown fault kind(s) {unknown}; known: {', '.join(KINDS)}")
     if not kinds or max_faults <= 0:
         return st.just(())
-    one = st.builds(Fault, st.sampled_from(tuple(kinds)), st.integers(0, max(0, machines - 1)),
+    weighted = [k for k in KINDS if k in kinds for _ in range(WEIGHTS[k])]  # aborts end runs early: fewer
+    one = st.builds(Fault, st.sampled_from(weighted), st.integers(0, max(0, machines - 1)),
                     st.integers(0, horizon))
     return st.lists(one, max_size=max_faults, unique=True).map(tuple)
 
@@ -142,6 +144,14 @@ def contexts_from_schema(schema: Mapping[str, Any] | str | Path) -> st.SearchStr
     except ImportError:
         raise SchemaError("contexts from a JSON Schema need hypothesis-jsonschema: pip install 'fsmlog[testing]'",
                           setting="--context-schema") from None
+    import jsonschema
+
+    try:
+        jsonschema.validators.validator_for(doc).check_schema(doc)
+    except jsonschema.SchemaError as exc:
+        at = "/".join(str(p) for p in exc.absolute_path) or "(top)"
+        raise SchemaError(f"{where} is not a valid JSON Schema at {at}: {exc.message}; fix the schema",
+                          setting="--context-schema") from None
     try:
         strategy = from_schema({**doc, "type": "object"})
         strategy.validate()  # hypothesis-jsonschema checks the schema lazily; make it say so now
@@ -149,4 +159,7 @@ def contexts_from_schema(schema: Mapping[str, Any] | str | Path) -> st.SearchStr
         text = " ".join(str(exc).split())[:300]
         raise SchemaError(f"{where} cannot be generated from: {type(exc).__name__}: {text}; fix the schema",
                           setting="--context-schema") from None
-    return strategy
+    if strategy.is_empty:
+        raise SchemaError(f"{where} cannot be generated from: no context satisfies it; fix the schema",
+                          setting="--context-schema")
+    return cast("st.SearchStrategy[dict[str, Any]]", strategy)  # "type": "object" above: only dicts

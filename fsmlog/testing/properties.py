@@ -15,6 +15,7 @@ cases that break them (hypothesis generates, runs and shrinks them).
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import textwrap
@@ -276,7 +277,7 @@ def check_case(kit: Kit, case: Case) -> tuple[list[Violation], Run, Run]:
 
 
 def search(kit: Kit, machine: str, *, contexts: Any = None, examples: int = 50, seed: int | None = None,
-           machines: int = 3, kinds: tuple[str, ...] = KINDS, keep: str | Path | None = None,
+           machines: int = 3, kinds: tuple[str, ...] = KINDS, keep: str | os.PathLike[str] | None = None,
            progress: Callable[[Report], None] | None = None) -> Report:
     """Generate ``examples`` cases for ``machine``, check P1-P6 on each, shrink what fails.
 

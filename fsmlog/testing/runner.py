@@ -29,7 +29,7 @@ from typing import Any
 
 from eventlog.codec import decode
 from eventlog.event import Event
-from eventlog.log import LogRecord
+from eventlog.log import LogRecord, ReadableLog
 from eventlog.settings import SOURCES, load_settings
 from handlers.engine import Engine, Inbound
 from handlers.errors import HandlerError
@@ -290,6 +290,8 @@ class _Driver:
                 if hasattr(svc, "clock"):
                     svc.clock = self.clock
             log = services.log
+            if not isinstance(log, ReadableLog):  # the kit's sqlite: stream always reads back
+                raise TestingError(f"the testing kit reads its stream back, and {log.name!r} cannot be read")
             services.log = _Crashable(log, "append")
             services.retries = _Crashable(services.retries, "schedule")
             crashables = (services.log, services.retries)
@@ -302,7 +304,7 @@ class _Driver:
         finally:
             services.close()
 
-    def _deliver(self, engine: Engine, services: Any, log: Any, crashables: tuple) -> tuple[str | None, int]:
+    def _deliver(self, engine: Engine, services: Any, log: ReadableLog, crashables: tuple) -> tuple[str | None, int]:
         queue: list[LogRecord] = []
         after: str | None = None
         order = list(self.case.order)
@@ -380,7 +382,7 @@ class _Driver:
     def _applied(self, kind: str, i: int, ev: Event) -> None:
         self.applied.append(AppliedFault(kind, i, ev.correlation_id, ev.steps, ev.retries, ev.state, ev.event))
 
-    def _result(self, services: Any, log: Any, exceeded: str | None, deliveries: int) -> Run:
+    def _result(self, services: Any, log: ReadableLog, exceeded: str | None, deliveries: int) -> Run:
         records = [decode(r.data) for r in log.read(None, 1_000_000)]
         engine = self._engine(services)
         machines = []
