@@ -213,3 +213,47 @@ def test_a_redriven_dead_letter_is_counted_by_machine(rig_factory):
     assert redrive(Runtime(rig.settings, rig.services, rig.engine), letter) == "c1"
     assert totals(rig, "DeadLettersRedriven") == {(("machine", "stray"),): 1.0}
     assert rig.services.dead_letters.list(10) == []
+
+
+def test_the_cache_pair_and_the_retry_pair_report_failovers_and_recoveries_by_source(tmp_path):
+    from handlers.cache.failover import FailoverSteps
+    from handlers.cache.sqlite import SqliteCache
+    from handlers.gate import Gate
+    from handlers.retries import ScheduledRetry
+    from handlers.retries.failover import FailoverRetries
+    from handlers.retries.sqlite import SqliteRetries
+
+    caches = [Flaky(SqliteCache(f"sqlite:///{tmp_path}/{n}.db")) for n in ("c1", "c2")]
+    cache = FailoverSteps(*caches, failover_after_s=0.0, sleep=lambda s: None)
+    stores = [Flaky(SqliteRetries(f"sqlite:///{tmp_path}/{n}.db")) for n in ("r1", "r2")]
+    retries = FailoverRetries(*stores, cooldown_s=0.0)
+    counts = watch([cache, retries])
+    gate = Gate(cache, "w", 600.0, 3600.0)
+    caches[0].down = stores[0].down = True
+    assert gate.begin("m1", 1).side == "secondary"
+    retries.schedule([ScheduledRetry("m1", b"x", 0.0)])
+    caches[0].down = stores[0].down = False
+    assert gate.begin("m2", 1).side == "primary"
+    retries.schedule([ScheduledRetry("m2", b"y", 0.0)])
+    buf = MetricBuffer()
+    counts.drain_into(buf)
+    assert sorted(buf.drain()) == [
+        Datum("Failovers", 1.0, (("source", "CACHE"),)), Datum("Failovers", 1.0, (("source", "RETRY"),)),
+        Datum("PrimaryRecovered", 1.0, (("source", "CACHE"),)), Datum("PrimaryRecovered", 1.0, (("source", "RETRY"),))]
+    for side in caches + stores:
+        side.inner.close()
+
+
+def test_emf_lines_go_to_stdout_unless_the_command_line_asks_for_stderr(capsys):
+    from handlers.metrics import emf
+
+    sink = emf.EmfMetrics("shop")
+    sink.put([Datum("Failovers", 1, (("source", "STREAM"),))])
+    was = emf.send_to_stderr()
+    try:
+        sink.put([Datum("LeaseLost", 1, (("machine", "m"), ("side", "primary")))])
+    finally:
+        emf.send_to_stderr(was)
+    out, err = capsys.readouterr()
+    assert [json.loads(x)["Failovers"] for x in out.splitlines()] == [1]  # on Lambda: stdout
+    assert [json.loads(x)["LeaseLost"] for x in err.splitlines()] == [1]  # in the CLI: stderr
