@@ -52,6 +52,9 @@ from eventlog.settings import DEFAULTS, SOURCE_SETTINGS, Settings
 from .resources import Resource, TableSpec, named_resources
 
 FUNCTION = "Worker"
+HANDLER = "handlers.lambda_handler"
+CODE_URI = "build/lambda"  # what `fsmlog package` builds, relative to the template (as SAM reads CodeUri)
+ARCHITECTURES = ("x86_64", "arm64")
 ROLE = "WorkerRole"
 LOG_GROUP = "WorkerLogGroup"
 ASYNC_FAILURES = "AsyncFailureQueue"  # on-failure destination of async (SNS) invocations
@@ -342,10 +345,10 @@ def _environment(settings: Settings, logical_of: dict[str, str], resources: dict
     return env
 
 
-def render_template(settings: Settings, *, handler: str = "handlers.lambda_handler", code_uri: str = ".",
-                    runtime: str = "python3.11", shards: int = 1, region: str | None = None,
-                    parallelization_factor: int = 1, batch_size: int = 100, batching_window_s: int = 1,
-                    memory_mb: int = 512) -> str:
+def render_template(settings: Settings, *, handler: str = HANDLER, code_uri: str = CODE_URI,
+                    runtime: str = "python3.11", architecture: str | None = None, shards: int = 1,
+                    region: str | None = None, parallelization_factor: int = 1, batch_size: int = 100,
+                    batching_window_s: int = 1, memory_mb: int = 512) -> str:
     """The SAM template (YAML) deploying fsmlog for ``settings``.
 
     ``region`` renders the stack for that region instead of the home region
@@ -356,7 +359,10 @@ def render_template(settings: Settings, *, handler: str = "handlers.lambda_handl
     ``parallelization_factor``, ``batch_size`` and ``batching_window_s`` are the defaults of the
     stack parameters ``ParallelizationFactor``, ``BatchSize`` and ``MaximumBatchingWindowInSeconds``
     that every stream trigger reads, and ``memory_mb`` the default of ``MemorySize`` (a deploy may
-    override each)."""
+    override each). ``code_uri`` is the directory ``fsmlog package`` builds (relative to the
+    template file); ``architecture`` (``x86_64`` or ``arm64``) sets ``Architectures``."""
+    if architecture is not None and architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture {architecture!r} is not one of {', '.join(ARCHITECTURES)}")
     parameters = _parameters(parallelization_factor, batch_size, batching_window_s)
     memory = _memory_parameter(memory_mb)
     named = named_resources(settings)
@@ -434,6 +440,7 @@ def render_template(settings: Settings, *, handler: str = "handlers.lambda_handl
         "Handler": handler,
         "Runtime": runtime,
         "CodeUri": code_uri,
+        **({"Architectures": [architecture]} if architecture else {}),
         "Timeout": FUNCTION_TIMEOUT_S,
         "MemorySize": {"Ref": MEMORY},
         "Role": _getatt(ROLE),

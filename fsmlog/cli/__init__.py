@@ -36,6 +36,7 @@ COMMAND_MODULES = [
     "fsmlog.cli.replay",
     "fsmlog.cli.console",
     "fsmlog.cli.testing",
+    "fsmlog.cli.package",
 ]
 
 # looked for beside an FSM.yaml when neither --settings nor FSMLOG_SETTINGS names settings

@@ -21,6 +21,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--region", default=None, metavar="REGION",
                    help="render the stack for REGION (default: the primary stream's); a failover stream in "
                         "another region is consumed by its region's stack")
+    p.add_argument("--code-uri", default=None, metavar="DIR",
+                   help="the function's code directory, relative to the template (default build/lambda, "
+                        "what `fsmlog package` builds)")
+    p.add_argument("--runtime", default="python3.11", metavar="RUNTIME",
+                   help="the function's Lambda runtime (default python3.11)")
+    p.add_argument("--arch", default=None, choices=("x86_64", "arm64"),
+                   help="the function's architecture (default: Lambda's, x86_64)")
     p.set_defaults(func=cmd_template)
 
 
@@ -40,10 +47,15 @@ def cmd_resources(args: argparse.Namespace) -> int:
 
 
 def cmd_template(args: argparse.Namespace) -> int:
-    from fsmlog.template import render_template, untriggered_streams
+    from fsmlog.template import CODE_URI, render_template, untriggered_streams
 
     settings = settings_for(args)
-    text = render_template(settings, region=args.region)
+    stream = str(settings.get("PRIMARY_STREAM_SOURCE") or "")
+    if not stream.startswith("arn:"):
+        # nothing would feed the function: no stream, no tables, only the retry timer
+        print("warning: template has no stream: set PRIMARY_STREAM_SOURCE to a Kinesis ARN", file=sys.stderr)
+    text = render_template(settings, region=args.region, code_uri=args.code_uri or CODE_URI,
+                           runtime=args.runtime, architecture=args.arch)
     for arn, region in untriggered_streams(settings, args.region):
         print(f"note: stream {arn} is in {region}; this stack cannot trigger from it. Deploy "
               f"`fsmlog template --region {region}` there too, or its records are never consumed.",
