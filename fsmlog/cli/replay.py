@@ -5,10 +5,13 @@ shows both side by side; ``scan`` folds the whole log (or the projection file
 the KCL daemon writes) and lists machines that stopped moving; both only look
 unless ``--redispatch`` is given, which appends the pending step again as a
 retry (the engine's idempotency flag makes a step that already ran a no-op).
-``kcl-properties`` writes the MultiLangDaemon's properties for the configured
-Kinesis stream and prints the command that starts it.
+``check NEW_FSM.yaml`` folds the log and says, for every running machine,
+whether the new definitions would handle its next record, upgrade it or park
+it (``replay.check``). ``kcl-properties`` writes the MultiLangDaemon's
+properties for the configured Kinesis stream and prints the command that
+starts it.
 
-The fold needs no definitions, so none of these need an FSM.yaml.
+The fold needs no definitions, so only ``check`` needs an FSM.yaml.
 """
 
 from __future__ import annotations
@@ -79,11 +82,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"projection file the daemon's processors write (default {DEFAULT_STATE})")
     c.set_defaults(func=cmd_kcl_properties)
 
+    c = cmds.add_parser("check", help="would new definitions handle, upgrade or park each running machine's "
+                                      "next record? (exit 1 if any would be parked)")
+    c.add_argument("fsm", metavar="NEW_FSM.yaml", help="the definitions about to be deployed")
+    c.add_argument("--json", action="store_true", help="one JSON document on stdout (progress stays on stderr)")
+    c.set_defaults(func=cmd_check)
+
     p.set_defaults(func=lambda args: _usage())
 
 
 def _usage() -> int:
-    raise UsageError("replay needs an action: machine ID, scan or kcl-properties")
+    raise UsageError("replay needs an action: machine ID, scan, check NEW_FSM.yaml or kcl-properties")
 
 
 # ---------------------------------------------------------------- shared
@@ -492,3 +501,52 @@ def cmd_kcl_properties(args: argparse.Namespace) -> int:
     if shutil.which("java") is None:
         out.err_console().print("note: no `java` on PATH; the daemon needs a Java runtime", markup=False)
     return 0
+
+
+# ---------------------------------------------------------------- check
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Would the new definitions handle, upgrade or park each running machine's next record?"""
+    from replay.check import OUTCOMES, check_states
+
+    definitions = load_definitions(args.fsm)
+    now = time.time()
+    with open_runtime(args, fsm_path=args.fsm) as rt:
+        result = _scan_log(rt, now, float("inf"))
+        names = _stream_names(rt)
+    report = check_states(result.states.values(), definitions, result.notes)
+    if args.json:
+        out.print_json({"fsm": args.fsm, "log": names, "records": result.records, **report.as_dict()})
+        return 1 if report.parked else 0
+    from rich.table import Table
+
+    con = out.console()
+    con.print(f"{len(report.verdicts)} running machine(s) in {names} checked against {args.fsm} "
+              f"({report.ended} ended, nothing to check)", soft_wrap=False)
+    for note in report.notes:
+        con.print(Text(f"note: {note}", style="yellow"))
+    if report.verdicts:
+        table = Table(title="next record under the new definitions")
+        table.add_column("machine", style="bold", overflow="fold")
+        styles = {"handled": "green", "upgraded": "yellow", "parked": "bold red"}
+        for col in (*OUTCOMES, "running"):
+            table.add_column(col, justify="right", style=styles.get(col, ""))
+        for row in report.summary():
+            table.add_row(Text(row["machine"]), *(str(row[c]) for c in (*OUTCOMES, "running")))
+        con.print(table)
+    if not report.parked:
+        con.print("none would be parked", style="green")
+        return 0
+    table = Table(title=f"would be parked ({len(report.parked)})")
+    for col in ("id", "machine", "state", "event", "reason"):
+        table.add_column(col, overflow="fold")
+    for v in report.parked[:STALLED_ROWS]:
+        table.add_row(Text(out.short_id(v.correlation_id)), Text(v.machine), Text(v.state), Text(v.event or "(start)"),
+                      Text(v.reason or "", style="red"))
+    con.print(table)
+    if len(report.parked) > STALLED_ROWS:
+        con.print(f"... and {len(report.parked) - STALLED_ROWS} more (--json lists every one)", style="dim")
+    con.print("Keep those states and events in the new definitions, or let the machines end before "
+              "deploying.", style="dim", soft_wrap=False)
+    return 1

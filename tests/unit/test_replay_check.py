@@ -67,7 +67,7 @@ def test_each_running_machine_is_handled_upgraded_or_parked_with_the_reason(serv
     assert outcome == {"m-start": UPGRADED, "m-paid": UPGRADED, "m-declined": PARKED, "m-legacy": PARKED}
     assert report.ended == 1
     reasons = {v.correlation_id: v.reason for v in report.parked}
-    assert "no transition on event 'declined'" in reasons["m-declined"]
+    assert reasons["m-declined"] == "state 'charging' has no transition on event 'declined'"
     assert "machine 'legacy' is not in the new definitions" in reasons["m-legacy"]
     assert {r["machine"]: (r["upgraded"], r["parked"]) for r in report.summary()} == {
         "legacy": (0, 1), "order": (2, 1)}
