@@ -6,7 +6,7 @@ import argparse
 import json
 import shlex
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eventlog.codec import decode
 from eventlog.errors import DecodeError, FsmlogError
@@ -15,6 +15,13 @@ from . import Interrupted, UsageError, load_definitions, local_log, open_runtime
 from . import output as out
 from .health import fault_health, health_line
 from .ids import resolve_machine, short_ids
+
+if TYPE_CHECKING:
+    from eventlog.event import Event
+    from eventlog.log import LogRecord
+    from projections.state import MachineState, Snapshot
+
+    from . import Runtime
 
 READ_PAGE = 5000
 TABLE_ROWS = 50
@@ -208,7 +215,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
                 con.print(line, markup=False)
             waiting = _next_retry(rt)
             if waiting is not None:
-                con.print(f"{waiting}: run this command again then, or without --once to keep going",
+                con.print(f"{waiting}:\nrun this command again then, or without --once to keep going",
                           style="yellow", markup=False)
             return 0
         con = out.err_console()
@@ -338,7 +345,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def status_document(state, snap, tail: list) -> dict[str, Any]:
+def status_document(state: MachineState, snap: Snapshot | None, tail: list[LogRecord]) -> dict[str, Any]:
     """What ``status ID --json`` prints (and the console's ``/api/machines/{id}`` returns)."""
     return {
         "machine": state.as_dict(),
@@ -349,7 +356,7 @@ def status_document(state, snap, tail: list) -> dict[str, Any]:
     }
 
 
-def history_rows(rt, cid: str) -> list[tuple[str, Any, Any]]:
+def history_rows(rt: Runtime, cid: str) -> list[tuple[str, Event, MachineState]]:
     """(position, record, folded state after it) for every record of ``cid``, oldest first."""
     from eventlog.sides import read_machine
     from projections.fold import fold
@@ -369,7 +376,7 @@ def history_rows(rt, cid: str) -> list[tuple[str, Any, Any]]:
     return rows
 
 
-def history_document(rows: list[tuple[str, Any, Any]]) -> list[dict[str, Any]]:
+def history_document(rows: list[tuple[str, Event, MachineState]]) -> list[dict[str, Any]]:
     """What ``history ID --json`` prints (and the console's ``/api/machines/{id}/history`` returns)."""
     return [{"position": p, "record": out.event_dict(ev), "folded": f.as_dict()} for p, ev, f in rows]
 

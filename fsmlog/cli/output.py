@@ -9,7 +9,8 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
+from rich.padding import Padding
 from rich.text import Text
 
 from eventlog.event import COMPLETED, FAILED, RETRY, Event
@@ -53,12 +54,18 @@ def clock_time(t: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(t)) + f".{int((t % 1) * 1000):03d}"
 
 
-ERROR_INDENT = " " * 14  # under the id, past the time column
+ERROR_INDENT = 14  # under the id, past the time column
 
 
-def transition_line(record: Event, out: Event | None, outcome: str) -> Text:
+def _with_error(line: Text, ev: Event, style: str) -> RenderableType:
+    """The line, then the record's error wrapped between words (even on a soft-wrapping console)."""
+    error = Text(f"{ev.error_type}: {ev.error_message}", style=style, no_wrap=False, overflow="fold")
+    return Group(line, Padding(error, (0, 0, 0, ERROR_INDENT), expand=False))
+
+
+def transition_line(record: Event, out: Event | None, outcome: str) -> RenderableType:
     """``time  id  state --event--> state  (retries)  outcome`` for one handled record; a failed step's
-    error (``Type: action failed: message``) follows on an indented line."""
+    error (``Type: action failed: message``) follows, indented and wrapped to the terminal."""
     line = Text()
     line.append(clock_time(out.time if out is not None else record.time), style="dim")
     line.append("  ")
@@ -82,11 +89,10 @@ def transition_line(record: Event, out: Event | None, outcome: str) -> Text:
     line.append("  ")
     if out is not None and out.kind == RETRY:  # the error (its message names the action) on a line of its own
         line.append(f"will retry (attempt {out.retries + 1})", style="yellow")
-        line.append(f"\n{ERROR_INDENT}{out.error_type}: {out.error_message}", style="yellow")
-        return line
+        return _with_error(line, out, "yellow")
     line.append(outcome, style=OUTCOME_STYLE.get(outcome, ""))
     if out is not None and out.kind == FAILED:
-        line.append(f"\n{ERROR_INDENT}{out.error_type}: {out.error_message}", style="red")
+        return _with_error(line, out, "red")
     elif out is not None and out.kind not in (COMPLETED,) and out.event:
         line.append(f"  next: {out.event}", style="dim")
     return line

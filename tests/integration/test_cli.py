@@ -109,9 +109,10 @@ def test_worker_once_says_when_the_next_retry_is_due(fsmlog):
     lines = proc.stdout.splitlines()
     assert lines[0] == "worker summary:"
     assert "1 failed and will retry" in proc.stdout
-    assert lines[-1].startswith("1 retry waiting, next due in ")
-    assert lines[-1].endswith(": run this command again then, or without --once to keep going")
-    due_in = float(lines[-1].split("next due in ")[1].split("s ")[0])
+    assert lines[-2].startswith("1 retry waiting, next due in ")
+    assert lines[-1] == "run this command again then, or without --once to keep going"
+    assert max(len(line) for line in lines) <= 80
+    due_in = float(lines[-2].split("next due in ")[1].split("s ")[0])
     assert 0 <= due_in <= 60
 
 
