@@ -72,7 +72,7 @@ def table_spec(kind: str) -> TableSpec:
     keys = tuple(tuple(k) for k in getattr(cls, "KEYS", default.keys))
     indexes = tuple((name, tuple(tuple(k) for k in ks)) for name, ks in getattr(cls, "INDEXES", default.indexes))
     ttl = getattr(cls, "TTL_ATTRIBUTE", default.ttl_attribute)
-    return TableSpec(keys, indexes, ttl, default.stream)  # type: ignore[arg-type]
+    return TableSpec(keys, indexes, ttl, default.stream)
 
 
 @dataclass(frozen=True)

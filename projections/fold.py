@@ -116,9 +116,9 @@ def fold_records(states: Mapping[str, MachineState], records: Iterable[bytes]) -
                 best[cid] = f
     out: dict[str, MachineState] = {}
     for cid, f in best.items():
-        s = states.get(cid)
-        if s is not None and s.last == Event(*f):
-            out[cid] = s
+        kept = states.get(cid)
+        if kept is not None and kept.last == Event(*f):
+            out[cid] = kept
         else:
             out[cid] = MachineState(Event(*f))
     return out

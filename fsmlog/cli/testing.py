@@ -78,9 +78,9 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def _search(kit: Any, names: list[str], contexts: Any, args: argparse.Namespace, seed: int) -> list[Any]:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-    from fsmlog.testing.properties import search
+    from fsmlog.testing.properties import Report, search
 
     keep = Path(KEEP_DIR).absolute()
     quiet = logging.getLogger("fsmlog")
@@ -93,9 +93,12 @@ def _search(kit: Any, names: list[str], contexts: Any, args: argparse.Namespace,
         with Progress(*columns, console=out.err_console(), transient=True) as progress:
             for name in names:
                 task = progress.add_task(f"testing {name}", total=args.examples)
+
+                def advance(r: Report, t: TaskID = task) -> None:
+                    progress.update(t, completed=min(r.examples, args.examples))
+
                 report = search(kit, name, contexts=contexts, examples=args.examples, seed=seed, keep=keep,
-                                progress=lambda r, t=task: progress.update(t, completed=min(r.examples,
-                                                                                            args.examples)))
+                                progress=advance)
                 progress.remove_task(task)
                 reports.append(report)
     finally:

@@ -16,6 +16,7 @@ expired flag may be set again.
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 
@@ -52,7 +53,7 @@ class SqliteCache(EmbeddedBackend):
             return self._take_lease(conn, key, owner, ttl_s, self.clock(), floor)
 
     @staticmethod
-    def _take_lease(conn, key: str, owner: str, ttl_s: float, now: float, floor: int = 0) -> int | None:
+    def _take_lease(conn: sqlite3.Connection, key: str, owner: str, ttl_s: float, now: float, floor: int = 0) -> int | None:
         """Inside a transaction: the lease with a new fence token (at least ``floor``), or None while
         another owner holds it."""
         held = conn.execute("SELECT owner, expires FROM leases WHERE key = ?", (key,)).fetchone()
@@ -89,7 +90,7 @@ class SqliteCache(EmbeddedBackend):
         return out
 
     @staticmethod
-    def _progress(conn, cid: str, now: float) -> tuple[int | None, bool]:
+    def _progress(conn: sqlite3.Connection, cid: str, now: float) -> tuple[int | None, bool]:
         row = conn.execute("SELECT done, done_expires, aborted_expires FROM progress WHERE cid = ?",
                            (cid,)).fetchone()
         if row is None:
@@ -141,7 +142,7 @@ class SqliteCache(EmbeddedBackend):
             return self._keep(conn, key, owner, token, self.clock() + ttl_s)
 
     @staticmethod
-    def _keep(conn, key: str, owner: str, token: int, expires: float) -> bool:
+    def _keep(conn: sqlite3.Connection, key: str, owner: str, token: int, expires: float) -> bool:
         """Renew the lease while no acquisition came after ours (the fence counter still equals our
         token), even if it ran out meanwhile: nobody else can have held it in between."""
         if conn.execute("UPDATE leases SET expires = ? WHERE key = ? AND owner = ? AND token = ? AND token = "
