@@ -128,14 +128,14 @@ def render_svg(machine: MachineDef, current: str | None = None,
                           f'x="{lx:.1f}" y="{ly + 3:.1f}" text-anchor="middle">{escape(text)}</text>')
     for s in machine.states:
         b = boxes[s.name]
-        cls = ["state"]
+        classes = ["state"]
         if s.name == current:
-            cls.append("current")
+            classes.append("current")
         elif s.name in visited:
-            cls.append("visited")
+            classes.append("visited")
         if s.final:
-            cls.append("final")
-        parts.append(f'<g class="{" ".join(cls)}" data-state={quoteattr(s.name)}>')
+            classes.append("final")
+        parts.append(f'<g class="{" ".join(classes)}" data-state={quoteattr(s.name)}>')
         parts.append(f'<rect x="{b.x:.1f}" y="{b.y:.1f}" width="{b.w:.1f}" height="{b.h}" rx="8"/>')
         if s.final:
             parts.append(f'<rect class="inner" x="{b.x + 3:.1f}" y="{b.y + 3:.1f}" width="{b.w - 6:.1f}" '
