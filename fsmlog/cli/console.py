@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 
 from eventlog.errors import FsmlogError
 
@@ -83,9 +84,7 @@ def cmd_console(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bind(host: str, port: int):
-    import socket
-
+def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -94,5 +93,5 @@ def _bind(host: str, port: int):
     except OSError as exc:
         sock.close()
         raise FsmlogError(f"cannot bind {host}:{port} ({exc.strerror}); pick another with --port") from None
-    sock.set_inheritable(True)
+    sock.listen(128)  # connections wait in the backlog until uvicorn serves: the printed URL works at once
     return sock

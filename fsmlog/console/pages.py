@@ -7,6 +7,7 @@ error messages) is escaped. The only markup inserted unescaped is the SVG that
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ templates.env.filters["short"] = short_id
 templates.env.filters["ago"] = lambda t: human_duration(time.time() - t) + " ago"
 templates.env.filters["when"] = lambda t: time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 templates.env.filters["duration"] = human_duration
+# JSON as text (autoescaped where it is shown), not Jinja's tojson, which is for script blocks
+templates.env.filters["pretty"] = lambda v: json.dumps(v, indent=2, ensure_ascii=False, default=str)
 templates.env.filters["dict_with"] = lambda d, k, v: {**d, k: v}
 templates.env.filters["dict_without"] = lambda d, k: {x: y for x, y in d.items() if x != k}
 

@@ -179,8 +179,11 @@ class Reader:
             mdef = self.definitions.machine(name)
             visited, taken = path_taken(mdef, [ev for _, ev, _ in rows])
             graph = render_svg(mdef, doc["machine"]["state"], visited, taken)
-        return {"doc": doc, "timeline": timeline(rows), "replayed": replayed, "graph": graph,
-                "now": self.clock()}
+        now = self.clock()
+        state = doc["machine"]
+        stuck = now - state["time"] if state["status"] == "running" else 0.0
+        return {"doc": doc, "timeline": timeline(rows), "replayed": replayed, "graph": graph, "now": now,
+                "stalled_for": stuck if stuck > self.stalled_after_s else None}
 
     # ------------------------------------------------------------ dead letters
 
