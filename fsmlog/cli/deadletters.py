@@ -51,7 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
-    raise UsageError("dead-letters needs an action: list, show ID or redrive ID|--all")
+    raise UsageError("dead-letters needs an action: list, show ID or redrive ID|--all "
+                     "(`fsmlog dead-letters -h` describes them)")
 
 
 def hexdump(data: bytes, limit: int | None = HEX_LIMIT) -> str:

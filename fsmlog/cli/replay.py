@@ -92,7 +92,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _usage() -> int:
-    raise UsageError("replay needs an action: machine ID, scan, check NEW_FSM.yaml or kcl-properties")
+    raise UsageError("replay needs an action: machine ID, scan, check NEW_FSM.yaml or kcl-properties "
+                     "(`fsmlog replay -h` describes them)")
 
 
 # ---------------------------------------------------------------- shared

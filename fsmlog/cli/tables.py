@@ -72,7 +72,7 @@ class FittedTable:
                            no_wrap=False, overflow="fold")
         title = None if self.title is None else Text(self.title, no_wrap=False, overflow="fold")
         table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
-                      collapse_padding=True, caption_justify="left")
+                      collapse_padding=True, title_justify="left", caption_justify="left")
         for i in shown:
             col = self.cols[i]
             table.add_column(col.header, no_wrap=not col.wrap, overflow="fold" if col.wrap else "ellipsis",
