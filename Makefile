@@ -31,6 +31,9 @@ services:
 	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q openjdk-17-jre-headless)
 	@command -v dot >/dev/null || \
 	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q graphviz)
+	@# the console's browser tests drive Debian's chromium through Playwright (no browser download)
+	@test -x /usr/bin/chromium || \
+	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium fonts-dejavu-core)
 
 # The example order pipeline, end to end, on the embedded SQLite backend (no AWS).
 run: install-base
