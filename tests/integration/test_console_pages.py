@@ -252,3 +252,23 @@ def test_without_the_token_pages_are_read_only_and_changes_refused(console, page
     assert response.status == 401 and "not this console's" in page.inner_text("body")
     assert not [c for c in page.context.cookies() if c["name"] == "fsmlog_console"]
     page_errors.clear()  # the 401s asked for
+
+
+def test_a_non_loopback_bind_warns_and_takes_the_token_option(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FSMLOG_") and not k.endswith("_SOURCE")}
+    env.update(PYTHONPATH=str(ROOT), COLUMNS="200")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fsmlog.cli", "--db", str(tmp_path / "x.db"), "console", "--host", "0.0.0.0",
+         "--port", "0", "--no-open", "--token", "from-the-option"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = ""
+        while "token=" not in url:
+            url = proc.stdout.readline()
+            assert url, proc.stderr.read()
+        assert url.strip().endswith("/?token=from-the-option")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    warning = proc.stderr.read()
+    assert "warning: binding 0.0.0.0, not loopback" in " ".join(warning.split())

@@ -192,3 +192,12 @@ def test_overview_counts_the_last_hour(setup):
     assert all(len(v) == 60 for v in series.values())
     assert sum(series["failures"]) == 1 and sum(series["parked"]) == 2
     assert sum(series["transitions"]) >= 5  # the stalled machines' records are older than the hour
+
+
+def test_the_lambda_path_and_the_cli_parser_do_not_import_the_console():
+    code = ("import sys, handlers, handlers.triggers.router, fsmlog.cli; fsmlog.cli.build_parser(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('starlette', 'uvicorn', 'jinja2') "
+            "or m.startswith('fsmlog.console')))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
