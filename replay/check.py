@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from eventlog.log import EventLog
 from projections.definition import Definitions
 from projections.errors import ProjectionError
 from projections.state import MachineState
@@ -114,7 +115,7 @@ def check_states(states: Iterable[MachineState], definitions: Definitions, notes
     return CheckReport(verdicts, ended, list(notes))
 
 
-def check(log: Any, checkpoints: Any, definitions: Definitions, *, now: float, progress: Any = None) -> CheckReport:
+def check(log: EventLog, checkpoints: Any, definitions: Definitions, *, now: float, progress: Any = None) -> CheckReport:
     """Fold the log (every readable side) and the snapshots, then judge every running machine."""
     from .scan import scan
 

@@ -22,10 +22,15 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from eventlog.errors import FsmlogError
 from eventlog.settings import SOURCES, Settings, load_settings
+
+if TYPE_CHECKING:  # the engine and its backends are imported by the commands that run them
+    from eventlog.log import EventLog
+    from handlers.engine import Engine
+    from handlers.services import Services
 
 COMMAND_MODULES = [
     "fsmlog.cli.machines",
@@ -190,11 +195,11 @@ def load_definitions(path: str) -> Any:
 @dataclass
 class Runtime:
     settings: Settings
-    services: Any
-    engine: Any
+    services: Services
+    engine: Engine
 
     @property
-    def log(self) -> Any:
+    def log(self) -> EventLog:
         return self.services.log
 
     def close(self) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from eventlog.errors import FsmlogError
+from eventlog.log import EventLog
 
 SHORT = 8  # characters of an id in tables (as `fsmlog run` shows them)
 FULL = 32  # a generated correlation id: taken as given, nothing to look up
@@ -83,7 +84,7 @@ def resolve(given: str, known: Iterable[str], *, kind: str, where: str, listing:
                     prefix=given, candidates=(), kind=kind)
 
 
-def machine_ids(log: Any) -> set[str]:
+def machine_ids(log: EventLog) -> set[str]:
     """The correlation id of every machine with a record in a readable side of the stream."""
     from eventlog.sides import readable_sides
 
