@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any
 from eventlog.errors import FsmlogError, SettingsError
 from eventlog.settings import SOURCE_SETTINGS, Settings
 
+from .errors import HandlerError
+
 if TYPE_CHECKING:
     from .engine import Engine
 
@@ -119,7 +121,13 @@ def local_endpoints(settings: Settings, environ: dict[str, str] | None = None) -
     missing = [a for a in aws_targets(settings) if a not in endpoints and _service(a) not in NO_EMULATOR]
     if not missing or env.get("AWS_ENDPOINT_URL"):
         return settings, None
-    from moto.server import ThreadedMotoServer
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        raise HandlerError(
+            f"{len(missing)} AWS resource(s) have no endpoint and moto, the local emulator, is not installed: "
+            "pip install 'fsmlog[dev]' (or map them in ENDPOINTS, or set AWS_ENDPOINT_URL)"
+        ) from None
 
     port = _free_port()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per emulated API call otherwise
