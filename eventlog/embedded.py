@@ -60,7 +60,7 @@ from typing import Any, ClassVar
 from urllib.parse import parse_qsl
 
 from .errors import BackendError, ServiceUnavailable, SettingsError
-from .settings import DEFAULT_SQLITE
+from .settings import DEFAULT_SQLITE, Settings
 
 FORMAT_VERSION = 3  # PRAGMA user_version; 3: each backend's tables versioned in ``schema_versions``
 BUSY_TIMEOUT_S = 30.0
@@ -403,7 +403,7 @@ class EmbeddedBackend:
         return db
 
     @classmethod
-    def from_target(cls, target: str, settings: Any) -> EmbeddedBackend:
+    def from_target(cls, target: str, settings: Settings) -> EmbeddedBackend:
         """Open from a setting value (``sqlite:///...``); nothing else in ``settings`` applies."""
         return cls(target)
 
