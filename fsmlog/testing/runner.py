@@ -22,6 +22,7 @@ import shutil
 import sys
 import tempfile
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -189,6 +190,8 @@ class Kit:
         self._own_root = root is None
         self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="fsmlog-test-", dir=_fast_tmp()))
         self.root.mkdir(parents=True, exist_ok=True)
+        if self._own_root:  # removed when the kit is closed or collected, or at exit at the latest
+            self._cleanup = weakref.finalize(self, shutil.rmtree, str(self.root), True)
         self.world = world or chdir_world
         self.max_steps = max_steps
         self.keep_runs = max(2, keep_runs)
@@ -210,7 +213,7 @@ class Kit:
 
     def close(self) -> None:
         if self._own_root:
-            shutil.rmtree(self.root, ignore_errors=True)
+            self._cleanup()
 
     def __enter__(self) -> Kit:
         return self
