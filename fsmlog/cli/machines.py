@@ -6,7 +6,7 @@ import argparse
 import json
 import shlex
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from eventlog.codec import decode
 from eventlog.errors import DecodeError, FsmlogError
@@ -18,7 +18,7 @@ from .ids import resolve_machine, short_ids
 
 if TYPE_CHECKING:
     from eventlog.event import Event
-    from eventlog.log import LogRecord
+    from eventlog.log import EventLog, LogRecord
     from projections.state import MachineState, Snapshot
 
     from . import Runtime
@@ -108,7 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     pending: set[str] = set()
     con = out.console()
 
-    def on_step(record, nxt, outcome: str) -> None:
+    def on_step(record: Event, nxt: Event | None, outcome: str) -> None:
         if not args.json:
             con.print(out.transition_line(record, nxt, outcome))
         if nxt is not None and nxt.terminal:
@@ -201,7 +201,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     definitions = load_definitions(args.fsm)
     outcomes: dict[str, int] = {}
 
-    def on_step(record, nxt, outcome: str) -> None:
+    def on_step(record: Event, nxt: Event | None, outcome: str) -> None:
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
 
     with open_runtime(args, definitions, fsm_path=args.fsm, on_step=on_step) as rt:
@@ -236,7 +236,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _next_retry(rt) -> str | None:
+def _next_retry(rt: Runtime) -> str | None:
     """``N retr(ies) waiting, next due in 2.0s (10:04:05)``, or None when none waits (or the retry
     source cannot tell)."""
     retries = rt.services.retries
@@ -253,12 +253,12 @@ def _next_retry(rt) -> str | None:
 # ---------------------------------------------------------------- status / history / abort
 
 
-def _all_states(log) -> list:
+def _all_states(log: EventLog) -> list[MachineState]:
     """Every machine folded from every readable side of the stream source, newest first."""
     from eventlog.sides import readable_sides
     from projections.fold import fold_records
 
-    states: dict = {}
+    states: dict[str, MachineState] = {}
     for _side, backend in readable_sides(log):
         after = None
         while True:
@@ -270,14 +270,14 @@ def _all_states(log) -> list:
     return sorted(states.values(), key=lambda s: s.time, reverse=True)
 
 
-def _streams(log) -> str:
+def _streams(log: EventLog) -> str:
     """The stream sources read: the primary's name, and the secondary's when there is one."""
     from eventlog.sides import readable_sides
 
     return " + ".join(getattr(b, "name", str(b)) for _, b in readable_sides(log)) or log.name
 
 
-def _one_machine(rt, cid: str):
+def _one_machine(rt: Runtime, cid: str) -> tuple[MachineState | None, Snapshot | None, list[LogRecord]]:
     """(state, snapshot, tail records) from the snapshot and every side of the stream after it."""
     from eventlog.sides import readable_sides
     from projections.fold import fold
@@ -364,14 +364,14 @@ def history_rows(rt: Runtime, cid: str) -> list[tuple[str, Event, MachineState]]
     records = _by_time(read_machine(readable_log(rt, "fsmlog history"), cid))
     if not records:
         raise FsmlogError(f"no records of machine {cid!r} in the log; `fsmlog status` lists machines")
-    rows = []
-    folded = None
+    rows: list[tuple[str, Event, MachineState]] = []
+    folded: MachineState | None = None
     for r in records:
         try:
             ev = decode(r.data)
         except DecodeError as exc:
             raise FsmlogError(f"record at position {r.position} of {cid!r} cannot be decoded: {exc}") from None
-        folded = fold(folded, [ev])
+        folded = cast("MachineState", fold(folded, [ev]))  # a fold of one record or more is a state
         rows.append((r.position, ev, folded))
     return rows
 
@@ -392,9 +392,9 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
-def _by_time(records: list) -> list:
+def _by_time(records: list[LogRecord]) -> list[LogRecord]:
     """Records of both streams in the order they were written (their record time; steps break ties)."""
-    def key(r):
+    def key(r: LogRecord) -> tuple[float, int]:
         try:
             ev = decode(r.data)
         except DecodeError:

@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.console import Console, Group, RenderableType
@@ -178,7 +178,7 @@ RECORD_COLUMNS = (Col("position", 50), Col("time", 70), Col("kind"), Col("steps"
                   Col("folded", 60, wrap=True))
 
 
-def records_table(rows: list[tuple[str, Event, MachineState | None]], title: str | None = None,
+def records_table(rows: Sequence[tuple[str, Event, MachineState | None]], title: str | None = None,
                   wide: bool = False) -> FittedTable:
     """Log records with, for each, the machine as folded after it, fitted to the terminal."""
     cells = []
