@@ -9,6 +9,7 @@ with a message the user can act on.
 from __future__ import annotations
 
 import datetime as _dt
+import re
 import uuid
 from collections.abc import Mapping
 from decimal import Decimal
@@ -47,11 +48,34 @@ def _default(obj: Any) -> Any:
     raise TypeError(t.__name__)
 
 
+# What datetime.isoformat() writes. datetime.fromisoformat (3.10-3.13) drops the
+# microseconds of a UTC offset ("+00:00:00.500000" comes back as UTC), so the
+# values are read back here, field by field, exactly.
+_ISO = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{6}))?"
+    r"(?:([+-])(\d\d):(\d\d)(?::(\d\d)(?:\.(\d{6}))?)?)?",
+    re.ASCII,
+)
+
+
+def _from_iso(iso: str) -> _dt.datetime:
+    """A ``datetime.isoformat()`` string back to the same datetime, offset and all."""
+    m = _ISO.fullmatch(iso)
+    if m is None:
+        raise ValueError(f"{iso!r} is not what datetime.isoformat() writes")
+    y, mo, d, h, mi, s, us, sign, oh, om, osec, ous = m.groups()
+    tz = None
+    if sign:
+        offset = _dt.timedelta(hours=int(oh), minutes=int(om), seconds=int(osec or 0), microseconds=int(ous or 0))
+        tz = _dt.timezone(-offset if sign == "-" else offset)
+    return _dt.datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), int(us or 0), tzinfo=tz)
+
+
 def _ext_hook(code: int, data: bytes) -> Any:
     try:
         if code == EXT_DATETIME:
             iso, zone = msgpack.unpackb(data, raw=False)
-            value = _dt.datetime.fromisoformat(iso)
+            value = _from_iso(iso)
             if zone is not None:
                 from zoneinfo import ZoneInfo
 

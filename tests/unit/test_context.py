@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from eventlog.context import EXT_DATETIME, EXT_DECIMAL, EXT_UUID, decode_context, encode_context
 from eventlog.errors import ContextValueError, DecodeError
 from eventlog.event import STEP, Event
-from tests.strategies import INT64, assert_same_value, context_values, contexts
+from tests.strategies import INT64, assert_same_value, context_values, contexts, fixed_offsets
 
 
 def roundtrip(ctx: dict[str, Any]) -> dict[str, Any]:
@@ -276,7 +276,23 @@ def test_no_context_is_the_empty_context(ctx):
     assert e.context_raw == encode_context({})
 
 
-@pytest.mark.xfail(strict=True, reason="Python 3.11 fromisoformat drops sub-second UTC offsets; the value shifts")
-def test_sub_second_fixed_offsets_do_not_round_trip_yet():
-    value = dt.datetime(2000, 1, 1, tzinfo=dt.timezone(dt.timedelta(microseconds=500000)))
-    assert roundtrip({"d": value})["d"] == value
+@given(st.datetimes(timezones=fixed_offsets))
+def test_fixed_offsets_round_trip_exactly_down_to_the_microsecond(value):
+    """datetime.fromisoformat drops an offset's microseconds; the log keeps them."""
+    back = roundtrip({"d": value})["d"]
+    assert_same_value(value, back)
+    assert back == value and back.utcoffset() == value.utcoffset()
+
+
+@pytest.mark.parametrize("offset", [
+    dt.timedelta(microseconds=500_000),
+    -dt.timedelta(microseconds=1),
+    dt.timedelta(hours=23, minutes=59, seconds=59, microseconds=999_999),
+    -dt.timedelta(hours=23, minutes=59, seconds=59, microseconds=999_999),
+    dt.timedelta(hours=5, minutes=30, seconds=7, microseconds=250),
+])
+def test_sub_second_offsets_at_the_edges_round_trip(offset):
+    for value in (dt.datetime(1, 1, 1, tzinfo=dt.timezone(offset)),
+                  dt.datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=dt.timezone(offset))):
+        back = roundtrip({"d": value})["d"]
+        assert (back.utcoffset(), back.replace(tzinfo=None)) == (offset, value.replace(tzinfo=None))
