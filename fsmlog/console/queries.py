@@ -208,12 +208,34 @@ class Reader:
     # ------------------------------------------------------------ overview
 
     def overview(self, minutes: int = 60) -> dict[str, Any]:
-        """Per minute over the last hour: transitions, failures, retries (from the log), parked records
-        (from the dead letters); the metrics source's totals where it can be read back."""
-        from eventlog.sides import readable_sides
+        """Per minute over the last hour: transitions, failures, retries and parked records, read back
+        from CloudWatch when the metrics go there, else counted in the log (and the dead letters)."""
+        from .readback import cloudwatch_series
 
         now = self.clock()
         start = (int(now // 60) - minutes + 1) * 60
+        note = None
+        try:
+            series = cloudwatch_series(self.rt.services.metrics, self.rt.settings, start, minutes)
+        except FsmlogError as exc:  # CloudWatch unreachable: count the log, and say why
+            series, note = None, f"the metrics could not be read back: {one_line(exc)}"
+        source, records = "metrics", None
+        if series is None:
+            source = "log"
+            series, records = self._counted(start, minutes)
+        totals = None
+        read = getattr(self.rt.services.metrics, "read", None)
+        if callable(read):
+            totals = [{"name": n, "dimensions": dict(d), "value": v} for (n, d), v in read().items()]
+        return {"start": start, "minutes": minutes, "series": series, "records": records, "source": source,
+                "note": note,
+                "metrics": totals, "metrics_source": getattr(self.rt.services.metrics, "name", None),
+                "log": _stream_names(self.rt)}
+
+    def _counted(self, start: float, minutes: int) -> tuple[dict[str, list[int]], int]:
+        """The series counted from the records of the log (every readable side) and the dead letters."""
+        from eventlog.sides import readable_sides
+
         series = {k: [0] * minutes for k in ("transitions", "failures", "retries", "parked")}
         records = 0
         for _side, backend in readable_sides(self.rt.log):
@@ -242,13 +264,7 @@ class Reader:
             i = int((letter.time - start) // 60)
             if 0 <= i < minutes:
                 series["parked"][i] += 1
-        totals = None
-        read = getattr(self.rt.services.metrics, "read", None)
-        if callable(read):
-            totals = [{"name": n, "dimensions": dict(d), "value": v} for (n, d), v in read().items()]
-        return {"start": start, "minutes": minutes, "series": series, "records": records,
-                "metrics": totals, "metrics_source": getattr(self.rt.services.metrics, "name", None),
-                "log": _stream_names(self.rt)}
+        return series, records
 
 
 def _stream_names(rt: Any) -> str:

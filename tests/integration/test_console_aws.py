@@ -12,6 +12,7 @@ import pytest
 from eventlog.codec import encode
 from eventlog.event import COMPLETED, START, STEP, Event
 from eventlog.log import OutRecord
+from tests.fixtures.servers import ACCOUNT, REGION
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("starlette", reason="the console extra is not installed")
@@ -21,7 +22,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
-def console(aws_settings, tmp_path):
+def console(aws_settings, moto_server, tmp_path):
     from dataclasses import replace
 
     from starlette.testclient import TestClient
@@ -33,7 +34,10 @@ def console(aws_settings, tmp_path):
     from projections.definition import Definitions
 
     local = f"sqlite:///{tmp_path.resolve() / 'local.db'}"
-    settings = replace(aws_settings, PRIMARY_CACHE_SOURCE=local, PRIMARY_METRICS_SOURCE=local)
+    metrics = f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:fsmlog-console"
+    settings = replace(aws_settings, PRIMARY_CACHE_SOURCE=local, PRIMARY_METRICS_SOURCE=metrics,
+                       ENDPOINTS={**aws_settings.ENDPOINTS, metrics: moto_server},
+                       METRICS_NAMESPACE=f"fsmlog-console-{time.time_ns()}")
     services = open_services(settings)
     engine = Engine(Definitions({}), services, settings)
     runtime = Runtime(settings, services, engine)
@@ -86,4 +90,16 @@ def test_the_console_reads_and_steers_machines_on_kinesis_and_dynamodb(console):
 
     page = client.get("/machines/aws-done")
     assert page.status_code == 200 and "Start the console with" in page.text  # no --fsm: no graph
-    assert client.get("/overview").status_code == 200
+
+
+def test_the_overview_reads_the_series_back_from_cloudwatch(console):
+    from handlers.metrics import Datum
+
+    client, _letter = console
+    metrics = client.app.state.reader.rt.services.metrics
+    metrics.put([Datum("Transitions", 5, (("machine", "parcel"),)), Datum("Transitions", 2, (("machine", "order"),)),
+                 Datum("MachinesFailed", 1, (("machine", "parcel"),))])
+    doc = client.get("/api/overview").json()
+    assert doc["source"] == "metrics" and doc["records"] is None  # the log was not read
+    assert sum(doc["series"]["transitions"]) == 7 and sum(doc["series"]["failures"]) == 1
+    assert "read back from the metrics" in client.get("/overview").text

@@ -1,0 +1,76 @@
+"""The overview's per-minute series read back from CloudWatch, where the metrics go on AWS.
+
+The engine counts ``Transitions``, ``MachinesFailed``, ``StepsRetried`` and
+``PoisonRecords`` with a ``machine`` dimension; each series is the per-minute
+sum over every dimension set ``ListMetrics`` finds (no SEARCH expression, so
+it works on emulators too). Other metrics sources (the embedded file keeps
+totals, EMF lines are not read back) give ``None`` and the overview counts
+the log instead.
+"""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+from eventlog.settings import Settings
+
+SERIES_METRICS = {"transitions": "Transitions", "failures": "MachinesFailed", "retries": "StepsRetried",
+                  "parked": "PoisonRecords"}
+QUERIES_PER_CALL = 500  # GetMetricData's limit
+
+
+def cloudwatch_arn(metrics: Any) -> str | None:
+    """The CloudWatch ARN behind a metrics source (through failover wrappers), or None."""
+    for _ in range(8):
+        arn = getattr(metrics, "arn", None)
+        if isinstance(arn, str) and arn.startswith("arn:aws:cloudwatch:"):
+            return arn
+        inner = getattr(metrics, "wrapped", None) or getattr(metrics, "primary", None)
+        if inner is None or inner is metrics:
+            return None
+        metrics = inner
+    return None
+
+
+def cloudwatch_series(metrics: Any, settings: Settings, start: float, minutes: int) -> dict[str, list[int]] | None:
+    """``{series: [count per minute]}`` from ``start``, or None when the source is not CloudWatch."""
+    arn = cloudwatch_arn(metrics)
+    if arn is None:
+        return None
+    from eventlog.aws import call, client
+
+    cw = client("cloudwatch", arn, settings)
+    namespace = str(settings.get("METRICS_NAMESPACE") or "fsmlog")
+    queries: list[tuple[str, dict[str, Any]]] = []
+    for key, name in SERIES_METRICS.items():
+        token = None
+        while True:
+            page = call(cw.list_metrics, resource=arn, Namespace=namespace, MetricName=name,
+                        **({"NextToken": token} if token else {}))
+            for metric in page.get("Metrics", ()):
+                queries.append((key, {"Id": f"q{len(queries)}", "ReturnData": True, "MetricStat": {
+                    "Metric": metric, "Period": 60, "Stat": "Sum"}}))
+            token = page.get("NextToken")
+            if not token:
+                break
+    series = {key: [0] * minutes for key in SERIES_METRICS}
+    begin = datetime.datetime.fromtimestamp(start, datetime.timezone.utc)
+    end = datetime.datetime.fromtimestamp(start + 60 * minutes, datetime.timezone.utc)
+    by_id = {q["Id"]: key for key, q in queries}
+    for i in range(0, len(queries), QUERIES_PER_CALL):
+        batch = [q for _, q in queries[i:i + QUERIES_PER_CALL]]
+        token = None
+        while True:
+            page = call(cw.get_metric_data, resource=arn, MetricDataQueries=batch, StartTime=begin, EndTime=end,
+                        **({"NextToken": token} if token else {}))
+            for result in page.get("MetricDataResults", ()):
+                values = series[by_id[result["Id"]]]
+                for when, value in zip(result.get("Timestamps", ()), result.get("Values", ())):
+                    slot = int((when.timestamp() - start) // 60)
+                    if 0 <= slot < minutes:
+                        values[slot] += int(round(value))
+            token = page.get("NextToken")
+            if not token:
+                break
+    return series
