@@ -92,7 +92,10 @@ class Batch:
         if ordinal(record.steps, record.retries) <= self.handled.get(cid, -1):
             self.give_back(record, adm)  # a copy of an attempt this batch handled, not yet committed
             self.engine.metrics.count("DuplicateDeliveries", 1, {"machine": record.machine})
-            self.result.skipped += 1
+            ran = next((st.record for st in self.steps if st.record.correlation_id == cid
+                        and st.record.steps == record.steps), None)
+            if not self.engine.late_event(inbound, record, self.result, ran):
+                self.result.skipped += 1
             return
         if adm.token is not None and self.keeper.lost(cid, adm.token):
             self.engine.metrics.count("LeaseLost", 1, {"machine": record.machine, "side": adm.side})
@@ -107,6 +110,8 @@ class Batch:
                 return
         if adm.done:
             self.skip(record, mdef, adm)
+            if record.event_id is not None:
+                self.judge_sent(inbound, record)
             return
         if adm.aborted:
             self.aborted(inbound, record, mdef, adm)
@@ -161,6 +166,17 @@ class Batch:
         self.engine.metrics.count("StepsSkippedAsDone", 1, {"machine": mdef.name})
         self.ends.append(adm.upto or Ending(record.correlation_id, record.steps, record.retries, adm.token, None))
         self.result.skipped += 1
+
+    def judge_sent(self, inbound: Inbound, record) -> None:
+        """An event sent from outside found its step handled: a redelivery of the event that ran is
+        dropped; one that lost to another event or the timeout is parked (the log says which)."""
+        try:
+            applied = self.engine.authority.last_records([record.correlation_id]).get(record.correlation_id)
+        except BackendError as exc:
+            log.warning("%s: cannot tell whether its event ran (%s); dropped as a duplicate", record.describe(), exc)
+            return
+        if self.engine.late_event(inbound, record, self.result, applied):
+            self.result.skipped -= 1  # parked, not skipped
 
     def give_back(self, record, adm: Admission) -> None:
         if adm.token is not None:

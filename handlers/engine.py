@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from eventlog.codec import decode, encode
+from eventlog.codec import MAX_SEEN, decode, encode
 from eventlog.errors import BackendError, ContextValueError, DecodeError, RecordTooLarge
 from eventlog.event import ABORTED, COMPLETED, FAILED, RETRY, START, STEP, Event
 from eventlog.log import OutRecord
@@ -45,6 +45,7 @@ from .gate import DONE, TRIED, Admission, Ending, Gate
 from .metrics import MetricBuffer
 from .metrics.failovers import watch as watch_failovers
 from .retries import ScheduledRetry
+from .sending import Sent, sent_event
 from .services import Services
 
 step_log = logging.getLogger("fsmlog.step")
@@ -94,6 +95,13 @@ class _Step:
     def mark(self) -> str:
         """What the commit will mark: the step completed (``DONE``) or its retry was scheduled (``TRIED``)."""
         return DONE if self.out is not None else TRIED
+
+
+def _seen(cur: Event) -> tuple[str, ...]:
+    """The event ids a record passes on: its own (an event sent from outside) joins those before it."""
+    if cur.event_id is None or cur.event_id in cur.seen:
+        return cur.seen
+    return (*cur.seen, cur.event_id)[-MAX_SEEN:]
 
 
 class _ActionFailed(Exception):
@@ -166,6 +174,21 @@ class Engine:
         except BackendError as exc:
             log.warning("could not register %d new machine(s) with the cache: %s", len(cids), exc)
             self.metrics.count("ServiceErrors")
+
+    def send_event(self, correlation_id: str, event: str, data: Any = None, event_id: str | None = None) -> Sent:
+        """Append an event sent from outside to a machine waiting in a ``wait: true`` state
+        (``handlers.sending``). Raises ``EventRefused`` (naming the state and the event) when the machine
+        cannot take it; the same ``event_id`` sent again appends nothing."""
+        state = self.status(correlation_id)
+        mdef = self.definitions.machines.get(state.machine) if state is not None else None
+        if state is not None and mdef is None:
+            self.definitions.machine(state.machine)  # UnknownMachine, naming the loaded ones
+        sent = sent_event(state, mdef, correlation_id, event, data, event_id, now=self.clock())
+        if sent.record is not None:
+            self.services.log.append([OutRecord(correlation_id, encode(sent.record))])
+            self.metrics.count("EventsSent", 1, {"machine": sent.record.machine})
+            self.flush_metrics()
+        return sent
 
     def status(self, correlation_id: str) -> MachineState | None:
         """Latest snapshot plus, where the log can be read back, the records after it on every side."""
@@ -246,7 +269,7 @@ class Engine:
     def _parse_batch(self, records: Sequence[Inbound], result: BatchResult) -> list[tuple]:
         """Decode and check every record; park the poison ones; drop terminal records and duplicates."""
         todo = []
-        seen: set[tuple[str, int, int]] = set()
+        seen: set[tuple[str, int, int, str | None]] = set()
         oldest: float | None = None  # the time of the oldest record the batch has to handle
         for inbound in records:
             try:
@@ -260,18 +283,53 @@ class Engine:
                     self.metrics.count("ServiceErrors")
                     result.failed_item_ids.append(inbound.item_id)
                 continue
-            key = (record.correlation_id, record.steps, record.retries)
+            key = (record.correlation_id, record.steps, record.retries, record.event_id)
             if record.terminal or key in seen:
                 if key in seen:  # the same attempt twice in one batch
                     self.metrics.count("DuplicateDeliveries", 1, {"machine": record.machine})
                 result.skipped += 1
                 continue
-            seen.add(key)
+            if self._idle(record, mdef):  # waits: its timer's copy (or an event from outside) moves it on
+                result.skipped += 1
+                result.outcomes.append({"correlation_id": record.correlation_id, "outcome": "waiting",
+                                        "steps": record.steps, "due": record.due})
+                continue
+            seen.add(key)  # another event sent for the same step goes on, to be judged in the batch
             todo.append((inbound, record, mdef, ctx))
-            oldest = record.time if oldest is None else min(oldest, record.time)
+            since = max(record.time, record.due or 0.0)  # a timer's record is late from its due time on
+            oldest = since if oldest is None else min(oldest, since)
         if oldest is not None:  # how far behind the log the workers are (IteratorAge, from the records)
             self.metrics.gauge("OldestRecordAgeMs", round(max(0.0, self.clock() - oldest) * 1000))
         return todo
+
+    def _idle(self, record: Event, mdef: MachineDef) -> bool:
+        """Whether a record only says the machine waits: its due time lies ahead, or it sits in a wait
+        state with no event to fire. Nothing runs for it and no lease is taken."""
+        if record.waiting(self.clock()):
+            return True
+        if record.kind != STEP or record.event is not None:
+            return False
+        st = mdef.state(record.state)
+        return st is not None and st.wait
+
+    def late_event(self, inbound: Inbound, record: Event, result: BatchResult, applied: Event | None) -> bool:
+        """An event sent from outside whose step already ran on something else (another event, the
+        timeout) is parked with the reason, so it is seen not to have been applied. False when it was
+        applied after all (a duplicate send or a redelivery), or nothing can tell."""
+        if record.event_id is None or applied is None:
+            return False
+        if record.event_id in applied.seen or record.event_id == applied.event_id:
+            return False
+        moved = f"now {applied.kind} in state {applied.state!r} at step {applied.steps}"
+        try:
+            self._park(inbound, f"{record.describe()} (event id {record.event_id}): arrived after step "
+                       f"{record.steps} had run on another event; machine {moved}", result)
+        except BackendError as exc:
+            log.warning("could not park the late event at %s %s: %s", inbound.source, inbound.position, exc)
+            self.metrics.count("ServiceErrors")
+            result.failed_item_ids.append(inbound.item_id)
+        self.metrics.count("LateEvents", 1, {"machine": record.machine})
+        return True
 
     def _parse(self, inbound: Inbound) -> tuple[Event, MachineDef | None, dict | None]:
         try:
@@ -412,6 +470,13 @@ class Engine:
                 facts["current_state"] = target.name
                 self._call(target.entry_action, ctx, obj, cur)
             facts["current_state"] = target.name
+            if target.wait:  # no do action: wait for an event from outside (or the timeout)
+                steps = cur.steps + 1
+                now = self.clock()
+                if target.timeout is None:
+                    return self._record(STEP, cur, target.name, None, steps, now, ctx)
+                return self._record(STEP, cur, target.name, target.on_timeout, steps, now, ctx,
+                                    due=now + target.timeout)
             nxt_event = self._call(target.do_action, ctx, obj, cur)
             steps = cur.steps + 1
             now = self.clock()
@@ -431,6 +496,13 @@ class Engine:
                     f"(returned by {target.do_action}); its events: {known}"
                 )
                 return self._failed(cur, target.name, nxt_event, steps, now, ctx, err)
+            try:
+                delay = (tr2.delay or 0.0) + ctx.take_delay()
+            except ValueError as exc:
+                return self._failed(cur, target.name, nxt_event, steps, now, ctx, NoTransition(
+                    f"machine {mdef.name!r}, state {target.name!r}: {target.do_action} set {exc}"))
+            if delay > 0:  # a durable timer: the step waits in the retry source's due-time store
+                return self._record(STEP, cur, target.name, nxt_event, steps, now, ctx, due=now + delay)
             nxt = self._record(STEP, cur, target.name, nxt_event, steps, now, ctx)
             if nxt.kind != STEP or not tr2.local:
                 return nxt
@@ -444,10 +516,10 @@ class Engine:
         return cur
 
     def _record(self, kind: str, cur: Event, state: str, event: str | None, steps: int, now: float,
-                ctx: ActionContext) -> Event:
+                ctx: ActionContext, due: float | None = None) -> Event:
         try:
             return Event.create(kind, cur.correlation_id, cur.machine, self.definitions.machine(cur.machine).hash,
-                                steps, 0, state, event, now, ctx)
+                                steps, 0, state, event, now, ctx, due=due, seen=_seen(cur))
         except ContextValueError as exc:  # refused at the step that put it there: fail, do not retry
             return self._failed(cur, state, event, steps, now, None, exc)
 
@@ -461,7 +533,7 @@ class Engine:
                 pass
         return Event(FAILED, cur.correlation_id, cur.machine, self.definitions.machine(cur.machine).hash, steps,
                      0, state, event, now, raw,
-                     type(exc).__name__, str(exc))
+                     type(exc).__name__, str(exc), seen=_seen(cur))
 
     def _on_failure(self, step: _Step, mdef: MachineDef, failure: _ActionFailed, max_retries: int) -> None:
         at, exc = failure.at, failure.error
@@ -509,6 +581,7 @@ class Engine:
     def _commit(self, steps: list[_Step], ends: list[Ending], result: BatchResult) -> None:
         """Append the batch's next records in one call, schedule its retries, then mark the
         attempts handled and release every lease (one round trip where the cache can batch)."""
+        steps, ends = self._start_timers(steps, ends, result)
         outs = [s for s in steps if s.out is not None]
         retries = [s for s in steps if s.retry is not None]
         try:
@@ -545,6 +618,27 @@ class Engine:
             result.handled += 1
             result.outcomes.append({"correlation_id": s.record.correlation_id, "outcome": s.outcome,
                                     "steps": out.steps if out else s.record.steps})
+
+    def _start_timers(self, steps: list[_Step], ends: list[Ending], result: BatchResult
+                      ) -> tuple[list[_Step], list[Ending]]:
+        """Put every next record that waits (``delay``, ``timeout``) in the retry source's due-time store
+        before it reaches the log, so a waiting record in the log always has its timer. Steps whose
+        timers could not be stored are handed back (they run again), not appended."""
+        timers = [s for s in steps if s.out is not None and s.out.due is not None and not s.out.terminal]
+        if not timers:
+            return steps, ends
+        try:
+            self.services.retries.schedule([ScheduledRetry(s.out.correlation_id, s.out_data, s.out.due)
+                                            for s in timers])
+        except BackendError as exc:
+            log.error("could not store %d timer(s): %s", len(timers), exc)
+            self.metrics.count("ServiceErrors")
+            result.failed_item_ids.extend(s.inbound.item_id for s in timers)
+            dropped = {id(s) for s in timers}
+            return [s for s in steps if id(s) not in dropped], ends + [self._ending(s, None) for s in timers]
+        for s in timers:
+            self.metrics.count("TimersStarted", 1, {"machine": s.out.machine})
+        return steps, ends
 
     @staticmethod
     def _ending(s: _Step, mark: str | None) -> Ending:

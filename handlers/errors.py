@@ -30,3 +30,18 @@ class PoisonRecord(HandlerError):
 
 class NoTransition(HandlerError):
     """An action returned an event with no transition from the state it was returned in."""
+
+
+class EventRefused(HandlerError):
+    """An event sent from outside that the machine cannot take now. ``code`` says why: ``UnknownMachine``,
+    ``Ended``, ``NotWaiting`` (its state runs its own actions), ``NoTransition`` (the state has no
+    transition on it) or ``EventPending`` (another event for this step is already in the log)."""
+
+    def __init__(self, message: str, *, code: str, correlation_id: str, machine: str | None = None,
+                 state: str | None = None, event: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.correlation_id = correlation_id
+        self.machine = machine
+        self.state = state
+        self.event = event

@@ -13,13 +13,18 @@ Loading validates everything and collects every problem before raising one
 - a non-final state has at least one transition (a way out);
 - a final state has no transitions: reaching it ends the machine, so they could never fire;
 - ``max_retries`` is absent, null or a non-negative integer;
+- a ``wait: true`` state has no do action and is not final; ``timeout`` and ``on_timeout`` go
+  together, on wait states only, and ``on_timeout`` names a transition of the state;
+- ``delay`` (transitions) and ``timeout`` are durations (``projections.durations``); a delayed
+  transition is not ``local``;
 - every action path imports (``projections.actions.resolve``) unless ``check_actions=False``;
 - a machine name is defined once across the root file and everything it imports. A file
   imported twice (diamond imports) is read once; an import cycle is reported with its chain.
 
 Each machine gets a content hash (``MachineDef.hash``): the first 16 hex digits of the sha256 of
 a canonical JSON of its semantic content (name, max_retries, states in order with every field,
-their transitions in order; defaults made explicit). YAML formatting, comments, key order,
+their transitions in order; defaults made explicit; the wait keys only where set, so a machine
+without them keeps the hash it had before they existed). YAML formatting, comments, key order,
 quoting and the file's location do not change it; anything the engine would act on does.
 Records carry the hash, so the engine can tell an in-flight machine written under another
 definition (``MachineDef.check_record``).
@@ -43,6 +48,7 @@ from typing import Any
 import yaml
 
 from .actions import ActionImportError, is_dotted_path, resolve
+from .durations import parse_duration
 from .errors import DefinitionError, IncompatibleHistory, UnknownMachine
 
 HASH_VERSION = 1
@@ -50,8 +56,9 @@ HASH_VERSION = 1
 TOP_KEYS = ("machines",)
 IMPORT_KEYS = ("import",)
 MACHINE_KEYS = ("name", "max_retries", "states")
-STATE_KEYS = ("name", "initial", "final", "entry_action", "do_action", "exit_action", "transitions")
-TRANSITION_KEYS = ("event", "target", "action", "local")
+STATE_KEYS = ("name", "initial", "final", "entry_action", "do_action", "exit_action", "transitions", "wait",
+              "timeout", "on_timeout")
+TRANSITION_KEYS = ("event", "target", "action", "local", "delay")
 STATE_ACTION_KEYS = ("entry_action", "do_action", "exit_action")
 
 
@@ -64,6 +71,7 @@ class Transition:
     target: str
     action: str | None = None
     local: bool = False
+    delay: float | None = None  # seconds the step it fires waits (a durable timer) before it runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +85,9 @@ class StateDef:
     do_action: str | None = None
     exit_action: str | None = None
     transitions: tuple[Transition, ...] = ()
+    wait: bool = False  # runs no do action: waits for an event sent from outside
+    timeout: float | None = None  # seconds a wait state waits before firing ``on_timeout``
+    on_timeout: str | None = None
     _by_event: Mapping[str, Transition] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -172,13 +183,27 @@ class MachineDef:
                     "do_action": s.do_action,
                     "exit_action": s.exit_action,
                     "transitions": [
-                        {"event": t.event, "target": t.target, "action": t.action, "local": t.local}
+                        {"event": t.event, "target": t.target, "action": t.action, "local": t.local,
+                         **({"delay": t.delay} if t.delay is not None else {})}
                         for t in s.transitions
                     ],
+                    **_waits(s),
                 }
                 for s in self.states
             ],
         }
+
+
+def _waits(s: StateDef) -> dict[str, Any]:
+    """A state's wait keys for the hash, only where set: machines without them keep their hash."""
+    out: dict[str, Any] = {}
+    if s.wait:
+        out["wait"] = True
+    if s.timeout is not None:
+        out["timeout"] = s.timeout
+    if s.on_timeout is not None:
+        out["on_timeout"] = s.on_timeout
+    return out
 
 
 def definition_hash(canonical: Mapping[str, Any]) -> str:
@@ -543,10 +568,43 @@ class _Loader:
                     continue
                 seen[t.event] = t
                 transitions.append(t)
+        wait = self.flag(raw, "wait", where)
+        timeout = self.duration(raw, "timeout", where)
+        on_timeout = self.string(raw, "on_timeout", where, required=False)
+        self.check_wait(where, wait, final, actions["do_action"], raw, timeout, on_timeout, transitions)
         if name is None:
             return None
         return StateDef(name, initial, final, actions["entry_action"], actions["do_action"],
-                        actions["exit_action"], tuple(transitions))
+                        actions["exit_action"], tuple(transitions), wait, timeout, on_timeout)
+
+    def duration(self, mapping: dict, key: str, where: str) -> float | None:
+        value = mapping.get(key)
+        if value is None:
+            return None
+        seconds = parse_duration(value)
+        if seconds is None:
+            self.problems.append(f"{where}: {key} {value!r} is not a duration; write seconds (90) or "
+                                 "a string like '15m', '2h', '1d' or '1h30m'")
+        return seconds
+
+    def check_wait(self, where: str, wait: bool, final: bool, do_action: str | None, raw: dict,
+                   timeout: float | None, on_timeout: str | None, transitions: list[Transition]) -> None:
+        """A wait state waits for an event from outside: no do action, not final; a timeout needs both keys."""
+        if wait and do_action is not None:
+            self.problems.append(f"{where}: a 'wait: true' state runs no do_action (its next event comes from "
+                                 "outside): move the action to entry_action or drop 'wait'")
+        if wait and final:
+            self.problems.append(f"{where}: a final state cannot wait: drop 'wait' or 'final'")
+        for key in ("timeout", "on_timeout"):
+            if raw.get(key) is not None and not wait:
+                self.problems.append(f"{where}: {key!r} belongs on a 'wait: true' state only")
+        if wait and (raw.get("timeout") is None) != (raw.get("on_timeout") is None):
+            have, missing = ("timeout", "on_timeout") if raw.get("timeout") is not None else ("on_timeout", "timeout")
+            self.problems.append(f"{where}: {have!r} needs {missing!r} too (the event fired when time is up)")
+        if on_timeout is not None and transitions and on_timeout not in {t.event for t in transitions}:
+            known = ", ".join(t.event for t in transitions)
+            self.problems.append(f"{where}: on_timeout {on_timeout!r} names no transition of this state "
+                                 f"(its events: {known})")
 
     def load_transition(self, raw: Any, k: int, swhere: str) -> Transition | None:
         if not isinstance(raw, dict):
@@ -560,9 +618,13 @@ class _Loader:
         target = self.string(raw, "target", where, required=True)
         action = self.action(raw, "action", where)
         local = self.flag(raw, "local", where)
+        delay = self.duration(raw, "delay", where)
+        if local and raw.get("delay") is not None:
+            self.problems.append(f"{where}: a 'delay' transition cannot be 'local' (it waits in the retry "
+                                 "source, not in the invocation): drop one of them")
         if event is None or target is None:
             return None
-        return Transition(event, target, action, local)
+        return Transition(event, target, action, local, delay)
 
     def check_graph(self, states: list[StateDef], where: str, complete: bool) -> None:
         """Initial state, targets, ways out, final states and reachability."""

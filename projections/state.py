@@ -9,7 +9,7 @@ import msgpack
 
 from eventlog.codec import decode, encode
 from eventlog.errors import DecodeError
-from eventlog.event import ABORTED, COMPLETED, FAILED, Event
+from eventlog.event import ABORTED, COMPLETED, FAILED, STEP, Event
 
 RUNNING = "running"
 
@@ -71,6 +71,18 @@ class MachineState:
         return self.last.context
 
     @property
+    def waiting_until(self) -> float | None:
+        """When the machine's pending step may run (a ``delay`` or a wait state's ``timeout``), if it waits."""
+        return None if self.last.terminal else self.last.due
+
+    @property
+    def waiting_for_event(self) -> bool:
+        """Whether the machine idles in a wait state: a step record firing nothing, or only its timeout."""
+        last = self.last
+        return (last.kind == STEP and last.event_id is None and last.steps > 0
+                and (last.event is None or last.due is not None))
+
+    @property
     def error(self) -> str | None:
         if self.last.error_type is None:
             return None
@@ -85,7 +97,8 @@ class MachineState:
         return (self.last.steps << 20) | min(self.last.retries, (1 << 20) - 1)
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        """The state as JSON-ready fields; ``waiting_until`` only while a timer runs."""
+        out = {
             "correlation_id": self.correlation_id,
             "machine": self.machine,
             "status": self.status,
@@ -97,6 +110,9 @@ class MachineState:
             "definition_hash": self.definition_hash,
             "error": self.error,
         }
+        if self.waiting_until is not None:
+            out["waiting_until"] = self.waiting_until
+        return out
 
 
 @dataclass(frozen=True, slots=True)

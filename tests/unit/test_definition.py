@@ -309,7 +309,7 @@ def test_unknown_keys_suggest_close_matches():
         "fsm.yaml: machine 'm', state 'a': unknown key 'do_acton' (did you mean 'do_action'?)",
         "fsm.yaml: machine 'm', state 'a', transition on event 'go': unknown key 'traget' (did you mean 'target'?)",
         "fsm.yaml: machine 'm', state 'b': unknown key 'colour' "
-        "(allowed: name, initial, final, entry_action, do_action, exit_action, transitions)",
+        "(allowed: name, initial, final, entry_action, do_action, exit_action, transitions, wait, timeout, on_timeout)",
         "fsm.yaml: machines[1]: missing 'name'",
         "fsm.yaml: machines[1]: unknown key 'imprt' (did you mean 'import'?)",
         "fsm.yaml: machines[1]: no 'states' list",
