@@ -16,6 +16,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def fsmlog_kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Any]]:
+    """``fsmlog_kit("fsm.yaml")``: a ``fsmlog.testing.Kit`` for those machines, one per session and path."""
     from fsmlog.testing.runner import Kit
 
     made: dict[tuple, Kit] = {}

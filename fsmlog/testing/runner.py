@@ -351,7 +351,9 @@ class _Driver:
                 for c in crashables:
                     c.armed = False
             failed = set(result.failed_item_ids)
-            queue.extend(r for r in batch if r.position in failed)  # handed back: delivered again
+            if failed:  # handed back (a lease still held, a record not due yet): delivered again, a bit later
+                queue.extend(r for r in batch if r.position in failed)
+                self.clock.t += 1.0
             queue.extend(again)
         return "(delivery budget spent)", deliveries
 
