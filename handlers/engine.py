@@ -150,17 +150,32 @@ class Engine:
         return self.start_many(machine, [context or {}], [correlation_id] if correlation_id else None)[0]
 
     def start_many(
-        self, machine: str, contexts: Sequence[dict[str, Any]], correlation_ids: Sequence[str] | None = None
+        self, machine: str, contexts: Sequence[dict[str, Any]], correlation_ids: Sequence[str] | None = None,
+        *, current_state: str | None = None, current_event: str | None = None, delay: float = 0.0,
     ) -> list[str]:
-        """Append one start record per context, in one append call."""
+        """Append one start record per context, in one append call.
+
+        ``current_state`` / ``current_event`` start the machines elsewhere than the initial state (the
+        older framework's arguments): in that state, firing that event (None: its entry and do actions).
+        ``delay`` seconds > 0 makes the start a durable timer: it waits in the retry source first."""
         mdef = self.definitions.machine(machine)
+        state = mdef.initial.name if current_state is None else current_state
+        if not mdef.accepts(state, current_event):
+            known = ", ".join(s.name for s in mdef.states)
+            raise HandlerError(f"machine {machine!r}: cannot start in state {state!r} firing event "
+                               f"{current_event!r}: no such state or no such transition (states: {known})")
         now = self.clock()
+        due = now + delay if delay > 0 else None
         ids = list(correlation_ids) if correlation_ids else [uuid.uuid4().hex for _ in contexts]
+        if len(ids) != len(contexts):
+            raise HandlerError(f"{len(contexts)} context(s) but {len(ids)} correlation id(s); give one id each")
         records = []
         for cid, ctx in zip(ids, contexts):
-            ev = Event.create(START, cid, machine, mdef.hash, 0, 0, mdef.initial.name, None, now, ctx)
+            ev = Event.create(START, cid, machine, mdef.hash, 0, 0, state, current_event, now, ctx, due=due)
             records.append(OutRecord(cid, encode(ev)))
         self._register(ids)
+        if due is not None:  # the timer first: a waiting record in the log always has one
+            self.services.retries.schedule([ScheduledRetry(r.key, r.data, due) for r in records])
         self.services.log.append(records)
         self.metrics.count("MachinesStarted", len(records), {"machine": machine})
         self.flush_metrics()
