@@ -2,7 +2,7 @@
 
 A source with a secondary (``eventlog.failover.FailoverProxy``) writes to
 whichever side answers, so the records of one machine can live on both
-streams. The rule (docs: GUARANTEES.md) is that whatever is written to a
+streams. The rule (docs/GUARANTEES.md) is that whatever is written to a
 secondary is read from there too; this module is the one place that knows how.
 
 Positions name their side. A position served by the secondary is written

@@ -10,7 +10,7 @@ only the actions fsmlog's backends call, only on the resources above (CloudWatch
 namespace). An explicit role also stops SAM from attaching its broad managed
 policies for the event sources.
 
-Every stream a record can be written to is consumed (GUARANTEES.md: whatever
+Every stream a record can be written to is consumed (docs/GUARANTEES.md: whatever
 is written to a secondary is read from there too): a secondary stream in the
 stack's region gets its trigger like the primary; an SNS topic in another
 region is subscribed across regions; a Kinesis stream, DynamoDB table or SQS

@@ -1,6 +1,6 @@
 """Machine definitions: fsm.yaml in, frozen lookup tables out.
 
-The format is CONTRACT.md §1: a top-level ``machines:`` list whose items are machines or
+The format is docs/CONTRACT.md §1: a top-level ``machines:`` list whose items are machines or
 ``{import: path}`` (the machines of another file, the path relative to the importing file).
 YAML is read with ``yaml.safe_load`` only: tags such as ``!!python/object`` are refused.
 

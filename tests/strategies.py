@@ -1,6 +1,6 @@
 """Hypothesis strategies: valid machine definitions, user contexts and engine-shaped runs.
 
-Definitions are plain dicts in the ``fsm.yaml`` shape (CONTRACT.md §1), without actions.
+Definitions are plain dicts in the ``fsm.yaml`` shape (docs/CONTRACT.md §1), without actions.
 
 The run model follows handlers/engine.py: what it appends for one machine, and what
 ``check_run`` verifies.

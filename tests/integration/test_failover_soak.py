@@ -1,6 +1,6 @@
 """Failover soak, black box: several worker processes of the CLI, a secondary for every source, the primary
 failing a share of every process's calls; every machine must end, one holder at a time, steps in order,
-fence tokens rising (docs: /work/shared/spec/GUARANTEES.md, "How it is proven").
+fence tokens rising (docs/GUARANTEES.md, "How it is proven").
 
 Everything goes through the ``fsmlog`` command line as subprocesses, configured by one settings file
 (``FSMLOG_SETTINGS``):

@@ -1,4 +1,4 @@
-"""A stateful model of the engine under faults, over both sides of every source (GUARANTEES.md).
+"""A stateful model of the engine under faults, over both sides of every source (docs/GUARANTEES.md).
 
 Every source has a primary and a secondary SQLite file. Two workers, each with its own failover
 proxies and its own reach of every side (``tests.unit.faults_rig``), and an observer that reaches

@@ -1,4 +1,4 @@
-"""One deterministic regression test per fault scenario of issue 9 (GUARANTEES.md), on the embedded backend.
+"""One deterministic regression test per fault scenario (docs/GUARANTEES.md), on the embedded backend.
 
 Every source has a primary and a secondary SQLite file; each worker has its own failover proxies and
 its own reach of every side (``tests.unit.faults_rig``); one injected clock.

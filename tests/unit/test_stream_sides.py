@@ -1,6 +1,6 @@
 """``eventlog.sides``: positions name their stream, and one machine is read from every side.
 
-The rule (GUARANTEES.md): whatever is written to a secondary is read from
+The rule (docs/GUARANTEES.md): whatever is written to a secondary is read from
 there too. These tests pin the small API the engine, the worker and replay use
 for that, on two embedded logs behind a ``FailoverProxy``.
 """
