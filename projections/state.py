@@ -77,10 +77,9 @@ class MachineState:
 
     @property
     def waiting_for_event(self) -> bool:
-        """Whether the machine idles in a wait state: a step record firing nothing, or only its timeout."""
+        """Whether the machine idles in a ``wait`` state with no timeout (a step record firing nothing)."""
         last = self.last
-        return (last.kind == STEP and last.event_id is None and last.steps > 0
-                and (last.event is None or last.due is not None))
+        return last.kind == STEP and last.event is None and last.event_id is None and last.steps > 0
 
     @property
     def error(self) -> str | None:

@@ -146,12 +146,21 @@ class ScanResult:
         return rows
 
 
+def _since(s: MachineState) -> float:
+    """When a running machine's pending step became runnable: its record's time, or its timer's due time."""
+    return max(s.time, s.waiting_until or 0.0)
+
+
 def stalled(states: Iterable[MachineState], *, now: float, stalled_after_s: float) -> list[Stalled]:
-    """Running machines whose last record is older than ``stalled_after_s``, longest stuck first."""
+    """Running machines whose last record is older than ``stalled_after_s``, longest stuck first.
+
+    A machine waiting on a timer is stuck only from its due time on; one waiting in a ``wait`` state
+    for an event from outside, with no timeout, is never stuck (it waits as told)."""
     if stalled_after_s < 0:
         raise ReplayError(f"stalled_after_s must be >= 0, got {stalled_after_s}")
-    out = [Stalled(s, now - s.time) for s in states
-           if not s.terminal and now - s.time > stalled_after_s]
+    out = [Stalled(s, now - _since(s)) for s in states
+           if not s.terminal and not (s.waiting_for_event and s.waiting_until is None)
+           and now - _since(s) > stalled_after_s]
     out.sort(key=lambda x: (-x.stuck_s, x.correlation_id))
     return out
 

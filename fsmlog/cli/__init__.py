@@ -39,6 +39,7 @@ COMMAND_MODULES = [
     "fsmlog.cli.dev",
     "fsmlog.cli.asl",
     "fsmlog.cli.replay",
+    "fsmlog.cli.send",
     "fsmlog.cli.console",
     "fsmlog.cli.testing",
     "fsmlog.cli.package",

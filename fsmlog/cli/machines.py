@@ -332,6 +332,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             return 0
         con = out.console()
         con.print(out.machines_table([state], f"machine {cid}", wide=args.wide))
+        wait = waiting_line(state)
+        if wait:
+            con.print(wait, style="yellow", markup=False)
         context = json.dumps(state.context, default=str, indent=None if args.wide else 2)
         con.print(f"context: {context}", soft_wrap=args.wide, markup=False)  # wrapped to the terminal
         if snap is not None:
@@ -343,6 +346,20 @@ def cmd_status(args: argparse.Namespace) -> int:
             rows = [(r.position, decode(r.data), None) for r in tail]
             con.print(out.records_table(rows, "log after the snapshot", wide=args.wide))
     return 0
+
+
+def waiting_line(state: MachineState, now: float | None = None) -> str | None:
+    """``waiting until <time>`` for a machine on a timer; what it waits for in a wait state; else None."""
+    if state.terminal:
+        return None
+    if state.waiting_for_event:
+        return f"waiting for an event in state {state.state!r} (`fsmlog send ID EVENT`)"
+    due = state.waiting_until
+    if due is None:
+        return None
+    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(due))
+    verb = "waiting until" if due > (time.time() if now is None else now) else "due since"
+    return f"{verb} {when}, then {state.event!r} from state {state.state!r}"
 
 
 def status_document(state: MachineState, snap: Snapshot | None, tail: list[LogRecord]) -> dict[str, Any]:

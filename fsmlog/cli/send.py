@@ -1,0 +1,49 @@
+"""``fsmlog send ID EVENT``: deliver an event from outside to a machine waiting in a ``wait: true`` state."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from . import UsageError, open_runtime
+from . import output as out
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("send", help="send an event to a machine waiting in a 'wait: true' state")
+    p.add_argument("id", help="the machine's correlation id")
+    p.add_argument("event", help="the event to fire from the machine's current state")
+    p.add_argument("--data", default=None, help="JSON put in the context under 'event_data'")
+    p.add_argument("--event-id", default=None,
+                   help="the sender's id: the same id sent again is applied once (default: a new one)")
+    p.add_argument("--fsm", metavar="FSM.yaml", default=None,
+                   help="machine definitions (default: FSMLOG_DEFINITIONS, else ./fsm.yaml)")
+    p.set_defaults(func=cmd_send)
+
+
+def _data(text: str | None):
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--data is not valid JSON ({exc.msg} at character {exc.pos}): {text!r}") from None
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from handlers.triggers.runtime import definitions_path
+    from projections.definition import load
+
+    data = _data(args.data)
+    path = args.fsm or os.fspath(definitions_path())
+    definitions = load(path, check_actions=False)  # nothing runs here: the worker imports the actions
+    with open_runtime(args, definitions, fsm_path=path) as rt:
+        sent = rt.engine.send_event(args.id, args.event, data, args.event_id)
+    con = out.console()
+    if sent.duplicate:
+        con.print(f"event id {sent.event_id} was applied already to {args.id}; nothing sent", markup=False)
+    else:
+        con.print(f"sent {args.event!r} to {args.id} in state {sent.state!r} (event id {sent.event_id})",
+                  markup=False)
+    return 0
