@@ -90,6 +90,15 @@ class FunctionSpec:
     def platform(self) -> str:
         return f"manylinux2014_{PLATFORMS[self.architecture]}"
 
+    @property
+    def platforms(self) -> list[str]:
+        """The wheel tags the runtime's Linux takes: glibc 2.17 everywhere (Amazon Linux 2), and 2.28
+        from python3.12 on, whose runtimes run on Amazon Linux 2023 (glibc 2.34)."""
+        tags = [self.platform]
+        if tuple(int(n) for n in self.python_version.split(".")) >= (3, 12):
+            tags.append(f"manylinux_2_28_{PLATFORMS[self.architecture]}")
+        return tags
+
 
 @dataclass(frozen=True)
 class Artifact:
@@ -205,7 +214,7 @@ def pip_command(spec: FunctionSpec, target: Path, requirements_file: Path, *,
                 find_links: Sequence[str] = (), no_index: bool = False) -> list[str]:
     """pip installing ``requirements_file`` into ``target`` as wheels for the function's runtime."""
     command = [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-               "--target", str(target), "--platform", spec.platform, "--implementation", "cp",
+               "--target", str(target), *(f"--platform={tag}" for tag in spec.platforms), "--implementation", "cp",
                "--python-version", spec.python_version, "--only-binary=:all:", "--no-compile",
                "--requirement", str(requirements_file)]
     for link in find_links:

@@ -114,11 +114,14 @@ def test_pip_installs_wheels_for_the_runtime_never_for_this_machine(tmp_path):
     command = pip_command(function_spec(template), tmp_path / "art", tmp_path / "req.txt",
                           find_links=["/wheels"], no_index=True)
     flags = " ".join(command[3:])
-    for part in ("install", "--target", "--platform manylinux2014_aarch64", "--python-version 3.12",
+    for part in ("install", "--target", "--platform=manylinux2014_aarch64 --platform=manylinux_2_28_aarch64",
+                 "--python-version 3.12",
                  "--implementation cp", "--only-binary=:all:", f"--requirement {tmp_path / 'req.txt'}",
                  "--find-links /wheels", "--no-index"):
         assert part in flags
     assert command[:3] == [sys.executable, "-m", "pip"]
+    older = pip_command(function_spec(_template(tmp_path / "t.yaml", Runtime="python3.11")), tmp_path, tmp_path)
+    assert [c for c in older if c.startswith("--platform")] == ["--platform=manylinux2014_x86_64"]
 
 
 # -- building -----------------------------------------------------------------------------------------
