@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
+from fsmlog.cli.ids import short_ids
 from fsmlog.cli.output import short_id
 from fsmlog.cli.replay import human_duration
 
@@ -66,13 +67,16 @@ async def machine(request: Request) -> Response:
 
 async def dead_letters(request: Request) -> Response:
     letters = reader(request).dead_letters(100)
-    return render(request, "dead_letters.html", letters=letters, letter=None)
+    return render(request, "dead_letters.html", letters=letters, letter=None,
+                  short=short_ids(x["id"] for x in letters))
 
 
 async def dead_letter(request: Request) -> Response:
     rd = reader(request)
     letter = rd.dead_letter(request.path_params["letter"], full=request.query_params.get("full") == "1")
-    return render(request, "dead_letters.html", letters=rd.dead_letters(100), letter=letter)
+    letters = rd.dead_letters(100)
+    return render(request, "dead_letters.html", letters=letters, letter=letter,
+                  short=short_ids(x["id"] for x in letters))
 
 
 async def overview(request: Request) -> Response:

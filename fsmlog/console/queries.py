@@ -23,6 +23,7 @@ from eventlog.event import COMPLETED, FAILED, RETRY, STEP
 from fsmlog.cli import one_line
 from fsmlog.cli import output as out
 from fsmlog.cli.deadletters import HEX_LIMIT, decode_attempt, hexdump, letter_dict
+from fsmlog.cli.ids import short_ids
 from fsmlog.cli.machines import TAIL_RECORDS, _one_machine, history_document, history_rows, status_document
 from fsmlog.cli.replay import human_duration, machine_document, rebuild_machine
 
@@ -91,8 +92,10 @@ class Reader:
                 row["stuck_s"] = round(stuck[s.correlation_id], 3) if row["stalled"] else None
                 row["shown_status"] = "stalled" if row["stalled"] else s.status
                 rows.append(row)
+            short = short_ids(r["correlation_id"] for r in rows)  # unique prefixes, as the CLI's tables show
             counts = {k: 0 for k in STATUSES}
             for row in rows:
+                row["short_id"] = short[row["correlation_id"]]
                 counts[row["shown_status"]] += 1
             listing = Listing(rows, counts, _stream_names(self.rt), result.notes, result.summary(), now)
             self._cache = {threshold: listing}

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from fsmlog.cli.output import short_id
+from fsmlog.cli.ids import short_ids
 from tests.fixtures.console_machines import MARKUP, make_console_log
 
 pytestmark = pytest.mark.integration
@@ -121,7 +121,8 @@ def test_machines_page_counts_every_status_filters_and_searches(console, page, t
     first_stalled = page.locator(f'#machines tr[data-id="{log.stalled[0]}"]')
     assert first_stalled.get_attribute("data-status") == "stalled"
     link = first_stalled.locator("td.id a")
-    assert link.inner_text() == short_id(log.stalled[0]) != log.stalled[0]
+    every_id = [*log.completed, log.failed, log.aborted, log.running, *log.stalled]
+    assert link.inner_text() == short_ids(every_id)[log.stalled[0]] != log.stalled[0]
     assert link.get_attribute("title") == log.stalled[0]
     shot(page, tmp_path, "machines")
 
