@@ -7,6 +7,10 @@ Routes:
   with a ``Location`` header. ``?correlation_id=ID`` chooses the id.
 - ``GET /machines/{id}`` returns the machine's status as JSON (``?context=true``
   adds the user context); ``404`` when there is no such machine.
+- ``POST /machines/{id}/events`` with ``{"event": E, "data": ..., "event_id": ...}`` sends an
+  event to a machine waiting in a ``wait: true`` state (``handlers.sending``): ``202`` with
+  ``duplicate`` true when that ``event_id`` was applied already; ``409`` naming the state and
+  the event (and ``code``) when the machine cannot take it; ``404`` for no such machine.
 
 Anything else answers a JSON error: 400 (bad body), 404 (unknown machine or
 route), 405 (wrong method), 503 (a backing service failed). The path may carry a
@@ -82,6 +86,35 @@ def route(path: str) -> str | None:
     return None
 
 
+def events_route(path: str) -> str | None:
+    """The ``{id}`` of ``.../machines/{id}/events``, or None."""
+    parts = [unquote(p) for p in path.split("/") if p]
+    if len(parts) >= 3 and parts[-3] == "machines" and parts[-2] and parts[-1] == "events":
+        return parts[-2]
+    return None
+
+
+def _send(engine: Engine, cid: str, body: str | None) -> dict[str, Any]:
+    from ..errors import EventRefused
+
+    doc = _context(body)
+    event, event_id = doc.get("event"), doc.get("event_id")
+    if not isinstance(event, str) or not event:
+        raise _Fail(400, 'request body must name the event: {"event": "approve", "data": {...}, "event_id": "..."}')
+    if event_id is not None and (not isinstance(event_id, str) or not event_id):
+        raise _Fail(400, "event_id must be a non-empty string")
+    try:
+        sent = engine.send_event(cid, event, doc.get("data"), event_id)
+    except EventRefused as exc:
+        body_ = {"error": str(exc), "status": 404 if exc.code == "UnknownMachine" else 409, "code": exc.code,
+                 "state": exc.state, "event": exc.event}
+        return response(body_["status"], body_)
+    except ContextValueError as exc:
+        raise _Fail(400, str(exc)) from None
+    return response(202, {"correlation_id": cid, "event": event, "event_id": sent.event_id, "state": sent.state,
+                          "duplicate": sent.duplicate})
+
+
 def _context(body: str | None) -> dict[str, Any]:
     if body is None or not body.strip():
         return {}
@@ -101,6 +134,11 @@ def _truthy(value: Any) -> bool:
 def handle_api_event(event: dict[str, Any], engine: Engine) -> dict[str, Any]:
     try:
         method, path, query, body = request(event)
+        sent_to = events_route(path)
+        if sent_to is not None:
+            if method != "POST":
+                raise _Fail(405, f"method {method or '(none)'} not allowed on {path}", {"Allow": "POST"})
+            return _send(engine, sent_to, body)
         target = route(path)
         if target is None:
             raise _Fail(404, f"no route for {method} {path}; use POST /machines/{{machine}} or GET /machines/{{id}}")
