@@ -2,15 +2,17 @@
 
 Both show every state (initial with an arrow from a start dot, final ones
 double-bordered), every transition labelled with its event (and its action,
-``local`` ones dashed), and optionally one state highlighted: where a running
-machine currently is.
+``local`` ones dashed), waits drawn too (a ``wait: true`` state says it waits
+for an event; a delayed transition says ``after 2m``; the transition its
+``timeout`` fires is dotted, ``after 48h``), and optionally one state
+highlighted: where a running machine currently is.
 """
 
 from __future__ import annotations
 
 import re
 
-from projections.definition import MachineDef
+from projections.definition import MachineDef, StateDef, Transition
 
 HIGHLIGHT = "#ffd54f"
 
@@ -23,6 +25,26 @@ def _dot_id(name: str) -> str:
 
 def _short(dotted: str | None) -> str:
     return dotted.rsplit(".", 1)[-1] if dotted else ""
+
+
+def span(seconds: float) -> str:
+    """``90s``, ``15m``, ``2h``, ``1d``, ``1h30m``: a duration as fsm.yaml writes it."""
+    left = int(round(seconds))
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if left >= size:
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return "".join(parts) or "0s"
+
+
+def _edge_label(s: StateDef, t: Transition) -> str:
+    label = t.event + (f" / {_short(t.action)}" if t.action else "")
+    if t.delay:
+        label += f" (after {span(t.delay)})"
+    if s.wait and s.timeout is not None and t.event == s.on_timeout:
+        label += f" (timeout {span(s.timeout)})"
+    return label
 
 
 def to_dot(machine: MachineDef, current: str | None = None) -> str:
@@ -38,6 +60,8 @@ def to_dot(machine: MachineDef, current: str | None = None) -> str:
         label = s.name
         if s.do_action:
             label += f"\ndo: {_short(s.do_action)}"
+        if s.wait:
+            label += "\nwaits for an event"
         attrs.append(f"label={_dot_id(label)}")
         if s.final:
             attrs.append("peripheries=2")
@@ -47,10 +71,11 @@ def to_dot(machine: MachineDef, current: str | None = None) -> str:
     lines.append(f"  __start -> {_dot_id(machine.initial.name)};")
     for s in machine.states:
         for t in s.transitions:
-            label = t.event + (f" / {_short(t.action)}" if t.action else "")
-            attrs = [f"label={_dot_id(label)}"]
+            attrs = [f"label={_dot_id(_edge_label(s, t))}"]
             if t.local:
                 attrs.append("style=dashed")
+            elif s.wait and t.event == s.on_timeout:
+                attrs.append("style=dotted")
             lines.append(f"  {_dot_id(s.name)} -> {_dot_id(t.target)} [{', '.join(attrs)}];")
     lines.append("}")
     return "\n".join(lines) + "\n"
@@ -85,10 +110,12 @@ def to_mermaid(machine: MachineDef, current: str | None = None) -> str:
     lines.append(f"  [*] --> {_mermaid_id(machine.initial.name, ids)}")
     for s in machine.states:
         for t in s.transitions:
-            label = t.event + (f" / {_short(t.action)}" if t.action else "") + (" (local)" if t.local else "")
+            label = _edge_label(s, t) + (" (local)" if t.local else "")
             lines.append(f"  {ids[s.name]} --> {_mermaid_id(t.target, ids)} : {_mermaid_label(label)}")
         if s.final:
             lines.append(f"  {ids[s.name]} --> [*]")
+        if s.wait:
+            lines.append(f"  note right of {ids[s.name]} : waits for an event")
     if current is not None and current in ids:
         lines.append(f"  classDef current fill:{HIGHLIGHT},stroke:#333,stroke-width:3px")
         lines.append(f"  class {ids[current]} current")

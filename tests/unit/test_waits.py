@@ -206,3 +206,15 @@ def test_the_same_event_id_is_applied_once_even_in_a_later_wait(rig):
     assert RAN[(cid, "on_approve")] == 1
     kinds = [(e.kind, e.state, e.event) for e in rig.records(cid) if e.kind == STEP]
     assert kinds.count(("step", "asked", "approve")) == 1
+
+
+def test_the_graph_draws_waits_delays_and_timeouts(rig):
+    from fsmlog.graph import to_dot, to_mermaid
+
+    dot = to_dot(rig.definitions.machine("approval"))
+    assert '"asked" [label="asked\\nwaits for an event"]' in dot
+    assert '"asked" -> "expired" [label="expire / on_expire (timeout 1h)", style=dotted];' in dot
+    assert '"ship" -> "done" [label="shipped (after 2m)"];' in dot
+    mermaid = to_mermaid(rig.definitions.machine("approval"))
+    assert "note right of asked : waits for an event" in mermaid
+    assert "ship --> done : shipped (after 2m)" in mermaid
