@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from eventlog.errors import BackendError
 
@@ -28,7 +28,10 @@ from .gate import Admission, Ending, ordinal
 from .leases import LeaseKeeper
 
 if TYPE_CHECKING:
-    from .engine import BatchResult, Engine, Inbound, _Step
+    from eventlog.event import Event
+    from projections.definition import MachineDef
+
+    from .engine import BatchResult, Engine, Inbound, Parsed, _Step
 
 log = logging.getLogger("fsmlog.engine")
 
@@ -72,7 +75,7 @@ class Batch:
 
     # ---------------------------------------------------------------- the rules
 
-    def out_of_time(self, left: list[tuple], admissions: list[Admission]) -> bool:
+    def out_of_time(self, left: list[Parsed], admissions: list[Admission]) -> bool:
         """Records not started by the deadline are handed back, to be delivered again."""
         if self.deadline is None or self.engine.clock() < self.deadline:
             return False
@@ -83,7 +86,7 @@ class Batch:
         log.warning("time budget spent: %d record(s) left for redelivery", len(left))
         return True
 
-    def one(self, inbound: Inbound, record, mdef, ctx, adm: Admission) -> None:
+    def one(self, inbound: Inbound, record: Event, mdef: MachineDef, ctx: dict[str, Any], adm: Admission) -> None:
         cid = record.correlation_id
         if cid in self.failed_cids:  # keep per-machine order: a later record waits for the failed one
             self.give_back(record, adm)
@@ -129,6 +132,7 @@ class Batch:
                 f"machine {cid}: the cache has no record of it and its log could not be read; handed back"))
             return
         token = adm.token
+        assert token is not None  # every path above took the lease
 
         def still_held() -> bool:
             self.keeper.tick()
@@ -138,13 +142,14 @@ class Batch:
         self.steps.append(step)
         self.handled[cid] = max(self.handled.get(cid, -1), self.engine._ending(step, step.mark).handled_upto())
 
-    def wait_for_lease(self, record) -> Admission:
+    def wait_for_lease(self, record: Event) -> Admission:
         adm = self.engine._admit(record, self.deadline, on_wait=self.keeper.tick)
+        assert adm.token is not None  # _admit returns only an admission that took the lease
         self.keeper.hold(record.correlation_id, adm.token)
         self.engine._count_admission(record, adm)
         return adm
 
-    def aborted(self, inbound: Inbound, record, mdef, adm: Admission) -> None:
+    def aborted(self, inbound: Inbound, record: Event, mdef: MachineDef, adm: Admission) -> None:
         """A machine flagged aborted runs nothing more. Where the log does not show it ended yet (the
         operator's abort could not wait for the lease), its abort is recorded here, under the lease."""
         self.engine.metrics.count("AbortedSteps", 1, {"machine": mdef.name})
@@ -161,13 +166,13 @@ class Batch:
             self.handled[record.correlation_id] = max(self.handled.get(record.correlation_id, -1),
                                                       ordinal(record.steps, record.retries))
 
-    def skip(self, record, mdef, adm: Admission) -> None:
+    def skip(self, record: Event, mdef: MachineDef, adm: Admission) -> None:
         """Nothing to run: the attempt was handled (the log's verdict is marked where the store forgot)."""
         self.engine.metrics.count("StepsSkippedAsDone", 1, {"machine": mdef.name})
         self.ends.append(adm.upto or Ending(record.correlation_id, record.steps, record.retries, adm.token, None))
         self.result.skipped += 1
 
-    def judge_sent(self, inbound: Inbound, record) -> None:
+    def judge_sent(self, inbound: Inbound, record: Event) -> None:
         """An event sent from outside found its step handled: a redelivery of the event that ran is
         dropped; one that lost to another event or the timeout is parked (the log says which)."""
         try:
@@ -178,11 +183,11 @@ class Batch:
         if self.engine.late_event(inbound, record, self.result, applied):
             self.result.skipped -= 1  # parked, not skipped
 
-    def give_back(self, record, adm: Admission) -> None:
+    def give_back(self, record: Event, adm: Admission) -> None:
         if adm.token is not None:
             self.ends.append(Ending(record.correlation_id, record.steps, record.retries, adm.token, None))
 
-    def fail(self, item_id: str, record, exc: Exception) -> None:
+    def fail(self, item_id: str, record: Event, exc: Exception) -> None:
         log.warning("%s: %s", record.describe(), exc)
         self.engine.metrics.count("LeaseBusy" if isinstance(exc, LeaseBusy) else "ServiceErrors")
         self.failed_cids.add(record.correlation_id)

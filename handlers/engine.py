@@ -31,7 +31,7 @@ from eventlog.log import OutRecord
 from eventlog.settings import Settings
 from projections.actions import resolve
 from projections.checkpoints import BatchCheckpoints
-from projections.definition import Definitions, MachineDef, StateDef
+from projections.definition import Definitions, MachineDef
 from projections.errors import ProjectionError
 from projections.state import MachineState, Snapshot, decode_snapshot, encode_snapshot
 
@@ -102,6 +102,10 @@ def _seen(cur: Event) -> tuple[str, ...]:
     if cur.event_id is None or cur.event_id in cur.seen:
         return cur.seen
     return (*cur.seen, cur.event_id)[-MAX_SEEN:]
+
+
+# a record of a batch, parsed: (as delivered, decoded, its machine, its user context)
+Parsed = tuple[Inbound, Event, MachineDef, dict[str, Any]]
 
 
 class _ActionFailed(Exception):
@@ -225,8 +229,11 @@ class Engine:
             )
         self.gate.abort(correlation_id)  # from now on, every worker admits no step of it
         adm = self._admit(state.last)  # waits for a step in flight to commit (or raises LeaseBusy)
+        token = adm.token
+        assert token is not None  # _admit returns only an admission that took the lease
         try:
             state = self.status(correlation_id)
+            assert state is not None  # it had records a moment ago; records are never removed
             if state.terminal:
                 raise HandlerError(
                     f"machine {state.machine!r} ({correlation_id}) ended while being aborted: {state.status} "
@@ -238,7 +245,7 @@ class Engine:
             )
             positions = self.services.log.append([OutRecord(correlation_id, encode(ev))])
         finally:
-            self.gate.release(correlation_id, adm.token)
+            self.gate.release(correlation_id, token)
         self._save_snapshot(ev, positions[0])
         self.metrics.count("MachinesAborted", 1, {"machine": ev.machine})
         self.flush_metrics()
@@ -281,9 +288,9 @@ class Engine:
                     "handed back", rec.describe(), step.token)
         result.failed_item_ids.append(step.inbound.item_id)
 
-    def _parse_batch(self, records: Sequence[Inbound], result: BatchResult) -> list[tuple]:
+    def _parse_batch(self, records: Sequence[Inbound], result: BatchResult) -> list[Parsed]:
         """Decode and check every record; park the poison ones; drop terminal records and duplicates."""
-        todo = []
+        todo: list[Parsed] = []
         seen: set[tuple[str, int, int, str | None]] = set()
         oldest: float | None = None  # the time of the oldest record the batch has to handle
         for inbound in records:
@@ -299,7 +306,7 @@ class Engine:
                     result.failed_item_ids.append(inbound.item_id)
                 continue
             key = (record.correlation_id, record.steps, record.retries, record.event_id)
-            if record.terminal or key in seen:
+            if record.terminal or mdef is None or ctx is None or key in seen:  # (only terminal ones lack mdef)
                 if key in seen:  # the same attempt twice in one batch
                     self.metrics.count("DuplicateDeliveries", 1, {"machine": record.machine})
                 result.skipped += 1
@@ -412,6 +419,7 @@ class Engine:
         """Run one admitted record's step (and any local steps after it, while ``still_held()``) for the
         commit."""
         cid = record.correlation_id
+        assert adm.token is not None  # only a record admitted under a lease runs
         step = _Step(inbound, record, adm.token, started=self.clock(), side=adm.side)
         max_retries = mdef.max_retries if mdef.max_retries is not None else self.settings.MAX_RETRIES
         upgraded = record.definition_hash if record.definition_hash != mdef.hash else None
@@ -437,6 +445,7 @@ class Engine:
     def _aborted(self, inbound: Inbound, record: Event, adm: Admission) -> _Step:
         """The abort record of a machine flagged aborted, for the batch's append: whoever holds the lease
         records the abort, so an operator's abort that could not wait for the lease still ends it."""
+        assert adm.token is not None  # recorded only under the lease
         step = _Step(inbound, record, adm.token, started=self.clock(), side=adm.side)
         self._set_out(step, record.evolve(kind=ABORTED, time=self.clock(), error_type="Aborted",
                                           error_message="aborted by an operator", upgraded_from=None))
@@ -473,13 +482,18 @@ class Engine:
         }
         ctx = ActionContext(data, facts)
         for _ in range(LOCAL_CHAIN_LIMIT):
-            source: StateDef = mdef.state(cur.state)
+            # _parse checked the record's state and event; loading checked every transition's target
+            source = mdef.state(cur.state)
+            assert source is not None
             if cur.event is None:  # start (or a retry of it): the initial state's entry and do
                 target = source
                 self._call(target.entry_action, ctx, obj, cur)
             else:
                 tr = source.transition(cur.event)
-                target = mdef.state(tr.target)
+                assert tr is not None
+                entered = mdef.state(tr.target)
+                assert entered is not None
+                target = entered
                 self._call(source.exit_action, ctx, obj, cur)
                 self._call(tr.action, ctx, obj, cur)
                 facts["current_state"] = target.name
@@ -597,10 +611,10 @@ class Engine:
         """Append the batch's next records in one call, schedule its retries, then mark the
         attempts handled and release every lease (one round trip where the cache can batch)."""
         steps, ends = self._start_timers(steps, ends, result)
-        outs = [s for s in steps if s.out is not None]
-        retries = [s for s in steps if s.retry is not None]
+        outs = [(s, s.out) for s in steps if s.out is not None]
+        retries = [(s, s.retry) for s in steps if s.retry is not None]
         try:
-            positions = self.services.log.append([OutRecord(s.out.correlation_id, s.out_data) for s in outs]) \
+            positions = self.services.log.append([OutRecord(out.correlation_id, s.out_data) for s, out in outs]) \
                 if outs else []
         except BackendError as exc:
             log.error("could not append the batch's %d record(s): %s", len(outs), exc)
@@ -612,19 +626,19 @@ class Engine:
         if retries:
             try:
                 self.services.retries.schedule(
-                    [ScheduledRetry(s.retry.correlation_id, s.retry_data, s.retry_due) for s in retries]
+                    [ScheduledRetry(retry.correlation_id, s.retry_data, s.retry_due) for s, retry in retries]
                 )
             except BackendError as exc:  # those records are delivered again; the appended ones stand
                 log.error("could not schedule %d retr(ies): %s", len(retries), exc)
                 self.metrics.count("ServiceErrors")
-                result.failed_item_ids.extend(s.inbound.item_id for s in retries)
+                result.failed_item_ids.extend(s.inbound.item_id for s, _ in retries)
                 scheduled = False
         self._end(ends + [self._ending(s, DONE if s.out is not None else (TRIED if scheduled else None))
                           for s in steps])
-        pos_of = {id(s): p for s, p in zip(outs, positions)}
+        pos_of = {id(s): p for (s, _), p in zip(outs, positions)}
         every = max(1, int(self.settings.SNAPSHOT_EVERY))
-        self._save_snapshots([(s.out, pos_of[id(s)]) for s in outs
-                              if s.out.terminal or s.out.steps // every != s.record.steps // every])
+        self._save_snapshots([(out, pos_of[id(s)]) for s, out in outs
+                              if out.terminal or out.steps // every != s.record.steps // every])
         for s in steps:
             out = s.out
             if out is None and not scheduled:
@@ -639,20 +653,21 @@ class Engine:
         """Put every next record that waits (``delay``, ``timeout``) in the retry source's due-time store
         before it reaches the log, so a waiting record in the log always has its timer. Steps whose
         timers could not be stored are handed back (they run again), not appended."""
-        timers = [s for s in steps if s.out is not None and s.out.due is not None and not s.out.terminal]
+        timers = [(s, s.out, s.out.due) for s in steps
+                  if s.out is not None and s.out.due is not None and not s.out.terminal]
         if not timers:
             return steps, ends
         try:
-            self.services.retries.schedule([ScheduledRetry(s.out.correlation_id, s.out_data, s.out.due)
-                                            for s in timers])
+            self.services.retries.schedule([ScheduledRetry(out.correlation_id, s.out_data, due)
+                                            for s, out, due in timers])
         except BackendError as exc:
             log.error("could not store %d timer(s): %s", len(timers), exc)
             self.metrics.count("ServiceErrors")
-            result.failed_item_ids.extend(s.inbound.item_id for s in timers)
-            dropped = {id(s) for s in timers}
-            return [s for s in steps if id(s) not in dropped], ends + [self._ending(s, None) for s in timers]
-        for s in timers:
-            self.metrics.count("TimersStarted", 1, {"machine": s.out.machine})
+            result.failed_item_ids.extend(s.inbound.item_id for s, _, _ in timers)
+            dropped = {id(s) for s, _, _ in timers}
+            return [s for s in steps if id(s) not in dropped], ends + [self._ending(s, None) for s, _, _ in timers]
+        for _, out, _ in timers:
+            self.metrics.count("TimersStarted", 1, {"machine": out.machine})
         return steps, ends
 
     @staticmethod
@@ -728,8 +743,9 @@ class Engine:
                 line["next_event"] = s.out.event
             if s.error:
                 line["error"] = s.error
-            if self.debug:
-                line["context"] = repr((s.out or s.retry).context)
+            nxt = s.out or s.retry
+            if self.debug and nxt is not None:
+                line["context"] = repr(nxt.context)
             step_log.info(json.dumps(line, default=str))
         if self.on_step is not None:
             self.on_step(rec, s.out or s.retry, s.outcome)
