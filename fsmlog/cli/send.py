@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from typing import Any
 
 from . import UsageError, open_runtime
 from . import output as out
@@ -22,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_send)
 
 
-def _data(text: str | None):
+def _data(text: str | None) -> Any:
     if text is None:
         return None
     try:

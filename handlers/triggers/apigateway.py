@@ -106,9 +106,9 @@ def _send(engine: Engine, cid: str, body: str | None) -> dict[str, Any]:
     try:
         sent = engine.send_event(cid, event, doc.get("data"), event_id)
     except EventRefused as exc:
-        body_ = {"error": str(exc), "status": 404 if exc.code == "UnknownMachine" else 409, "code": exc.code,
-                 "state": exc.state, "event": exc.event}
-        return response(body_["status"], body_)
+        status = 404 if exc.code == "UnknownMachine" else 409
+        return response(status, {"error": str(exc), "status": status, "code": exc.code, "state": exc.state,
+                                 "event": exc.event})
     except ContextValueError as exc:
         raise _Fail(400, str(exc)) from None
     return response(202, {"correlation_id": cid, "event": event, "event_id": sent.event_id, "state": sent.state,
