@@ -58,7 +58,18 @@ DOC = {
         {"name": "published", "final": True},
     ],
 }
-HASHES = {"order": "0rder0golden0001", "doc": "d0c0golden000001"}
+APPROVAL = {
+    "name": "approval",
+    "states": [
+        {"name": "asked", "initial": True, "wait": True, "timeout": "1h", "on_timeout": "expire",
+         "transitions": [{"event": "approve", "target": "ship"}, {"event": "expire", "target": "expired"}]},
+        {"name": "ship", "transitions": [{"event": "shipped", "target": "done", "delay": "2m"}]},
+        {"name": "held", "wait": True, "transitions": [{"event": "release", "target": "done"}]},
+        {"name": "done", "final": True},
+        {"name": "expired", "final": True},
+    ],
+}
+HASHES = {"order": "0rder0golden0001", "doc": "d0c0golden000001", "approval": "appr0golden00001"}
 
 
 class Run:
@@ -149,10 +160,37 @@ def doc_loop_abort() -> list[Event]:
     return interleave(a, b)
 
 
+def approval_waits() -> list[Event]:
+    """Record version 2: timers (``due``), events sent from outside (``event_id``), applied ids (``seen``)."""
+    a = Run("approval", "appr-0001", T0)
+    ctx = {"item": "laptop", "amount": Decimal("1200.00")}
+    a.add(START, 0, 0, "asked", None, ctx)
+    a.add(STEP, 1, 0, "asked", "expire", ctx, due=T0 + 3602.0)  # waits; its timeout in the due-time store
+    sent = a.add(STEP, 1, 0, "asked", "approve", {**ctx, "event_data": {"by": "ana"}}, event_id="form-1")
+    a.add(STEP, 2, 0, "ship", "shipped", {**ctx, "event_data": {"by": "ana"}}, due=T0 + 124.0,
+          seen=("form-1",))
+    a.add(COMPLETED, 3, 0, "done", None, {**ctx, "event_data": {"by": "ana"}}, seen=("form-1",))
+    b = Run("approval", "appr-0002", T0 + 0.5)
+    b.add(START, 0, 0, "asked", None, {"item": "chair"})
+    wait = b.add(STEP, 1, 0, "asked", "expire", {"item": "chair"}, due=T0 + 3602.5)
+    b.records.append(wait)  # the timer's copy, appended again when due
+    b.add(COMPLETED, 2, 0, "expired", None, {"item": "chair"})
+    # an event sent while the timeout ran, reaching the log after it: parked by a worker, no change here
+    b.add(STEP, 1, 0, "asked", "approve", {"item": "chair", "event_data": None}, event_id="late-1")
+    c = Run("approval", "appr-0003", T0 + 0.75)
+    c.add(START, 0, 0, "held", None, {"n": 1})
+    c.add(STEP, 1, 0, "held", None, {"n": 1})  # waits for an event, no timeout
+    c.add(STEP, 1, 0, "held", "release", {"n": 1, "event_data": [1, 2]}, event_id="r-1", seen=("form-0",))
+    log = interleave(a, b, c)
+    log.append(sent)  # a duplicate send, redelivered late
+    return log
+
+
 LOGS = {
     "order_happy": order_happy,
     "order_retry_then_fail": order_retry_then_fail,
     "doc_loop_abort": doc_loop_abort,
+    "approval_waits": approval_waits,
 }
 
 
@@ -210,9 +248,22 @@ def describe(states: dict[str, MachineState]) -> dict[str, Any]:
             "upgraded_from": s.last.upgraded_from,
             "version": s.version,
             "context": json_safe(s.context),
+            **_waits(s.last),
         }
         for cid, s in sorted(states.items())
     }
+
+
+def _waits(last: Event) -> dict[str, Any]:
+    """Record version 2's fields, only where set (the version 1 logs' expectations stay as they were)."""
+    out: dict[str, Any] = {}
+    if last.due is not None:
+        out["due"] = last.due
+    if last.event_id is not None:
+        out["event_id"] = last.event_id
+    if last.seen:
+        out["seen"] = list(last.seen)
+    return out
 
 
 def expectation(records: list[bytes]) -> dict[str, Any]:
