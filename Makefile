@@ -16,7 +16,7 @@ $(VENV)/.base: $(VENV)/bin/python setup.cfg pyproject.toml
 	touch $@
 
 $(VENV)/.full: $(VENV)/.base setup.cfg
-	$(PIP) install -q -e '.[aws,kcl,test]'
+	$(PIP) install -q -e '.[aws,kcl,test,lint]'
 	touch $@
 
 install-base: $(VENV)/.base
@@ -42,8 +42,7 @@ run: install-base
 	  run examples/orders/fsm.yaml --machine order --count 5 \
 	  --context '{"sku": "book-42", "quantity": 2, "amount": "39.90", "customer": "ada@example.com"}'
 
-test: install services
-	$(PY) .ci/layers.py .
+test: install services lint
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-fast: install
@@ -53,9 +52,12 @@ bench: install
 	@for b in fold embedded handler aws replay; do \
 	  echo "== bench/$$b.py"; $(PY) bench/$$b.py || exit 1; done
 
+# ruff, the layering, mypy over the five packages (setup.cfg [mypy]), and no settings/engine/log typed Any
 lint: install
 	$(VENV)/bin/ruff check .
 	$(PY) .ci/layers.py .
+	$(PY) -m mypy
+	$(PY) .ci/typed_params.py .
 
 clean:
-	rm -rf $(VENV) .fsmlog *.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) .fsmlog *.egg-info .pytest_cache .hypothesis .mypy_cache
