@@ -62,7 +62,8 @@ APPROVAL = {
     "name": "approval",
     "states": [
         {"name": "asked", "initial": True, "wait": True, "timeout": "1h", "on_timeout": "expire",
-         "transitions": [{"event": "approve", "target": "ship"}, {"event": "expire", "target": "expired"}]},
+         "transitions": [{"event": "approve", "target": "ship"}, {"event": "expire", "target": "expired"},
+                         {"event": "hold", "target": "held"}]},
         {"name": "ship", "transitions": [{"event": "shipped", "target": "done", "delay": "2m"}]},
         {"name": "held", "wait": True, "transitions": [{"event": "release", "target": "done"}]},
         {"name": "done", "final": True},
