@@ -71,6 +71,10 @@ def test_each_json_command_prints_one_document_and_emf_goes_to_stderr(fsmlog, tm
     assert redrive.returncode == 0, redrive.stderr
     assert [(x["DeadLettersRedriven"], x["machine"]) for x in emf_lines(redrive)] == [(1, "stray")]
 
+    kit = fsmlog("test", str(ROOT / "examples" / "documents" / "fsm.yaml"), "--examples", "3", "--seed", "1",
+                 "--json")
+    assert document(kit)["ok"] is True
+
     dev = fsmlog("dev", str(ORDERS), "--start", "order", "--count", "2", "--until-done", "--timeout", "60",
                  "--timer", "0.2", "--json")
     assert [m["status"] for m in document(dev)["machines"]] == ["completed", "completed"]
