@@ -10,7 +10,10 @@ settings.register_profile(
 settings.register_profile(
     "slow", max_examples=5000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
-settings.register_profile("quick", max_examples=30, deadline=None)
+# `make test-pythons` (the other Pythons): every property still runs, on fewer examples
+settings.register_profile(
+    "quick", max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 pytest_plugins = ["tests.fixtures.servers", "tests.fixtures.cache_servers"]
