@@ -10,7 +10,6 @@ failed or was aborted, or if ``--timeout`` ran out first).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from dataclasses import asdict
@@ -20,6 +19,7 @@ from eventlog.event import TERMINAL
 
 from . import UsageError, load_definitions, settings_for
 from . import output as out
+from .machines import parse_context
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,18 +40,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_dev)
 
 
-def _context(text: str | None) -> dict[str, Any]:
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise UsageError(f"--context is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise UsageError("--context must be a JSON object")
-    return value
-
-
 def cmd_dev(args: argparse.Namespace) -> int:
     from handlers.devloop import DevLoop, local_endpoints
     from handlers.triggers import runtime
@@ -63,7 +51,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
     definitions = load_definitions(args.fsm)
     if args.start and args.start not in definitions:
         definitions.machine(args.start)  # raises UnknownMachine naming the known ones
-    context = _context(args.context)
+    context = parse_context(args.context)
     settings, server = local_endpoints(settings_for(args, args.fsm))
     ended: dict[str, Any] = {}
     watched: set[str] = set()

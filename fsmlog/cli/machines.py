@@ -83,7 +83,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_graph)
 
 
-def _context(text: str | None) -> dict[str, Any]:
+def parse_context(text: str | None) -> dict[str, Any]:
+    """``--context``: a JSON object, or a one-line usage error showing one."""
     if text is None:
         return {}
     try:
@@ -102,7 +103,7 @@ def _context(text: str | None) -> dict[str, Any]:
 def cmd_run(args: argparse.Namespace) -> int:
     if args.count < 1:
         raise UsageError("--count must be at least 1")
-    context = _context(args.context)
+    context = parse_context(args.context)
     definitions = load_definitions(args.fsm)
     definitions.machine(args.machine)  # unknown machine: one clear error before anything is written
     pending: set[str] = set()
@@ -185,7 +186,7 @@ def continue_command(args: argparse.Namespace) -> str:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    context = _context(args.context)
+    context = parse_context(args.context)
     definitions = load_definitions(args.fsm)
     with open_runtime(args, definitions, fsm_path=args.fsm) as rt:
         cid = rt.engine.start(args.machine, context, args.id)

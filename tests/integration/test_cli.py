@@ -199,6 +199,8 @@ def test_errors_are_one_clear_line(fsmlog, tmp_path):
     assert bad_option.returncode == 2  # argparse's own errors: one line too, no usage lines
     assert one_error_line(bad_option) == ("error: fsmlog run: argument --count: invalid int value: 'many'; "
                                           "`fsmlog run -h` shows the options")
+    dev = fsmlog("dev", str(ORDERS), "--start", "order", "--context", "[1]")
+    assert dev.returncode == 2 and "like '{\"amount\": 10}', got list" in one_error_line(dev)
     no_action = fsmlog("dead-letters")
     assert no_action.returncode == 2 and "list, show ID or redrive" in one_error_line(no_action)
 
