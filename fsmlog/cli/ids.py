@@ -3,7 +3,9 @@
 Tables show ids short (``short_ids``: 8 characters, longer only where two
 shown ids would share them); every command that takes a machine or dead
 letter id accepts such a prefix, resolved here against the ids that exist.
-An exact id always wins over ids it is a prefix of.
+An exact id always wins over ids it is a prefix of. Resolving a prefix reads the
+partition keys of every readable side of the stream (a full 32-character id is
+taken as given, so scripts that pass whole ids pay nothing).
 """
 
 from __future__ import annotations
