@@ -7,7 +7,6 @@ the greatest value is kept, in the buffer and in a sink that accumulates (the em
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
 
@@ -36,30 +35,28 @@ def _dims(dimensions: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
 
 
 class MetricBuffer:
-    """Aggregates counts in memory so a batch costs one ``put``, not one per event. Safe to count
-    into from other threads (a failover observed by the lease renewer's call)."""
+    """Aggregates counts in memory so a batch costs one ``put``, not one per event.
+
+    The engine's thread alone counts into it, so counting takes no lock (it runs per record).
+    What other threads observe (a failover met by the lease renewer's call) is counted apart,
+    under its own lock (``handlers.metrics.failovers``), and moved in at the flush."""
 
     def __init__(self) -> None:
         self._counts: dict[tuple[str, tuple[tuple[str, str], ...], str], float] = {}
-        self._lock = threading.Lock()
 
     def count(self, name: str, value: float = 1.0, dimensions: Mapping[str, str] | None = None) -> None:
         k = (name, _dims(dimensions), COUNT)
-        with self._lock:
-            self._counts[k] = self._counts.get(k, 0.0) + value
+        self._counts[k] = self._counts.get(k, 0.0) + value
 
     def gauge(self, name: str, value: float, dimensions: Mapping[str, str] | None = None,
               unit: str = MILLISECONDS) -> None:
         """Keep the greatest ``value`` seen until the next flush."""
         k = (name, _dims(dimensions), unit)
-        with self._lock:
-            self._counts[k] = max(self._counts.get(k, value), value)
+        self._counts[k] = max(self._counts.get(k, value), value)
 
     def drain(self) -> list[Datum]:
-        with self._lock:
-            out = [Datum(n, v, d, u) for (n, d, u), v in self._counts.items()]
-            self._counts.clear()
-        return out
+        counts, self._counts = self._counts, {}
+        return [Datum(n, v, d, u) for (n, d, u), v in counts.items()]
 
     def put_back(self, data: Sequence[Datum]) -> None:
         """Data a sink did not take: counts add to what came since, gauges keep the greater value."""
