@@ -76,6 +76,7 @@ FLAP_P = 0.25
 POLL_S = 0.25
 SETTLE_S = 2.0  # workers keep running this long after the last machine ended: late re-runs show up
 SCENARIOS = ("partition", "flapping", "clean")
+GAUGES = frozenset({"OldestRecordAgeMs"})  # kept at their greatest by the sink (handlers/metrics), never summed
 
 LOG_MARKS = {  # what the engine and the worker log, counted in the workers' output
     "split_leases": "lease taken on the secondary cache",  # engine, one warning per lease (handlers/engine.py)
@@ -407,21 +408,26 @@ def metric_figures(soak: Soak) -> dict[str, Any]:
         try:
             side_totals: Counter[str] = Counter()
             for (name, dims), value in backend.read().items():
-                side_totals[name] += int(value)
+                if name in GAUGES:  # an age is not added up: the oldest any worker saw
+                    side_totals[name] = max(side_totals[name], int(value))
+                else:
+                    side_totals[name] += int(value)
                 if name == "SplitLeases":
                     split_by_cache_side[dict(dims).get("side", "?")] += int(value)
         finally:
             close = getattr(backend, "close", None)
             if close is not None:
                 close()
-        totals.update(side_totals)
+        for name, value in side_totals.items():
+            totals[name] = max(totals[name], value) if name in GAUGES else totals[name] + value
         by_side[side.lower()] = dict(sorted(side_totals.items()))
     return {
         "split_leases": totals.get("SplitLeases", 0),
         "split_leases_by_cache_side": dict(split_by_cache_side),
         "lease_lost": totals.get("LeaseLost", 0),
         "metrics": dict(sorted(totals.items())),
-        "metrics_rows_by_metrics_side": {k: sum(v.values()) for k, v in by_side.items()},
+        "metrics_rows_by_metrics_side": {k: sum(n for name, n in v.items() if name not in GAUGES)
+                                         for k, v in by_side.items()},
     }
 
 
