@@ -118,7 +118,7 @@ _clients_lock = threading.Lock()
 
 
 def endpoint_for(target: str | None, settings: Settings | None) -> str | None:
-    endpoints = (settings.get("ENDPOINTS") if settings is not None else None) or {}
+    endpoints = (settings.ENDPOINTS if settings is not None else None) or {}
     if target and target in endpoints:
         return str(endpoints[target])
     return os.environ.get("AWS_ENDPOINT_URL") or None
@@ -129,7 +129,7 @@ def region_for(target: str | None, settings: Settings | None) -> str:
         parts = target.split(":")
         if len(parts) > 3 and parts[3]:
             return parts[3]
-    region = settings.get("AWS_REGION") if settings is not None else None
+    region = settings.AWS_REGION if settings is not None else None
     return region or os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1"
 
 

@@ -61,7 +61,7 @@ def service_name(target: str, settings: Settings | None = None) -> str:
     if len(parts) >= 6 and parts[0] == "arn":
         if parts[2] != "elasticache":
             return parts[2]
-        endpoints = (settings.get("ENDPOINTS") if settings is not None else None) or {}
+        endpoints = (settings.ENDPOINTS if settings is not None else None) or {}
         endpoint = str(endpoints.get(target, ""))
         return "memcached" if endpoint.startswith("memcached://") or "memcached" in target.lower() else "redis"
     return ""
@@ -77,7 +77,7 @@ def kind_of(backend: Any) -> str | None:
 
 def faults_for(target: str, settings: Settings | None, kind: str | None = None) -> dict[str, float]:
     """The ``{exception_name: probability}`` that applies to one backend (empty: no chaos)."""
-    chaos = (settings.get("AWS_CHAOS") if settings is not None else None) or {}
+    chaos = (settings.AWS_CHAOS if settings is not None else None) or {}
     if not isinstance(chaos, Mapping):
         raise SettingsError(f"setting AWS_CHAOS must be a mapping of source to {{exception: probability}}, got {chaos!r}")
     for candidate in (target, service_name(target, settings), kind):

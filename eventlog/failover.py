@@ -286,5 +286,5 @@ def with_failover(kind: str, primary: Any, secondary: Any, settings: Settings | 
                             f"builds it), not with the generic proxy")
     cooldown = DEFAULT_COOLDOWN_S
     if settings is not None:
-        cooldown = float(settings.get("FAILOVER_COOLDOWN_SECONDS", DEFAULT_COOLDOWN_S) or DEFAULT_COOLDOWN_S)
+        cooldown = float(settings.FAILOVER_COOLDOWN_SECONDS or DEFAULT_COOLDOWN_S)
     return FailoverProxy(kind, primary, secondary, cooldown_s=cooldown, clock=clock)

@@ -209,10 +209,10 @@ def _region(arn: str) -> str:
 
 def _home_region(settings: Settings, named: list[Resource]) -> str:
     """The region the stack deploys to: the primary stream's, else AWS_REGION, else the first resource's."""
-    primary = str(settings.get("PRIMARY_STREAM_SOURCE") or "")
+    primary = str(settings.PRIMARY_STREAM_SOURCE or "")
     if primary.startswith("arn:") and _region(primary):
         return _region(primary)
-    return str(settings.get("AWS_REGION") or (named and _region(named[0].arn)) or "")
+    return str(settings.AWS_REGION or (named and _region(named[0].arn)) or "")
 
 
 def _table(name: str, spec: TableSpec) -> dict[str, Any]:
@@ -403,7 +403,7 @@ def render_template(settings: Settings, *, handler: str = HANDLER, code_uri: str
     events["RetryTimer"] = {"Type": "Schedule", "Properties": {
         "Schedule": "rate(1 minute)", "Description": "fsmlog: run retries whose backoff has passed"}}
 
-    namespace = str(settings.get("METRICS_NAMESPACE") or "fsmlog")
+    namespace = str(settings.METRICS_NAMESPACE or "fsmlog")
     alarm_parameter, alarm_condition, alarms = _fault_alarms(namespace)
     resources.update(alarms)
     if any(str(settings.get(s) or "").split(":")[2:3] == ["cloudwatch"] for s in SOURCE_SETTINGS):

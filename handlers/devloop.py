@@ -117,7 +117,7 @@ def local_endpoints(settings: Settings, environ: dict[str, str] | None = None) -
     Returns ``(settings, server)``; ``server`` is None when nothing was started (stop it when done).
     """
     env = os.environ if environ is None else environ
-    endpoints = dict(settings.get("ENDPOINTS") or {})
+    endpoints = dict(settings.ENDPOINTS or {})
     missing = [a for a in aws_targets(settings) if a not in endpoints and _service(a) not in NO_EMULATOR]
     if not missing or env.get("AWS_ENDPOINT_URL"):
         return settings, None
@@ -408,7 +408,7 @@ class EmbeddedPoller:
         records = self.log.read(None if after is None else str(after), self.loop.batch_size)
         if not records:
             return 0
-        region = self.loop.settings.get("AWS_REGION") or "local"
+        region = self.loop.settings.AWS_REGION or "local"
         event = {"Records": [kinesis_record(r, self.log.name, time.time(), region) for r in records]}
         failed = self.loop.invoke(event, len(records))
         if failed is None:
@@ -498,7 +498,7 @@ class DevLoop:
         except Exception as exc:  # Lambda would count an error and deliver the batch again
             self.stats.errors += 1
             log.error("invocation failed (%s); the batch will be delivered again: %s", type(exc).__name__, exc,
-                      exc_info=self.settings.get("DEBUG"))
+                      exc_info=self.settings.DEBUG)
             return ""
         items = [f.get("itemIdentifier") for f in (response or {}).get("batchItemFailures") or []]
         if not items:
@@ -511,7 +511,7 @@ class DevLoop:
         if not self.timer or (not force and now - self._last_timer < self.timer_every_s):
             return 0
         self._last_timer = now
-        region = self.settings.get("AWS_REGION") or "us-east-1"
+        region = self.settings.AWS_REGION or "us-east-1"
         event: dict[str, Any] = {
             "version": "0",
             "id": str(uuid.uuid4()),

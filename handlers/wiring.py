@@ -125,7 +125,7 @@ def open_source(kind: str, settings: Settings) -> Any:
         from .cache.steps import as_steps
 
         return FailoverSteps(as_steps(primary), as_steps(secondary),
-                             failover_after_s=float(settings.get("CACHE_FAILOVER_SECONDS", 1.0)))
+                             failover_after_s=float(settings.CACHE_FAILOVER_SECONDS))
     if kind == "RETRY":
         from .retries.failover import with_retry_failover
 

@@ -146,7 +146,7 @@ class Worker:
         self.poll_s = float(poll_s)
         if retry_every_s is None:
             # poll the retry source about as often as the shortest backoff, within [0.05 s, 1 s]
-            base = float(engine.settings.get("RETRY_BASE_SECONDS", 1.0) or 1.0)
+            base = float(engine.settings.RETRY_BASE_SECONDS or 1.0)
             retry_every_s = min(1.0, max(0.05, base / 2))
         self.retry_every_s = float(retry_every_s)
         self.monotonic = monotonic
@@ -240,7 +240,7 @@ class Worker:
     def _deliver(self, records: Sequence[LogRecord], source: str | None = None) -> BatchResult:
         """Hand records to the engine through the very function a Lambda's Kinesis trigger runs;
         ``source`` is the name of the side they were claimed from (its trigger's eventSourceARN)."""
-        region = self.engine.settings.get("AWS_REGION") or "local"
+        region = self.engine.settings.AWS_REGION or "local"
         now = time.time()
         name = source if source is not None else self.log.name
         event = {"Records": [kinesis_record(r, name, now, region) for r in records]}

@@ -50,7 +50,7 @@ def cmd_template(args: argparse.Namespace) -> int:
     from fsmlog.template import CODE_URI, render_template, untriggered_streams
 
     settings = settings_for(args)
-    stream = str(settings.get("PRIMARY_STREAM_SOURCE") or "")
+    stream = str(settings.PRIMARY_STREAM_SOURCE or "")
     if not stream.startswith("arn:"):
         # nothing would feed the function: no stream, no tables, only the retry timer
         print("warning: template has no stream: set PRIMARY_STREAM_SOURCE to a Kinesis ARN", file=sys.stderr)

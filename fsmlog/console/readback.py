@@ -41,7 +41,7 @@ def cloudwatch_series(metrics: Any, settings: Settings, start: float, minutes: i
     from eventlog.aws import call, client
 
     cw = client("cloudwatch", arn, settings)
-    namespace = str(settings.get("METRICS_NAMESPACE") or "fsmlog")
+    namespace = str(settings.METRICS_NAMESPACE or "fsmlog")
     queries: list[tuple[str, dict[str, Any]]] = []
     for key, name in SERIES_METRICS.items():
         token = None

@@ -36,7 +36,7 @@ class AlwaysEvicts(Protocol):
 
 def check_cache(cache: object, setting: str, settings: Settings) -> str | None:
     """Raise ``SettingsError`` for a cache that may evict leases; return a warning to log, or None."""
-    allowed = bool(settings.get("CACHE_ALLOW_EVICTION", False))
+    allowed = bool(settings.CACHE_ALLOW_EVICTION)
     if isinstance(cache, AlwaysEvicts) and cache.evicts_under_pressure():
         return (f"{setting}: Memcached evicts keys under memory pressure; an evicted lease lets a second "
                 f"worker run a step while its holder still works (marks it forgets cost a log read). "

@@ -124,7 +124,7 @@ def elasticache_url(target: str, settings: Settings, scheme: str) -> str:
     """
     if target.startswith(scheme + "://") or (scheme == "redis" and target.startswith("rediss://")):
         return target
-    endpoint = (settings.get("ENDPOINTS") or {}).get(target)
+    endpoint = (settings.ENDPOINTS or {}).get(target)
     if endpoint:
         return str(endpoint)
     parts = target.split(":")

@@ -40,7 +40,7 @@ class CloudWatchMetrics:
             raise SettingsError(f"metrics source {arn!r} is not a CloudWatch ARN (arn:aws:cloudwatch:REGION:ACCOUNT:...)")
         self.name = arn
         self.arn = arn
-        self.namespace = str(settings.get("METRICS_NAMESPACE") or "fsmlog")
+        self.namespace = str(settings.METRICS_NAMESPACE or "fsmlog")
         self._client = client("cloudwatch", arn, settings)
 
     @classmethod

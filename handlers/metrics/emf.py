@@ -69,7 +69,7 @@ class EmfMetrics:
 
     @classmethod
     def from_target(cls, target: str, settings: Settings) -> EmfMetrics:
-        namespace = target[len("emf:"):].strip() or str(settings.get("METRICS_NAMESPACE") or "fsmlog")
+        namespace = target[len("emf:"):].strip() or str(settings.METRICS_NAMESPACE or "fsmlog")
         return cls(namespace, name=target)
 
     def lines(self, data: Sequence[Datum]) -> list[str]:

@@ -45,7 +45,7 @@ class DynamoDBRetries(aws.DynamoDBTable):
                  claim_seconds: float | None = None) -> None:
         super().__init__(arn, settings, client=client)
         if claim_seconds is None:
-            claim_seconds = float(settings.get("LEASE_SECONDS", 60.0)) if settings is not None else 60.0
+            claim_seconds = float(settings.LEASE_SECONDS) if settings is not None else 60.0
         self.claim_seconds = claim_seconds
 
     @staticmethod

@@ -266,5 +266,5 @@ def with_retry_failover(primary: Any, secondary: Any, settings: Settings | None,
     """A ``FailoverRetries`` with the cool-down of ``FAILOVER_COOLDOWN_SECONDS``."""
     cooldown = DEFAULT_COOLDOWN_S
     if settings is not None:
-        cooldown = float(settings.get("FAILOVER_COOLDOWN_SECONDS", DEFAULT_COOLDOWN_S) or DEFAULT_COOLDOWN_S)
+        cooldown = float(settings.FAILOVER_COOLDOWN_SECONDS or DEFAULT_COOLDOWN_S)
     return FailoverRetries(primary, secondary, cooldown_s=cooldown, clock=clock)

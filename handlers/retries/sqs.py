@@ -52,7 +52,7 @@ class SqsRetries:
         self.clock = clock
         self.max_delay = max(0, min(MAX_DELAY, int(max_delay)))
         if claim_seconds is None:
-            claim_seconds = float(settings.get("LEASE_SECONDS", 60.0)) if settings is not None else 60.0
+            claim_seconds = float(settings.LEASE_SECONDS) if settings is not None else 60.0
         self.claim_seconds = max(0, min(43_200, math.ceil(claim_seconds)))
 
     @classmethod

@@ -74,7 +74,7 @@ def item(rec: Any, index: int) -> Inbound | Bad:
 
 
 def retry_queues(settings: Settings) -> set[str]:
-    return {v for v in (settings.get("PRIMARY_RETRY_SOURCE"), settings.get("SECONDARY_RETRY_SOURCE")) if v}
+    return {v for v in (settings.PRIMARY_RETRY_SOURCE, settings.SECONDARY_RETRY_SOURCE) if v}
 
 
 def due_time(rec: Any) -> float | None:

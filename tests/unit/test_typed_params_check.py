@@ -1,5 +1,6 @@
 """The lint check that keeps settings, engines and logs typed: it finds every way of writing ``Any``
-for them, leaves other names and ``**settings`` alone, and the packages pass it."""
+for them and every setting read by a constant name, leaves other names, ``**settings`` and computed
+setting names alone, and the packages pass it."""
 
 from __future__ import annotations
 
@@ -27,10 +28,17 @@ class Runtime:
     settings: Settings
 
 _step_engine: Any = None
+
+def e(settings: Settings, kind: str) -> None:
+    settings.get("LEASE_SECONDS", 60.0)
+    self.engine.settings.get("AWS_REGION")
+    settings.get(f"PRIMARY_{kind}_SOURCE")
+    config.get("LEASE_SECONDS")
+    settings.get("lower")
 '''
 
 
-def test_every_spelling_of_any_is_found_and_nothing_else() -> None:
+def test_every_spelling_of_any_and_constant_reads_are_found_and_nothing_else() -> None:
     found = typed_params.offenders(SOURCE, "x.py")
     assert sorted(found) == sorted([
         "x.py:5: parameter 'settings' of a() is typed Any",
@@ -40,6 +48,10 @@ def test_every_spelling_of_any_is_found_and_nothing_else() -> None:
         "x.py:6: parameter 'step_engine' of b() is typed Any",
         "x.py:11: 'engine' is typed Any",
         "x.py:15: '_step_engine' is typed Any",
+        "x.py:18: settings.get('LEASE_SECONDS') reads a setting by a constant name; read the typed attribute "
+        "settings.LEASE_SECONDS",
+        "x.py:19: settings.get('AWS_REGION') reads a setting by a constant name; read the typed attribute "
+        "settings.AWS_REGION",
     ])
 
 
