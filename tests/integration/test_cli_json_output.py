@@ -58,6 +58,8 @@ def test_each_json_command_prints_one_document_and_emf_goes_to_stderr(fsmlog, tm
     assert document(fsmlog("history", cid, "--json"))[-1]["record"]["kind"] == "completed"
     assert document(fsmlog("replay", "machine", cid, "--json"))["machine"]["correlation_id"] == cid
     assert document(fsmlog("replay", "scan", "--json"))["machines"] == 2
+    check = document(fsmlog("replay", "check", str(ORDERS), "--json"))
+    assert (check["running"], check["ended"], check["parked"]) == (0, 2, [])
 
     # a record no definition knows is parked: the dead-letter listings
     (tmp_path / "other.yaml").write_text(
@@ -78,4 +80,6 @@ def test_each_json_command_prints_one_document_and_emf_goes_to_stderr(fsmlog, tm
     dev = fsmlog("dev", str(ORDERS), "--start", "order", "--count", "2", "--until-done", "--timeout", "60",
                  "--timer", "0.2", "--json")
     assert [m["status"] for m in document(dev)["machines"]] == ["completed", "completed"]
-    assert emf_lines(dev)
+    metrics = emf_lines(dev)  # on stderr, like every command's
+    assert sum(x["MachinesStarted"] for x in metrics if "MachinesStarted" in x) == 2
+    assert {"MachinesStarted", "Transitions"} <= {k for x in metrics for k in x}
