@@ -91,7 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # a command module not written (or not installed) yet
             raise
         module.register(sub)
+    _db_after_the_command(sub)
     return parser
+
+
+def _db_after_the_command(sub: argparse._SubParsersAction) -> None:
+    """``--db PATH`` after the command as well as before it (``fsmlog history --db PATH ID``)."""
+    for command in {id(p): p for p in sub.choices.values()}.values():
+        try:
+            command.add_argument("--db", metavar="PATH", default=argparse.SUPPRESS,
+                                 help="every source on the embedded file PATH (as `fsmlog --db PATH`)")
+        except argparse.ArgumentError:
+            pass  # the command has a --db of its own
+        for action in command._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _db_after_the_command(action)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

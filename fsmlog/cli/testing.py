@@ -5,8 +5,8 @@ own, under generated contexts (from ``--context-schema``, else ``{}``) and
 fault schedules (crashes before a commit, duplicate deliveries, actions that
 raise after running, aborts, several machines interleaved). Exit 0 when every
 property holds, 1 when one fails (each failure: the property, the machine,
-state and event, the shrunk case, and a log to look at with ``fsmlog --db
-PATH history ID``), 2 when the machines or the schema cannot be loaded.
+state and event, the shrunk case, and a log to look at with ``fsmlog history
+--db PATH ID``), 2 when the machines or the schema cannot be loaded.
 """
 
 from __future__ import annotations

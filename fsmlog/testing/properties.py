@@ -244,7 +244,7 @@ class Report:
             if v.case.order and len(v.case.contexts) > 1:
                 out += _fill(f"delivery order: {list(v.case.order)}, batches of {v.case.batch}", width)
             if v.log_path is not None:
-                out += _fill(f"log: fsmlog --db {_shown(v.log_path)} history {v.correlation_id}", width)
+                out += _fill(f"log: fsmlog history --db {_shown(v.log_path)} {v.correlation_id}", width)
         return out
 
     def assert_ok(self) -> None:

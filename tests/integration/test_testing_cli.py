@@ -49,7 +49,7 @@ def test_a_planted_bug_is_reported_with_its_property_shrunk_case_and_a_log_histo
     assert "P1 failed: machine 'triage', state 'triaging', event 'large'" in lines
     assert '  context #0: {"amount": 101, "n": 0}' in lines and "  faults: none" in lines
     shown = " ".join(proc.stdout[proc.stdout.index("log: fsmlog "):].split())  # the command, unwrapped
-    argv = shlex.split(re.match(r"log: fsmlog (--db \S+ history \w+)", shown).group(1))
+    argv = shlex.split(re.match(r"log: fsmlog (history --db \S+ \w+)", shown).group(1))
     history = fsmlog(*argv)
     assert history.returncode == 0, history.stderr
     assert "NoTransition" in history.stdout and "large" in history.stdout
