@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from eventlog.codec import decode
+from eventlog.codec import decode_fields
 from eventlog.errors import DecodeError, FsmlogError
 from eventlog.event import COMPLETED, FAILED, RETRY, STEP
 from fsmlog.cli import one_line
@@ -249,19 +249,20 @@ class Reader:
                     break
                 after = page[-1].position
                 for r in page:
-                    try:
-                        ev = decode(r.data)
+                    try:  # Event's fields, without building one per record: kind first, time ninth
+                        fields = decode_fields(r.data)
                     except DecodeError:
                         continue
-                    i = int((ev.time - start) // 60)
+                    kind, when = fields[0], fields[8]
+                    i = int((when - start) // 60)
                     if not 0 <= i < minutes:
                         continue
                     records += 1
-                    if ev.kind in (STEP, COMPLETED, FAILED):
+                    if kind in (STEP, COMPLETED, FAILED):
                         series["transitions"][i] += 1
-                    if ev.kind == FAILED:
+                    if kind == FAILED:
                         series["failures"][i] += 1
-                    elif ev.kind == RETRY:
+                    elif kind == RETRY:
                         series["retries"][i] += 1
         for letter in self.rt.services.dead_letters.list(1_000_000):
             i = int((letter.time - start) // 60)
