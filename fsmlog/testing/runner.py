@@ -226,6 +226,10 @@ class Kit:
     def run(self, case: Case, *, faulty: bool = True, correlation_ids: list[str] | None = None) -> Run:
         """Run ``case`` (without its faults when ``faulty`` is False) in a fresh directory; return the Run."""
         self.machine(case.machine)
+        for i, ctx in enumerate(case.contexts):
+            if not isinstance(ctx, dict):
+                raise TestingError(f"context #{i} of a case for {case.machine!r} is a {type(ctx).__name__}, not a "
+                                   "dict; the contexts strategy must generate dicts", machine=case.machine)
         ids = correlation_ids or [uuid.uuid4().hex for _ in case.contexts]
         workdir = self.root / f"run-{next(self._runs):05d}"
         workdir.mkdir(parents=True)

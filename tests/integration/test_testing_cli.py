@@ -61,7 +61,7 @@ def test_the_fixed_machines_pass_and_json_is_one_document(fsmlog):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["ok"] and doc["seed"] == 7
-    assert [m["machine"] for m in doc["machines"]] == ["triage", "remember", "countdown", "wallet"]
+    assert [m["machine"] for m in doc["machines"]] == ["triage", "remember", "countdown", "wallet", "tagger"]
     assert all(m["ok"] and m["examples"] >= 20 and m["faults_injected"] for m in doc["machines"])
 
 

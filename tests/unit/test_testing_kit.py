@@ -71,7 +71,14 @@ def test_an_effect_doubled_by_a_rerun_is_caught_with_one_fault(broken):
         assert "balance: 999 then 998" in v.detail
 
 
-@pytest.mark.parametrize("machine", ["triage", "countdown", "remember", "wallet"])
+def test_a_context_that_cannot_travel_breaks_p4(broken):
+    report = _check(broken, "tagger")
+    assert report.properties() == ["P4"]
+    (v,) = report.violations
+    assert v.case.contexts == ({"amount": 501, "n": 0},) and "tags" in v.detail
+
+
+@pytest.mark.parametrize("machine", ["triage", "countdown", "remember", "wallet", "tagger"])
 def test_the_fixed_machines_break_nothing(fixed, machine):
     report = _check(fixed, machine)
     assert report.ok, "\n".join(report.lines())

@@ -7,7 +7,8 @@ Each broken action has one bug the testing kit must find, with the property it b
 - ``Countdown`` never reaches zero from a count of zero or less (P2);
 - ``Debit`` takes money off a ledger kept in a file, once per run of the step: a step run
   again after a crash or a lost answer debits twice (P3/P5). ``DebitOnce`` keys the
-  debit on ``obj["idempotency_key"]``.
+  debit on ``obj["idempotency_key"]``;
+- ``Tag`` puts a set in the context for amounts over 500, which cannot travel (P4).
 """
 
 from __future__ import annotations
@@ -84,3 +85,17 @@ class DebitOnce(Action):
             LEDGER.write_text(json.dumps(ledger))
         context["balance"] = ledger["debits"][key]
         return "debited"
+
+
+class Tag(Action):
+    """Puts a set in the context for large amounts: it cannot travel in the log (P4)."""
+
+    def execute(self, context, obj):
+        context["tags"] = {"large"} if context["amount"] > 500 else ["small"]
+        return "tagged"
+
+
+class TagAsList(Action):
+    def execute(self, context, obj):
+        context["tags"] = ["large" if context["amount"] > 500 else "small"]
+        return "tagged"
