@@ -29,7 +29,13 @@ class ContextValueError(EventlogError):
 
 
 class SettingsError(EventlogError):
-    """A setting with an invalid value (the setting's name is in the message)."""
+    """A setting with an invalid value. ``setting`` names it (the first, when several are at fault;
+    ``FSMLOG_SETTINGS`` for a settings file or module that cannot be read), or is ``None`` when raised
+    without one; the message names it too."""
+
+    def __init__(self, message: str, *, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 class BackendError(EventlogError):

@@ -32,6 +32,7 @@ import yaml
 from .errors import SettingsError
 
 DEFAULT_SQLITE = "sqlite:///.fsmlog/local.db"
+ENV = "FSMLOG_SETTINGS"  # names the settings module or file
 LAMBDA_ENV = "AWS_LAMBDA_FUNCTION_NAME"  # set by the Lambda runtime in every function's environment
 LAMBDA_DEFAULTS = {"METRICS": "emf:"}  # the only unset source Lambda may fill in: it keeps no state
 
@@ -116,7 +117,7 @@ class Settings:
             if self.lambda_function:
                 if kind in LAMBDA_DEFAULTS:
                     return LAMBDA_DEFAULTS[kind]
-                raise SettingsError(unset_on_lambda(kind, self.lambda_function))
+                raise SettingsError(unset_on_lambda(kind, self.lambda_function), setting=f"PRIMARY_{kind}_SOURCE")
             return DEFAULT_SQLITE
         return value
 
@@ -130,13 +131,14 @@ class Settings:
             return
         unset = [k for k in kinds if k not in LAMBDA_DEFAULTS and self.get(f"PRIMARY_{k}_SOURCE") is None]
         if len(unset) == 1:
-            raise SettingsError(unset_on_lambda(unset[0], self.lambda_function))
+            raise SettingsError(unset_on_lambda(unset[0], self.lambda_function), setting=f"PRIMARY_{unset[0]}_SOURCE")
         if unset:
             names = ", ".join(f"PRIMARY_{k}_SOURCE" for k in unset)
             raise SettingsError(
                 f"settings {names} are not set, and this runs on AWS Lambda (function {self.lambda_function}), "
                 f"where no source defaults to a file in the container's /tmp:\n"
-                + "\n".join(f"- {unset_on_lambda(k, self.lambda_function)}" for k in unset)
+                + "\n".join(f"- {unset_on_lambda(k, self.lambda_function)}" for k in unset),
+                setting=f"PRIMARY_{unset[0]}_SOURCE",
             )
 
 
@@ -179,9 +181,10 @@ def _coerce(name: str, value: Any, where: str) -> Any:
                 return value.strip().lower() in ("1", "true", "yes", "on")
             return bool(value)
     except (ValueError, TypeError) as exc:
-        raise SettingsError(f"setting {name} from {where} has an invalid value {value!r}: {exc}") from None
+        raise SettingsError(f"setting {name} from {where} has an invalid value {value!r}: {exc}",
+                            setting=name) from None
     if value is not None and not isinstance(value, str):
-        raise SettingsError(f"setting {name} from {where} must be a string (an ARN or sqlite: URL)")
+        raise SettingsError(f"setting {name} from {where} must be a string (an ARN or sqlite: URL)", setting=name)
     return value or None
 
 
@@ -191,7 +194,7 @@ def _coerce_all(values: Mapping[str, Any], where: str) -> dict[str, Any]:
 
 def _from_file(path: Path) -> dict[str, Any]:
     if not path.exists():
-        raise SettingsError(f"FSMLOG_SETTINGS names {path}, which does not exist")
+        raise SettingsError(f"FSMLOG_SETTINGS names {path}, which does not exist", setting=ENV)
     text = path.read_text()
     try:
         if path.suffix in (".yaml", ".yml"):
@@ -201,16 +204,16 @@ def _from_file(path: Path) -> dict[str, Any]:
         elif path.suffix == ".py":
             spec = importlib.util.spec_from_file_location("fsmlog_user_settings", path)
             if spec is None or spec.loader is None:
-                raise SettingsError(f"FSMLOG_SETTINGS file {path} cannot be loaded as a Python module")
+                raise SettingsError(f"FSMLOG_SETTINGS file {path} cannot be loaded as a Python module", setting=ENV)
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)  # the user's own settings module, like Django's
             data = {k: getattr(module, k) for k in dir(module) if k.isupper()}
         else:
-            raise SettingsError(f"FSMLOG_SETTINGS file {path} must end in .py, .yaml, .yml or .json")
+            raise SettingsError(f"FSMLOG_SETTINGS file {path} must end in .py, .yaml, .yml or .json", setting=ENV)
     except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise SettingsError(f"settings file {path} cannot be parsed: {exc}") from None
+        raise SettingsError(f"settings file {path} cannot be parsed: {exc}", setting=ENV) from None
     if not isinstance(data, dict):
-        raise SettingsError(f"settings file {path} must hold a mapping of setting names to values")
+        raise SettingsError(f"settings file {path} must hold a mapping of setting names to values", setting=ENV)
     return data
 
 
@@ -218,7 +221,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     env = os.environ if environ is None else environ
     values = dict(DEFAULTS)
     origin = "defaults"
-    ref = env.get("FSMLOG_SETTINGS")
+    ref = env.get(ENV)
     if ref:
         if any(ref.endswith(s) for s in (".py", ".yaml", ".yml", ".json")) or os.sep in ref:
             raw = _from_file(Path(ref))
@@ -226,11 +229,13 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
             try:
                 module = importlib.import_module(ref)
             except ImportError as exc:
-                raise SettingsError(f"FSMLOG_SETTINGS names module {ref!r}, which cannot be imported: {exc}") from None
+                raise SettingsError(f"FSMLOG_SETTINGS names module {ref!r}, which cannot be imported: {exc}",
+                                    setting=ENV) from None
             raw = {k: getattr(module, k) for k in dir(module) if k.isupper()}
         unknown = sorted(k for k in raw if k not in DEFAULTS and k.endswith("_SOURCE"))
         if unknown:
-            raise SettingsError(f"unknown setting(s) {', '.join(unknown)} in {ref}; known: {', '.join(SOURCE_SETTINGS)}")
+            raise SettingsError(f"unknown setting(s) {', '.join(unknown)} in {ref}; known: {', '.join(SOURCE_SETTINGS)}",
+                                setting=unknown[0])
         values.update(_coerce_all(raw, ref))
         origin = ref
     for name in DEFAULTS:

@@ -40,10 +40,25 @@ def test_environment_values_arrive_as_the_fields_type(name: str) -> None:
 
 
 def test_invalid_value_is_a_settings_error_naming_the_setting() -> None:
-    with pytest.raises(SettingsError, match="setting LEASE_SECONDS from environment variable FSMLOG_LEASE_SECONDS"):
+    with pytest.raises(SettingsError, match="setting LEASE_SECONDS from environment variable FSMLOG_LEASE_SECONDS") as err:
         load_settings({"FSMLOG_LEASE_SECONDS": "soon"})
-    with pytest.raises(SettingsError, match="setting ENDPOINTS from override"):
+    assert err.value.setting == "LEASE_SECONDS"
+    with pytest.raises(SettingsError, match="setting ENDPOINTS from override") as err:
         Settings().replace(ENDPOINTS="[1]")
+    assert err.value.setting == "ENDPOINTS"
+    with pytest.raises(SettingsError, match="must be a string") as err:
+        load_settings({}, PRIMARY_STREAM_SOURCE=3)
+    assert err.value.setting == "PRIMARY_STREAM_SOURCE"
+    with pytest.raises(SettingsError, match="does not exist") as err:
+        load_settings({"FSMLOG_SETTINGS": "/nonexistent/settings.yaml"})
+    assert err.value.setting == "FSMLOG_SETTINGS"
+    lam = load_settings({"AWS_LAMBDA_FUNCTION_NAME": "orders"})
+    with pytest.raises(SettingsError, match="PRIMARY_CACHE_SOURCE is not set") as err:
+        lam.source("CACHE")
+    assert err.value.setting == "PRIMARY_CACHE_SOURCE"
+    with pytest.raises(SettingsError) as err:
+        lam.check_sources(("STREAM", "CACHE"))
+    assert err.value.setting == "PRIMARY_STREAM_SOURCE"
 
 
 def test_replace_coerces_and_keeps_where_settings_came_from() -> None:
