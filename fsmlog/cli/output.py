@@ -9,8 +9,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from rich.console import Console, Group, RenderableType
-from rich.padding import Padding
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 
 from eventlog.event import COMPLETED, FAILED, RETRY, Event
@@ -55,47 +54,79 @@ def clock_time(t: float) -> str:
 
 
 ERROR_INDENT = 14  # under the id, past the time column
+PIECE_GAP = "  "
 
 
-def _with_error(line: Text, ev: Event, style: str) -> RenderableType:
-    """The line, then the record's error wrapped between words (even on a soft-wrapping console)."""
-    error = Text(f"{ev.error_type}: {ev.error_message}", style=style, no_wrap=False, overflow="fold")
-    return Group(line, Padding(error, (0, 0, 0, ERROR_INDENT), expand=False))
+class TransitionLine:
+    """One handled record's line, laid out at the console's width when it is printed.
+
+    The consoles soft-wrap (a long JSON or context line stays whole for copying), so rich would
+    leave an over-long line to the terminal, which breaks it mid-word. Here the line breaks only
+    between its pieces, continuing under the first one, and a failed step's error wraps between
+    words under the id; no line ends in padding."""
+
+    def __init__(self, head: Text, pieces: Sequence[Text], error: Text | None = None) -> None:
+        self.head = head
+        self.pieces = list(pieces)
+        self.error = error
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width = options.max_width
+        indent = self.head.cell_len
+        line = self.head.copy()
+        for i, piece in enumerate(self.pieces):
+            gap = PIECE_GAP if i else ""
+            if i and line.cell_len + len(gap) + piece.cell_len > width:
+                yield line
+                line, gap = Text(" " * indent), ""
+            line.append_text(Text(gap) + piece)
+        yield line
+        if self.error is not None:
+            for part in self.error.wrap(console, max(20, width - ERROR_INDENT), overflow="fold"):
+                part.rstrip()
+                yield Text(" " * ERROR_INDENT) + part
 
 
-def transition_line(record: Event, out: Event | None, outcome: str) -> RenderableType:
-    """``time  id  state --event--> state  (retries)  outcome`` for one handled record; a failed step's
-    error (``Type: action failed: message``) follows, indented and wrapped to the terminal."""
-    line = Text()
-    line.append(clock_time(out.time if out is not None else record.time), style="dim")
-    line.append("  ")
-    line.append(f"{short_id(record.correlation_id):<8}", style="bold")
-    line.append("  ")
-    line.append(record.state)
-    line.append(f" --{record.event or 'start'}--> ", style="dim")
+def transition_line(record: Event, out: Event | None, outcome: str) -> TransitionLine:
+    """``time  id  state --event--> state  (retries)  outcome`` for one handled record (a step that
+    moved on shows its next event instead of the outcome ``step``); a failed step's error
+    (``Type: action failed: message``) follows, indented and wrapped to the terminal."""
+    head = Text()
+    head.append(clock_time(out.time if out is not None else record.time), style="dim")
+    head.append("  ")
+    head.append(f"{short_id(record.correlation_id):<8}", style="bold")
+    head.append("  ")
+    move = Text(record.state)
+    move.append(f" --{record.event or 'start'}--> ", style="dim")
     if out is None:
-        line.append("?")
+        move.append("?")
     elif out.kind == RETRY:
-        line.append("(failed)", style="yellow")
+        move.append("(failed)", style="yellow")
     elif out.kind == FAILED and out.steps == record.steps:  # its last attempt failed: it went nowhere
-        line.append("(failed)", style="bold red")
+        move.append("(failed)", style="bold red")
     else:
-        line.append(out.state)
+        move.append(out.state)
         local = out.steps - record.steps - 1
         if local > 0:
-            line.append(f" (+{local} local)", style="dim")
+            move.append(f" (+{local} local)", style="dim")
+    pieces = [move]
     if record.retries:
-        line.append(f"  [attempt {record.retries + 1}]", style="yellow")
-    line.append("  ")
-    if out is not None and out.kind == RETRY:  # the error (its message names the action) on a line of its own
-        line.append(f"will retry (attempt {out.retries + 1})", style="yellow")
-        return _with_error(line, out, "yellow")
-    line.append(outcome, style=OUTCOME_STYLE.get(outcome, ""))
+        pieces.append(Text(f"[attempt {record.retries + 1}]", style="yellow"))
+    if out is not None and out.kind == RETRY:  # the error (its message names the action) on lines of its own
+        pieces.append(Text(f"will retry (attempt {out.retries + 1})", style="yellow"))
+        return TransitionLine(head, pieces, _error(out, "yellow"))
+    shows_next = out is not None and out.kind not in (COMPLETED, FAILED) and bool(out.event)
+    if not (shows_next and outcome == "step"):
+        pieces.append(Text(outcome, style=OUTCOME_STYLE.get(outcome, "")))
     if out is not None and out.kind == FAILED:
-        return _with_error(line, out, "red")
-    elif out is not None and out.kind not in (COMPLETED,) and out.event:
-        line.append(f"  next: {out.event}", style="dim")
-    return line
+        return TransitionLine(head, pieces, _error(out, "red"))
+    if shows_next and out is not None:
+        pieces.append(Text(f"next: {out.event}", style="dim"))
+    return TransitionLine(head, pieces)
+
+
+def _error(ev: Event, style: str) -> Text:
+    return Text(f"{ev.error_type}: {ev.error_message}", style=style)
 
 
 def worker_counter(stats: Any, outcomes: dict[str, int]) -> str:
