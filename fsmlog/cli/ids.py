@@ -11,10 +11,15 @@ taken as given, so scripts that pass whole ids pay nothing).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 
 from eventlog.errors import FsmlogError
 from eventlog.log import EventLog
+
+if TYPE_CHECKING:
+    from handlers.deadletters import DeadLetterStore
+
+    from . import Runtime
 
 SHORT = 8  # characters of an id in tables (as `fsmlog run` shows them)
 FULL = 32  # a generated correlation id: taken as given, nothing to look up
@@ -102,7 +107,7 @@ def machine_ids(log: EventLog) -> set[str]:
     return ids
 
 
-def resolve_machine(rt: Any, given: str) -> str:
+def resolve_machine(rt: Runtime, given: str) -> str:
     """The machine id ``given`` names in ``rt``'s stream: itself when it is a full id or has records or a
     snapshot, else the one id it is a prefix of."""
     from eventlog.sides import read_machine, readable_sides
@@ -112,11 +117,11 @@ def resolve_machine(rt: Any, given: str) -> str:
         return given
     if read_machine(log, given) or rt.engine.load_snapshot(given) is not None:
         return given
-    where = " + ".join(getattr(b, "name", str(b)) for _, b in readable_sides(log))
+    where = " + ".join(b.name for _, b in readable_sides(log))
     return resolve(given, machine_ids(log), kind="machine", where=where, listing="fsmlog status")
 
 
-def resolve_letter(store: Any, given: str, limit: int = 1_000_000) -> str:
+def resolve_letter(store: DeadLetterStore, given: str, limit: int = 1_000_000) -> str:
     """The dead letter id ``given`` names: itself when it exists, else the one id it is a prefix of."""
     if store.get(given) is not None:
         return given
