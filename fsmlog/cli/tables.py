@@ -46,12 +46,17 @@ class FittedTable:
 
     def need(self, shown: Sequence[int], narrow: bool = True) -> int:
         """The width the columns ``shown`` need with every cell on one line (``narrow``: wrapping columns
-        counted at ``WRAP_MIN``)."""
+        counted at ``WRAP_MIN``, or their longest word, so a word is never folded)."""
         total = GAP * max(0, len(shown) - 1)
         for i in shown:
             col = self.cols[i]
-            longest = max([cell_len(col.header)] + [cell_len(_plain(r[i])) for r in self.rows])
-            total += min(longest, max(cell_len(col.header), WRAP_MIN)) if col.wrap and narrow else longest
+            cells = [_plain(r[i]) for r in self.rows]
+            longest = max([cell_len(col.header)] + [cell_len(c) for c in cells])
+            if col.wrap and narrow:
+                word = max([cell_len(w) for c in cells for w in c.split()], default=0)
+                total += min(longest, max(cell_len(col.header), WRAP_MIN, word))
+            else:
+                total += longest
         return total
 
     def shown(self, width: int) -> list[int]:
