@@ -38,7 +38,7 @@ templates.env.filters["pretty"] = lambda v: json.dumps(v, indent=2, ensure_ascii
 templates.env.filters["dict_with"] = lambda d, k, v: {**d, k: v}
 templates.env.filters["dict_without"] = lambda d, k: {x: y for x, y in d.items() if x != k}
 
-CHARTS = (("transitions", "Transitions per minute"), ("failures", "Failures"), ("retries", "Retries"),
+CHARTS = (("transitions", "Transitions"), ("failures", "Failures"), ("retries", "Retries"),
           ("parked", "Parked records (dead letters)"))
 
 
@@ -86,7 +86,8 @@ async def overview(request: Request) -> Response:
                Markup(bar_chart(title, data["series"][key], data["start"], key)))  # numbers and times only
               for key, title in CHARTS]
     listing = rd.listing()
-    return render(request, "overview.html", data=data, charts=charts, listing=listing)
+    return render(request, "overview.html", data=data, charts=charts, listing=listing,
+                  refresh=request.query_params.get("refresh", "10"))
 
 
 def routes() -> list[Route]:

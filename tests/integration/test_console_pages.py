@@ -113,6 +113,7 @@ def test_machines_page_counts_every_status_filters_and_searches(console, page, t
     cookie = next(c for c in page.context.cookies() if c["name"] == "fsmlog_console")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     assert page.inner_text("header .session").strip() == "operator"
+    page.goto(base + "/?refresh=600")  # auto-refresh on, but no reload while the test reads the page
     counts = {a.get_attribute("data-status"): a.inner_text().split()[-1]
               for a in page.locator("#status-counts a[data-status]").all()}
     assert counts == {"running": "1", "stalled": "2", "completed": "2", "failed": "1", "aborted": "1"}
@@ -129,6 +130,7 @@ def test_machines_page_counts_every_status_filters_and_searches(console, page, t
     page.select_option("select[name=status]", "stalled")
     page.click(".filters button[type=submit]")
     page.wait_for_url(re.compile(r"status=stalled"))
+    assert "refresh=600" in page.url
     assert sorted(r.get_attribute("data-id") for r in page.locator("#machines tbody tr").all()) == sorted(log.stalled)
 
     page.goto(base + "/?q=done-&refresh=0")
@@ -230,7 +232,8 @@ def test_dead_letters_page_shows_one_letter_and_redrives_it(console, page, tmp_p
 def test_overview_page_charts_the_last_hour(console, page, tmp_path):
     base, url, log = console
     page.goto(url)
-    page.goto(f"{base}/overview")
+    page.goto(f"{base}/overview?refresh=600")
+    assert page.is_checked("#auto-refresh")
     boxes = page.locator("#charts figure")
     assert [b.get_attribute("data-series") for b in boxes.all()] == ["transitions", "failures", "retries", "parked"]
     totals = {b.get_attribute("data-series"): int(b.locator("figcaption b").inner_text()) for b in boxes.all()}
