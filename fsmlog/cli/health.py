@@ -11,18 +11,18 @@ import time
 from typing import Any
 
 from eventlog.errors import BackendError
+from handlers.metrics import Metrics, ReadableMetrics
 
 WINDOW_S = 3600.0
 ALARM_ON = ("Failovers", "LeaseLost")  # what README "Under faults" says to alarm on
 
 
-def fault_health(metrics: Any, now: float | None = None) -> dict[str, Any] | None:
+def fault_health(metrics: Metrics, now: float | None = None) -> dict[str, Any] | None:
     """Failovers (per source kind) and lost leases in the last hour; None when the sink cannot be read."""
-    since = getattr(metrics, "since", None)
-    if since is None:
+    if not isinstance(metrics, ReadableMetrics):
         return None
     try:
-        totals = since((time.time() if now is None else now) - WINDOW_S)
+        totals = metrics.since((time.time() if now is None else now) - WINDOW_S)
     except BackendError as exc:
         return {"window_s": WINDOW_S, "error": str(exc)}
     by_source: dict[str, int] = {}

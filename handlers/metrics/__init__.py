@@ -30,6 +30,16 @@ class Metrics(Protocol):
         ...
 
 
+@runtime_checkable
+class ReadableMetrics(Metrics, Protocol):
+    """A sink that can be read back (the embedded one), so ``fsmlog status`` can sum its last hour;
+    CloudWatch and EMF cannot be read back from the CLI."""
+
+    def since(self, t: float) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+        """Per (name, dimensions), what was put from ``t`` on: counts summed, gauges at their greatest."""
+        ...
+
+
 def _dims(dimensions: Mapping[str, str] | None) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((str(k), str(v)) for k, v in dimensions.items())) if dimensions else ()
 
