@@ -5,7 +5,8 @@ Layout (version 1), one msgpack array:
 event|nil, time, error_type|nil, error_message|nil, upgraded_from|nil,
 context(bin)]``. Version 2 (written only when a record waits or carries an event
 sent from outside, so earlier logs and hashes stay byte-identical) appends one
-field, ``[due|nil, event_id|nil, [seen event ids]]``. ``kind`` is a small
+field, ``[due|nil, event_id|nil, [seen event ids]]`` plus ``parent`` when the
+record is a child machine's. ``kind`` is a small
 integer (index into ``KINDS``). The
 user context is nested as its own msgpack document inside a bin field, so the
 fold and the router decode a record without touching the context.
@@ -37,7 +38,7 @@ _unpackb = msgpack.unpackb
 
 
 def encode(event: Event, limit: int = MAX_RECORD_BYTES) -> bytes:
-    waits = event.due is not None or event.event_id is not None or bool(event.seen)
+    waits = event.due is not None or event.event_id is not None or bool(event.seen) or event.parent is not None
     fields = [
         VERSION_WAITS if waits else VERSION,
         _KIND_CODE[event.kind],
@@ -55,7 +56,8 @@ def encode(event: Event, limit: int = MAX_RECORD_BYTES) -> bytes:
         event.context_raw,
     ]
     if waits:
-        fields.append([event.due, event.event_id, list(event.seen[-MAX_SEEN:])])
+        extra = [event.due, event.event_id, list(event.seen[-MAX_SEEN:])]
+        fields.append(extra if event.parent is None else [*extra, event.parent])
     data = _packb(fields, use_bin_type=True)
     size = len(data) + len(event.correlation_id.encode())
     if size > limit:
@@ -98,7 +100,7 @@ def decode_fields(data: bytes) -> tuple:
         raise _bad(f"unknown record version {f[0]!r}; this fsmlog reads versions 1 and 2", data)
     if len(f) != _FIELDS + (f[0] == VERSION_WAITS):
         raise _bad(f"expected a {_FIELDS + (f[0] == VERSION_WAITS)}-field array", data)
-    due, event_id, seen = _waits(f.pop(), data) if f[0] == VERSION_WAITS else (None, None, ())
+    due, event_id, seen, parent = _waits(f.pop(), data) if f[0] == VERSION_WAITS else (None, None, (), None)
     (_, kind, cid, machine, dhash, steps, retries, state, ev, time, etype, emsg, upg, ctx) = f
     if type(kind) is not int or not 0 <= kind < _KIND_COUNT:
         raise _bad(f"unknown kind code {kind!r}", data)
@@ -126,14 +128,17 @@ def decode_fields(data: bytes) -> tuple:
     if type(ctx) is not bytes:
         raise _bad("context must be a msgpack bin", data)
     return (KINDS[kind], cid, machine, dhash, steps, retries, state, ev, time, ctx, etype, emsg, upg,
-            due, event_id, seen)
+            due, event_id, seen, parent)
 
 
-def _waits(extra: object, data: bytes) -> tuple[float | None, str | None, tuple[str, ...]]:
-    """Version 2's last field: ``[due|nil, event_id|nil, [event ids]]``, checked strictly."""
-    if type(extra) is not list or len(extra) != 3:
-        raise _bad("the wait field must be a 3-item array", data)
-    due, event_id, seen = extra
+def _waits(extra: object, data: bytes) -> tuple[float | None, str | None, tuple[str, ...], str | None]:
+    """Version 2's last field: ``[due|nil, event_id|nil, [event ids](, parent)]``, checked strictly."""
+    if type(extra) is not list or len(extra) not in (3, 4):
+        raise _bad("the wait field must be a 3- or 4-item array", data)
+    due, event_id, seen = extra[:3]
+    parent = extra[3] if len(extra) == 4 else None
+    if len(extra) == 4 and (type(parent) is not str or not parent):
+        raise _bad("parent must be a non-empty string", data)
     if due is not None and type(due) is not float:
         if type(due) is int:
             due = float(due)
@@ -143,7 +148,7 @@ def _waits(extra: object, data: bytes) -> tuple[float | None, str | None, tuple[
         raise _bad("event_id must be a string or nil", data)
     if type(seen) is not list or len(seen) > MAX_SEEN or any(type(x) is not str for x in seen):
         raise _bad(f"seen must be a list of at most {MAX_SEEN} strings", data)
-    return due, event_id, tuple(seen)
+    return due, event_id, tuple(seen), parent
 
 
 def decode_many(records: Iterable[bytes]) -> list[Event]:

@@ -55,6 +55,7 @@ class Event:
     due: float | None = None  # not to run before this time: a durable timer (``delay:``, ``timeout:``)
     event_id: str | None = None  # the sender's id of an event sent from outside (``fsmlog send``)
     seen: tuple[str, ...] = ()  # ids of the latest events sent from outside, applied once each
+    parent: str | None = None  # the correlation id of the machine that started this one (a child)
 
     @classmethod
     def create(

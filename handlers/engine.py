@@ -38,6 +38,7 @@ from projections.state import MachineState, Snapshot, decode_snapshot, encode_sn
 from .authority import LogAuthority
 from .backoff import full_jitter
 from .batch import Batch
+from .children import Children, join_record
 from .context import ActionContext
 from .environment import Environment
 from .errors import HandlerError, LeaseBusy, NoTransition, PoisonRecord
@@ -90,6 +91,8 @@ class _Step:
     started: float = 0.0
     local_steps: int = 0
     side: str = "primary"  # the cache side whose lease it ran under
+    children_starter: Any = None  # obj["children"] of the step (handlers.children)
+    children: list[bytes] = field(default_factory=list)  # child machines' start records, for the append
 
     @property
     def mark(self) -> str:
@@ -247,6 +250,8 @@ class Engine:
         finally:
             self.gate.release(correlation_id, token)
         self._save_snapshot(ev, positions[0])
+        if ev.parent is not None:  # an aborted child has ended: its parent may be done waiting
+            self._join(ev.parent)
         self.metrics.count("MachinesAborted", 1, {"machine": ev.machine})
         self.flush_metrics()
         return ev
@@ -433,6 +438,8 @@ class Engine:
         }
         try:
             out = self._execute(mdef, record, ctx, obj, max_retries, step, still_held)
+            if step.children_starter is not None and step.children_starter.starts:
+                step.children = [encode(ev) for ev in step.children_starter.starts]
         except _ActionFailed as failure:
             self._on_failure(step, mdef, failure, max_retries)
         else:
@@ -481,6 +488,8 @@ class Engine:
             "current_event": record.event,
         }
         ctx = ActionContext(data, facts)
+        step.children_starter = obj["children"] = Children(self.definitions, record.correlation_id, obj, ctx,
+                                                           self.clock)
         for _ in range(LOCAL_CHAIN_LIMIT):
             # _parse checked the record's state and event; loading checked every transition's target
             source = mdef.state(cur.state)
@@ -548,7 +557,7 @@ class Engine:
                 ctx: ActionContext, due: float | None = None) -> Event:
         try:
             return Event.create(kind, cur.correlation_id, cur.machine, self.definitions.machine(cur.machine).hash,
-                                steps, 0, state, event, now, ctx, due=due, seen=_seen(cur))
+                                steps, 0, state, event, now, ctx, due=due, seen=_seen(cur), parent=cur.parent)
         except ContextValueError as exc:  # refused at the step that put it there: fail, do not retry
             return self._failed(cur, state, event, steps, now, None, exc)
 
@@ -562,7 +571,7 @@ class Engine:
                 pass
         return Event(FAILED, cur.correlation_id, cur.machine, self.definitions.machine(cur.machine).hash, steps,
                      0, state, event, now, raw,
-                     type(exc).__name__, str(exc), seen=_seen(cur))
+                     type(exc).__name__, str(exc), seen=_seen(cur), parent=cur.parent)
 
     def _on_failure(self, step: _Step, mdef: MachineDef, failure: _ActionFailed, max_retries: int) -> None:
         at, exc = failure.at, failure.error
@@ -592,7 +601,8 @@ class Engine:
             return
         failed = Event(FAILED, at.correlation_id, at.machine, at.definition_hash, at.steps, at.retries, at.state,
                        at.event, now, at.context_raw, type(exc).__name__,
-                       f"{failure.action} failed after {at.retries} retries: {exc}"[:4000])
+                       f"{failure.action} failed after {at.retries} retries: {exc}"[:4000], seen=_seen(at),
+                       parent=at.parent)
         self._set_out(step, failed)
 
     def _set_out(self, step: _Step, out: Event) -> None:
@@ -600,7 +610,8 @@ class Engine:
             data = encode(out)
         except RecordTooLarge as exc:
             out = Event(FAILED, out.correlation_id, out.machine, out.definition_hash, out.steps, out.retries,
-                        out.state, out.event, out.time, step.record.context_raw, type(exc).__name__, str(exc))
+                        out.state, out.event, out.time, step.record.context_raw, type(exc).__name__, str(exc),
+                        parent=out.parent)
             data = encode(out)
         step.out, step.out_data = out, data
         step.outcome = out.kind
@@ -613,9 +624,12 @@ class Engine:
         steps, ends = self._start_timers(steps, ends, result)
         outs = [(s, s.out) for s in steps if s.out is not None]
         retries = [(s, s.retry) for s in steps if s.retry is not None]
+        kids = [OutRecord(decode(d).correlation_id, d) for s, _ in outs for d in s.children]
+        if kids:
+            self._register([k.key for k in kids])
         try:
-            positions = self.services.log.append([OutRecord(out.correlation_id, s.out_data) for s, out in outs]) \
-                if outs else []
+            positions = self.services.log.append([OutRecord(out.correlation_id, s.out_data) for s, out in outs]
+                                                 + kids)[:len(outs)] if outs else []
         except BackendError as exc:
             log.error("could not append the batch's %d record(s): %s", len(outs), exc)
             self.metrics.count("ServiceErrors")
@@ -635,6 +649,7 @@ class Engine:
                 scheduled = False
         self._end(ends + [self._ending(s, DONE if s.out is not None else (TRIED if scheduled else None))
                           for s in steps])
+        self._joins([out for _, out in outs])
         pos_of = {id(s): p for (s, _), p in zip(outs, positions)}
         every = max(1, int(self.settings.SNAPSHOT_EVERY))
         self._save_snapshots([(out, pos_of[id(s)]) for s, out in outs
@@ -669,6 +684,29 @@ class Engine:
         for _, out, _ in timers:
             self.metrics.count("TimersStarted", 1, {"machine": out.machine})
         return steps, ends
+
+    def _joins(self, outs: list[Event]) -> None:
+        """After the append: a child that ended, or a parent that reached ``wait: children``, may complete
+        a join (``handlers.children``); the parent is sent ``children_done`` when every child has ended."""
+        parents = {out.parent for out in outs if out.terminal and out.parent is not None}
+        for out in outs:
+            if out.kind == STEP and (out.event is None or out.due is not None) and out.correlation_id not in parents:
+                mdef = self.definitions.machines.get(out.machine)
+                st = mdef.state(out.state) if mdef is not None else None
+                if st is not None and st.children:
+                    parents.add(out.correlation_id)
+        for parent in sorted(parents):
+            self._join(parent)
+
+    def _join(self, parent: str) -> None:
+        try:
+            rec = join_record(self.authority.state(parent), self.definitions, self.authority.state, self.clock())
+            if rec is not None:
+                self.services.log.append([OutRecord(parent, encode(rec))])
+                self.metrics.count("ChildrenJoined", 1, {"machine": rec.machine})
+        except BackendError as exc:  # the parent waits; `replay scan` reports it, a later end joins it
+            log.warning("could not join the children of %s: %s", parent, exc)
+            self.metrics.count("ServiceErrors")
 
     @staticmethod
     def _ending(s: _Step, mark: str | None) -> Ending:

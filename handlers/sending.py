@@ -59,6 +59,10 @@ def sent_event(state: MachineState | None, mdef: MachineDef | None, correlation_
         raise EventRefused(f"{where} is not waiting for an event (only 'wait: true' states are); "
                            f"event {event!r} not sent", code="NotWaiting", correlation_id=correlation_id,
                            machine=last.machine, state=last.state, event=event)
+    if st.children:
+        raise EventRefused(f"{where} waits for its child machines, not for an event from outside; "
+                           f"event {event!r} not sent", code="NotWaiting", correlation_id=correlation_id,
+                           machine=last.machine, state=last.state, event=event)
     if st.transition(event) is None:
         known = ", ".join(sorted(st.events())) or "none"
         raise EventRefused(f"{where} has no transition on event {event!r} (its events: {known}); not sent",

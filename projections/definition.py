@@ -60,6 +60,7 @@ STATE_KEYS = ("name", "initial", "final", "entry_action", "do_action", "exit_act
               "timeout", "on_timeout")
 TRANSITION_KEYS = ("event", "target", "action", "local", "delay")
 STATE_ACTION_KEYS = ("entry_action", "do_action", "exit_action")
+CHILDREN_DONE = "children_done"  # the event a ``wait: children`` state receives
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +89,7 @@ class StateDef:
     wait: bool = False  # runs no do action: waits for an event sent from outside
     timeout: float | None = None  # seconds a wait state waits before firing ``on_timeout``
     on_timeout: str | None = None
+    children: bool = False  # ``wait: children``: waits for the machines it started, then ``children_done``
     _by_event: Mapping[str, Transition] = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -198,7 +200,7 @@ def _waits(s: StateDef) -> dict[str, Any]:
     """A state's wait keys for the hash, only where set: machines without them keep their hash."""
     out: dict[str, Any] = {}
     if s.wait:
-        out["wait"] = True
+        out["wait"] = "children" if s.children else True
     if s.timeout is not None:
         out["timeout"] = s.timeout
     if s.on_timeout is not None:
@@ -568,14 +570,25 @@ class _Loader:
                     continue
                 seen[t.event] = t
                 transitions.append(t)
-        wait = self.flag(raw, "wait", where)
+        children = raw.get("wait") == "children"
+        wait = True if children else self.wait_flag(raw, where)
         timeout = self.duration(raw, "timeout", where)
         on_timeout = self.string(raw, "on_timeout", where, required=False)
         self.check_wait(where, wait, final, actions["do_action"], raw, timeout, on_timeout, transitions)
         if name is None:
             return None
+        if children and CHILDREN_DONE not in {t.event for t in transitions}:
+            self.problems.append(f"{where}: a 'wait: children' state needs a transition on event "
+                                 f"{CHILDREN_DONE!r} (fired once every child machine has ended)")
         return StateDef(name, initial, final, actions["entry_action"], actions["do_action"],
-                        actions["exit_action"], tuple(transitions), wait, timeout, on_timeout)
+                        actions["exit_action"], tuple(transitions), wait, timeout, on_timeout, children)
+
+    def wait_flag(self, mapping: dict, where: str) -> bool:
+        value = mapping.get("wait")
+        if value is None or isinstance(value, bool):
+            return bool(value)
+        self.report(f"{where}: 'wait' must be true, false or children, got {_kind(value)}")
+        return False
 
     def duration(self, mapping: dict, key: str, where: str) -> float | None:
         value = mapping.get(key)

@@ -95,7 +95,7 @@ def fold_records(states: Mapping[str, MachineState], records: Iterable[bytes]) -
         e = s.last
         best[cid] = (e.kind, cid, e.machine, e.definition_hash, e.steps, e.retries, e.state, e.event,
                      e.time, e.context_raw, e.error_type, e.error_message, e.upgraded_from, e.due, e.event_id,
-                     e.seen)
+                     e.seen, e.parent)
         keys[cid] = order_key(e.kind, e.steps, e.retries, moves(e.kind, e.event, e.due))
     rank = _RANK
     terminal = _TERMINAL

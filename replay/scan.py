@@ -155,12 +155,18 @@ def stalled(states: Iterable[MachineState], *, now: float, stalled_after_s: floa
     """Running machines whose last record is older than ``stalled_after_s``, longest stuck first.
 
     A machine waiting on a timer is stuck only from its due time on; one waiting in a ``wait`` state
-    for an event from outside, with no timeout, is never stuck (it waits as told)."""
+    for an event from outside, with no timeout, is never stuck (it waits as told) — unless it is the
+    parent of a stuck child machine, which holds it up."""
     if stalled_after_s < 0:
         raise ReplayError(f"stalled_after_s must be >= 0, got {stalled_after_s}")
+    states = list(states)
     out = [Stalled(s, now - _since(s)) for s in states
            if not s.terminal and not (s.waiting_for_event and s.waiting_until is None)
            and now - _since(s) > stalled_after_s]
+    held_up = {x.state.last.parent: x.stuck_s for x in out if x.state.last.parent is not None}
+    listed = {x.correlation_id for x in out}
+    out += [Stalled(s, held_up[s.correlation_id]) for s in states
+            if s.correlation_id in held_up and s.correlation_id not in listed and not s.terminal]
     out.sort(key=lambda x: (-x.stuck_s, x.correlation_id))
     return out
 

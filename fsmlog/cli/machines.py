@@ -406,8 +406,22 @@ def cmd_history(args: argparse.Namespace) -> int:
     if args.json:
         out.print_json(history_document(rows))
         return 0
-    out.console().print(out.records_table(rows, f"history of {cid} ({len(rows)} records)", wide=args.wide))
+    con = out.console()
+    con.print(out.records_table(rows, f"history of {cid} ({len(rows)} records)", wide=args.wide))
+    for line in family_lines(rows[-1][2].last):
+        con.print(line, markup=False)
     return 0
+
+
+def family_lines(last: Event) -> list[str]:
+    """The machine's parent and children, as its records link them (``wait: children``)."""
+    lines = [f"parent: {last.parent}"] if last.parent else []
+    kids = last.context.get("children")
+    if isinstance(kids, list) and kids:
+        shown = [k if isinstance(k, str) else f"{k.get('id')} ({k.get('status')})" for k in kids
+                 if isinstance(k, (str, dict))]
+        lines.append(f"children ({len(shown)}): " + ", ".join(shown))
+    return lines
 
 
 def _by_time(records: list[LogRecord]) -> list[LogRecord]:

@@ -48,6 +48,7 @@ def events(draw: Any, context: st.SearchStrategy[dict[str, Any]] = small_context
         due=draw(st.none() | st.floats(allow_nan=False)),
         event_id=draw(opt_text),
         seen=tuple(draw(st.lists(st.text(max_size=12), max_size=MAX_SEEN))),
+        parent=draw(st.none() | names),
     )
 
 
@@ -266,7 +267,8 @@ def test_a_record_that_neither_waits_nor_was_sent_keeps_version_1():
 
 
 @pytest.mark.parametrize("extra", [[1.0, None], "x", [None, 5, []], [None, None, [1]], ["soon", None, []],
-                                   [None, None, ["x"] * (MAX_SEEN + 1)]], ids=repr)
+                                   [None, None, ["x"] * (MAX_SEEN + 1)],
+                                   [None, None, [], ""], [None, None, [], 3], [None, None, [], "p", 1]], ids=repr)
 def test_a_malformed_wait_field_is_a_decode_error(extra):
     fields = [*_fields(), extra]
     fields[0] = 2

@@ -48,7 +48,7 @@ def test_what_is_not_a_duration(text):
     ({"wait": True, "on_timeout": "expire"}, None, "'on_timeout' needs 'timeout' too"),
     ({"wait": True, "timeout": "soon", "on_timeout": "expire"}, None, "timeout 'soon' is not a duration"),
     ({"do_action": "x.y", "timeout": "1h", "on_timeout": "expire"}, None, "'timeout' belongs on a 'wait: true' state"),
-    ({"wait": "yes"}, None, "'wait' must be true or false"),
+    ({"wait": "yes"}, None, "'wait' must be true, false or children"),
     ({"wait": True}, {"delay": "2 weeks"}, "delay '2 weeks' is not a duration"),
     ({"wait": True}, {"delay": 5, "local": True}, "a 'delay' transition cannot be 'local'"),
     ({"wait": True, "delay": 5}, None, "unknown key 'delay'"),

@@ -32,3 +32,12 @@ def test_a_wait_with_no_timeout_is_never_stalled_but_a_sent_event_left_unhandled
 def test_a_start_that_has_not_run_is_stalled_as_before():
     start = state(kind=START, steps=0)
     assert len(stalled([start], now=T + 121, stalled_after_s=120)) == 1
+
+
+def test_the_parent_of_a_stuck_child_is_reported_with_it():
+    parent = MachineState(Event.create(STEP, "p", "basket", "h", 2, 0, "joining", None, T,
+                                       {"children": ["p:0.0"]}))
+    child = MachineState(Event.create(STEP, "p:0.0", "item", "h", 1, 0, "charging", "ok", T, parent="p"))
+    assert stalled([parent], now=T + 10**6, stalled_after_s=120) == []
+    found = stalled([parent, child], now=T + 121, stalled_after_s=120)
+    assert sorted(x.correlation_id for x in found) == ["p", "p:0.0"] and {x.stuck_s for x in found} == {121}
