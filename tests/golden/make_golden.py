@@ -182,7 +182,10 @@ def approval_waits() -> list[Event]:
     c.add(START, 0, 0, "held", None, {"n": 1})
     c.add(STEP, 1, 0, "held", None, {"n": 1})  # waits for an event, no timeout
     c.add(STEP, 1, 0, "held", "release", {"n": 1, "event_data": [1, 2]}, event_id="r-1", seen=("form-0",))
-    log = interleave(a, b, c)
+    d = Run("approval", "appr-0003:1.0", T0 + 0.875)  # a child machine: its records name the parent
+    d.add(START, 0, 0, "asked", None, {"price": 3}, parent="appr-0003")
+    d.add(COMPLETED, 2, 0, "expired", None, {"price": 3}, parent="appr-0003")
+    log = interleave(a, b, c, d)
     log.append(sent)  # a duplicate send, redelivered late
     return log
 
@@ -264,6 +267,8 @@ def _waits(last: Event) -> dict[str, Any]:
         out["event_id"] = last.event_id
     if last.seen:
         out["seen"] = list(last.seen)
+    if last.parent is not None:
+        out["parent"] = last.parent
     return out
 
 
