@@ -19,6 +19,7 @@ from starlette.routing import Route
 from eventlog.errors import BackendError, DecodeError, FsmlogError
 from fsmlog.cli import one_line
 from fsmlog.cli import output as out
+from fsmlog.cli.ids import IdError
 
 from .queries import STATUSES, NotFound, Reader
 
@@ -32,7 +33,7 @@ class BadRequest(FsmlogError):
 
 
 def error_response(exc: BaseException) -> JSONResponse:
-    if isinstance(exc, NotFound):
+    if isinstance(exc, (NotFound, IdError)):  # IdError: a page's id prefix that names no one machine
         status = 404
     elif isinstance(exc, BadRequest):
         status = 400

@@ -11,21 +11,22 @@ import json
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 from markupsafe import Markup
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from fsmlog.cli.ids import short_ids
+from fsmlog.cli.ids import resolve, resolve_letter, short_ids
 from fsmlog.cli.output import short_id
 from fsmlog.cli.replay import human_duration
 
 from .api import machine_filters, reader
 from .charts import bar_chart
-from .queries import STATUSES
+from .queries import STATUSES, NotFound
 
 templates = Jinja2Templates(env=jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(Path(__file__).parent / "templates")), autoescape=True))
@@ -58,8 +59,17 @@ async def machines(request: Request) -> Response:
 
 
 async def machine(request: Request) -> Response:
+    """One machine; a unique id prefix (as the CLI's tables show ids) redirects to the full id."""
     cid = request.path_params["cid"]
-    view = reader(request).page(cid)
+    rd = reader(request)
+    try:
+        view = rd.page(cid)
+    except NotFound:
+        full = resolve(cid, (r["correlation_id"] for r in rd.listing().rows), kind="machine",
+                       where=rd.listing().log, listing="fsmlog status")
+        if full == cid:
+            raise
+        return RedirectResponse(f"/machines/{quote(full, safe='')}", status_code=303)
     graph = Markup(view["graph"]) if view["graph"] else None  # built by diagram.render_svg, names escaped
     return render(request, "machine.html", cid=cid, view=view, graph=graph,
                   has_definitions=reader(request).definitions is not None)
@@ -72,8 +82,13 @@ async def dead_letters(request: Request) -> Response:
 
 
 async def dead_letter(request: Request) -> Response:
+    """One dead letter; a unique id prefix redirects to the full id."""
     rd = reader(request)
-    letter = rd.dead_letter(request.path_params["letter"], full=request.query_params.get("full") == "1")
+    given = request.path_params["letter"]
+    full = resolve_letter(rd.rt.services.dead_letters, given)
+    if full != given:
+        return RedirectResponse(f"/dead-letters/{quote(full, safe='')}", status_code=303)
+    letter = rd.dead_letter(full, full=request.query_params.get("full") == "1")
     letters = rd.dead_letters(100)
     return render(request, "dead_letters.html", letters=letters, letter=letter,
                   short=short_ids(x["id"] for x in letters))

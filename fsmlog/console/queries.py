@@ -169,7 +169,10 @@ class Reader:
     def page(self, cid: str) -> dict[str, Any]:
         """Everything the machine page shows."""
         doc = self.machine(cid)
-        rows = self._rows(cid)
+        try:
+            rows = self._rows(cid)
+        except NotFound:  # known only from its snapshot: its records have left the stream
+            rows = []
         try:
             replayed = self.rebuild(cid, write=False)
         except FsmlogError as exc:  # e.g. a stream that cannot be read back: the page shows the rest

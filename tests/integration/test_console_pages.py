@@ -164,6 +164,8 @@ def test_machine_page_graph_timeline_and_escaped_context(console, page, page_err
     assert page.inner_text("#machine-status") == "failed"
     assert "the packing robot jammed on lamp-3" in page.inner_text("#timeline")
 
+    page.goto(f"{base}/machines/{log.failed[:8]}")  # a unique prefix, as the CLI's tables show ids
+    assert page.url == f"{base}/machines/{log.failed}"
     assert not page_errors
     response = page.goto(f"{base}/machines/no-such-id")
     assert response.status == 404
@@ -218,7 +220,8 @@ def test_dead_letters_page_shows_one_letter_and_redrives_it(console, page, tmp_p
     assert "00000000  00 01 67 61 72 62 61 67 65 3c 62 3e" in page.inner_text("#hexdump")
     assert "|..garbage<b>|" in page.inner_text("#hexdump")
     assert "not an fsmlog record" in page.inner_text("#letter")
-    page.goto(f"{base}/dead-letters/{record_letter}")
+    page.goto(f"{base}/dead-letters/{record_letter[:8]}")
+    assert page.url == f"{base}/dead-letters/{record_letter}"
     assert "poison: handler raised DecodeError" in page.inner_text("#letter")
     shot(page, tmp_path, "dead-letters")
     page.click("#letter button.redrive")

@@ -203,3 +203,15 @@ def test_the_lambda_path_and_the_cli_parser_do_not_import_the_console():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_pages_take_a_unique_id_prefix_and_name_an_ambiguous_one(setup):
+    client, log = setup
+    response = client.get(f"/machines/{log.completed[0][:7]}", follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"] == f"/machines/{log.completed[0]}"
+    ambiguous = client.get("/machines/stall-")
+    assert ambiguous.status_code == 404 and "ambiguous" in ambiguous.text
+    assert all(cid in ambiguous.text for cid in log.stalled)
+    letter = client.get(f"/dead-letters/{log.letters[0][:8]}", follow_redirects=False)
+    assert letter.status_code == 303 and letter.headers["location"] == f"/dead-letters/{log.letters[0]}"
+    assert client.get("/api/machines/" + log.completed[0][:7]).status_code == 404  # the API takes whole ids
