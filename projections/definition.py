@@ -14,7 +14,8 @@ Loading validates everything and collects every problem before raising one
 - a final state has no transitions: reaching it ends the machine, so they could never fire;
 - ``max_retries`` is absent, null or a non-negative integer;
 - a ``wait: true`` state has no do action and is not final; ``timeout`` and ``on_timeout`` go
-  together, on wait states only, and ``on_timeout`` names a transition of the state;
+  together, on wait states only, and ``on_timeout`` names a transition of the state; a
+  ``wait: children`` state has a transition on ``children_done``;
 - ``delay`` (transitions) and ``timeout`` are durations (``projections.durations``); a delayed
   transition is not ``local``;
 - every action path imports (``projections.actions.resolve``) unless ``check_actions=False``;

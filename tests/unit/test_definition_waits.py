@@ -90,3 +90,14 @@ def test_a_machine_without_wait_keys_keeps_the_hash_it_had_before_they_existed()
     """Pinned: examples/orders' hash as computed before the wait keys existed (records in flight carry it)."""
     assert load(ROOT / "examples" / "orders" / "fsm.yaml", check_actions=False).machine("order").hash == \
         "92d4fefe61cca6d6"
+
+
+def test_a_children_wait_needs_children_done_and_is_hashed_apart():
+    found = problems(machine({"wait": "children"}))
+    assert any("'wait: children' state needs a transition on event 'children_done'" in p for p in found)
+    doc = machine({"wait": "children"})
+    doc["machines"][0]["states"][0]["transitions"][0]["event"] = "children_done"
+    m = from_dict(doc, check_actions=False).machine("m")
+    assert m.state("asked").children and m.state("asked").wait
+    doc["machines"][0]["states"][0]["wait"] = True
+    assert from_dict(doc, check_actions=False).machine("m").hash != m.hash
