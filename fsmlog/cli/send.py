@@ -9,11 +9,12 @@ from typing import Any
 
 from . import UsageError, open_runtime
 from . import output as out
+from .ids import resolve_machine
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("send", help="send an event to a machine waiting in a 'wait: true' state")
-    p.add_argument("id", help="the machine's correlation id")
+    p.add_argument("id", help="the machine's correlation id, or any unique prefix of one")
     p.add_argument("event", help="the event to fire from the machine's current state")
     p.add_argument("--data", default=None, help="JSON put in the context under 'event_data'")
     p.add_argument("--event-id", default=None,
@@ -29,7 +30,8 @@ def _data(text: str | None) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise UsageError(f"--data is not valid JSON ({exc.msg} at character {exc.pos}): {text!r}") from None
+        raise UsageError(f"--data is not valid JSON ({exc.msg} at character {exc.pos}): {text!r}; give a JSON "
+                         "value like '{\"by\": \"ana\"}'") from None
 
 
 def cmd_send(args: argparse.Namespace) -> int:
@@ -40,11 +42,12 @@ def cmd_send(args: argparse.Namespace) -> int:
     path = args.fsm or os.fspath(definitions_path())
     definitions = load(path, check_actions=False)  # nothing runs here: the worker imports the actions
     with open_runtime(args, definitions, fsm_path=path) as rt:
-        sent = rt.engine.send_event(args.id, args.event, data, args.event_id)
+        cid = resolve_machine(rt, args.id)
+        sent = rt.engine.send_event(cid, args.event, data, args.event_id)
     con = out.console()
     if sent.duplicate:
-        con.print(f"event id {sent.event_id} was applied already to {args.id}; nothing sent", markup=False)
+        con.print(f"event id {sent.event_id} was applied already to {cid}; nothing sent", markup=False)
     else:
-        con.print(f"sent {args.event!r} to {args.id} in state {sent.state!r} (event id {sent.event_id})",
+        con.print(f"sent {args.event!r} to {cid} in state {sent.state!r} (event id {sent.event_id})",
                   markup=False)
     return 0

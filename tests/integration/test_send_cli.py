@@ -39,7 +39,7 @@ def test_send_status_and_refusals(fsmlog):
     assert refused.returncode == 1 and "Traceback" not in refused.stderr
     assert "state 'requested' has no transition on event 'ship'" in refused.stderr
 
-    sent = fsmlog("send", "pr-1", "approve", "--data", '{"by": "ana"}', "--event-id", "f-1", "--fsm", str(QUICK))
+    sent = fsmlog("send", "pr", "approve", "--data", '{"by": "ana"}', "--event-id", "f-1", "--fsm", str(QUICK))
     assert sent.returncode == 0 and "sent 'approve' to pr-1 in state 'requested' (event id f-1)" in sent.stdout
     again = fsmlog("send", "pr-1", "approve", "--event-id", "f-1", "--fsm", str(QUICK))
     assert again.returncode == 0 and "applied already" in again.stdout
@@ -48,4 +48,7 @@ def test_send_status_and_refusals(fsmlog):
     assert "approved by ana" in done.stdout
     late = fsmlog("send", "pr-1", "reject", "--fsm", str(QUICK))
     assert late.returncode == 1 and "in state 'approved' has ended" in late.stderr
-    assert fsmlog("send", "pr-1", "approve", "--data", "{oops", "--fsm", str(QUICK)).returncode == 2
+    bad = fsmlog("send", "pr-1", "approve", "--data", "{oops", "--fsm", str(QUICK))
+    assert bad.returncode == 2 and bad.stderr.splitlines() == [
+        "error: --data is not valid JSON (Expecting property name enclosed in double quotes at character 1): "
+        "'{oops'; give a JSON value like '{\"by\": \"ana\"}'"]
