@@ -19,13 +19,14 @@ interfaces: ``handlers.cache.failover`` (leases and marks, primary first on ever
 call, marks read from both sides) and ``handlers.retries.failover`` (due retries
 from both sides, handles that name their side).
 
-Every pair tells its observers (``SidePair.observe``) when the secondary served a
-call (``FAILOVER``) and when the primary answered again after that
-(``RECOVERED``): this layer cannot reach the metrics sink, so the engine
-registers an observer that counts them there. Each change is also logged as one
-JSON line on the ``fsmlog.failover`` logger, at most one per source and change
-per ``LOG_EVERY_S`` (the next line says how many it held back), so an outage
-does not flood the logs.
+Every pair counts the calls its secondary served (``failovers``) and the times the
+primary answered again after that (``recoveries``), under the lock it already takes
+for its routing. This layer cannot reach the metrics sink: the engine takes what
+was counted since it last asked (``SidePair.take_counts``) when it flushes its
+metrics, once per batch, so a failover met on every call of a batch costs no more
+than the counting. Each change is also logged as one JSON line on the
+``fsmlog.failover`` logger, at most one per source and change per ``LOG_EVERY_S``
+(the next line says how many it held back), so an outage does not flood the logs.
 """
 
 from __future__ import annotations
@@ -36,8 +37,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from .errors import BackendError, ServiceUnavailable, SettingsError
 from .settings import Settings
@@ -58,51 +58,40 @@ _INTERFACE = frozenset({"append", "read", "read_key", "save", "save_many", "load
 _OWN_PAIRS = {"CACHE": "handlers.cache.failover.FailoverSteps", "RETRY": "handlers.retries.failover.FailoverRetries"}
 
 
-@dataclass(frozen=True)
-class FailoverEvent:
-    """A pair changed sides: the secondary served a call, or the primary answered again after that."""
-
-    kind: str  # the source kind: STREAM, CHECKPOINT, CACHE, RETRY, ENVIRONMENT, METRICS, DEAD_LETTER
-    what: str  # FAILOVER or RECOVERED
-    side: str  # the side that served the call
-    source: str  # the primary's name
-    error: str = ""  # why the primary was passed over (a failover)
-
-
-class FailoverObserver(Protocol):
-    """Told of every failover and recovery of the pairs it observes; must be quick and never raise."""
-
-    def __call__(self, event: FailoverEvent) -> None: ...
-
-
 class FailoverLog:
-    """One JSON warning line per source and change per ``every_s``; what it held back is counted
-    (``suppressed``) in the next line it writes for that source and change."""
+    """One JSON warning line per source and change per ``every_s``; the changes it held back are
+    counted (``suppressed``) in the next line it writes for that source and change.
+
+    A line held back costs a clock read and a dict lookup, no lock: during an outage every call
+    of a batch fails over, and the lock is taken only when a line is due."""
 
     def __init__(self, every_s: float = LOG_EVERY_S, clock: Callable[[], float] = time.monotonic,
                  logger: logging.Logger = log) -> None:
         self.every_s = every_s
         self.clock = clock
         self.logger = logger
-        self._last: dict[tuple[str, str, str], float] = {}
-        self._held: Counter[tuple[str, str, str]] = Counter()
+        self._last: dict[tuple[str, str, str], tuple[float, int]] = {}  # key -> (when, changes counted then)
         self._lock = threading.Lock()
 
-    def note(self, event: FailoverEvent) -> bool:
-        """Log ``event`` unless its source logged the same change less than ``every_s`` ago."""
-        key = (event.kind, event.source, event.what)
+    def note(self, kind: str, what: str, side: str, source: str, changes: int,
+             error: Callable[[], object] | None = None) -> bool:
+        """Log a change (``what``: FAILOVER or RECOVERED) of ``source`` unless it logged the same
+        change less than ``every_s`` ago. ``changes`` is the source's running count of that change;
+        ``error`` (why the primary was passed over) is only formatted for a line that is written."""
+        key = (kind, source, what)
+        now = self.clock()
+        last = self._last.get(key)
+        if last is not None and now - last[0] < self.every_s:
+            return False
         with self._lock:
-            now = self.clock()
             last = self._last.get(key)
-            if last is not None and now - last < self.every_s:
-                self._held[key] += 1
+            if last is not None and now - last[0] < self.every_s:
                 return False
-            self._last[key] = now
-            suppressed = self._held.pop(key, 0)
-        line: dict[str, object] = {"event": event.what, "source": event.kind, "name": event.source, "side": event.side}
-        if event.error:
-            line["error"] = event.error
-        line["suppressed"] = suppressed
+            self._last[key] = (now, changes)
+        line: dict[str, object] = {"event": what, "source": kind, "name": source, "side": side}
+        if error is not None:
+            line["error"] = _one_line(error())
+        line["suppressed"] = max(0, changes - last[1] - 1) if last is not None else 0
         self.logger.warning("%s", json.dumps(line, default=str))
         return True
 
@@ -117,30 +106,35 @@ def _one_line(error: object) -> str:
 
 class SidePair:
     """What every primary/secondary pair shares (this proxy, and the cache's and retry store's own
-    pairs): the primary's name, closing both sides, telling observers of failovers and recoveries, and
-    pickling for worker processes without the lock (``_lock``) and the observers (which belong to
-    the process that registered them)."""
+    pairs): the primary's name, closing both sides, counting and logging failovers and recoveries,
+    and pickling for worker processes without the lock (``_lock``) that guards its counters."""
 
     primary: Any
     secondary: Any
     kind: str
-    _observers: tuple[FailoverObserver, ...] = ()
+    failovers: int  # calls the secondary served instead of the primary (each pair's own routing counts them)
+    recoveries = 0  # times the primary answered again after a failover
+    last_error: BaseException | None = None
+    _taken = (0, 0)  # (failovers, recoveries) when ``take_counts`` last ran
     _degraded = False  # the secondary served a call since the primary last answered
 
-    def observe(self, observer: FailoverObserver) -> None:
-        """Call ``observer`` on every failover and recovery of this pair (once, however often added)."""
+    def take_counts(self) -> tuple[int, int]:
+        """(failovers, recoveries) since the last call, whoever made it: the engine's flush moves them
+        into its metrics once per batch, and an engine built again over the same pair counts none twice."""
         with self._lock:
-            if observer not in self._observers:
-                self._observers = (*self._observers, observer)
+            failovers, recoveries = self.failovers, self.recoveries
+            taken, self._taken = self._taken, (failovers, recoveries)
+        return failovers - taken[0], recoveries - taken[1]
 
-    @property
-    def observers(self) -> tuple[FailoverObserver, ...]:
-        return self._observers
-
-    def _note_failover(self, error: object) -> None:
-        """The secondary served a call the primary did not."""
+    def _note_failover(self, error: object | None = None) -> None:
+        """The secondary served a call the primary did not (``failovers`` already counts it); ``error``
+        is why, or None when the primary was skipped for its cool-down."""
         self._degraded = True
-        self._emit(FailoverEvent(self.kind, FAILOVER, "secondary", self.name, _one_line(error)))
+        FAILOVER_LOG.note(self.kind, FAILOVER, "secondary", self.name, self.failovers,
+                          lambda: error if error is not None else self._skipped_reason())
+
+    def _skipped_reason(self) -> str:
+        return f"primary skipped for its cool-down after: {self.last_error}"
 
     def _note_primary_ok(self) -> None:
         """The primary served a call: after a failover, that is its recovery."""
@@ -150,15 +144,9 @@ class SidePair:
             if not self._degraded:
                 return
             self._degraded = False
-        self._emit(FailoverEvent(self.kind, RECOVERED, "primary", self.name))
-
-    def _emit(self, event: FailoverEvent) -> None:
-        FAILOVER_LOG.note(event)
-        for observer in self._observers:
-            try:
-                observer(event)
-            except Exception:  # noqa: BLE001 - counting a failover must never fail the call it served
-                log.exception("failover observer %r", observer)
+            self.recoveries += 1
+            recoveries = self.recoveries
+        FAILOVER_LOG.note(self.kind, RECOVERED, "primary", self.name, recoveries)
 
     @property
     def name(self) -> str:
@@ -173,7 +161,6 @@ class SidePair:
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         del state["_lock"]
-        state.pop("_observers", None)
         state.pop("_degraded", None)
         return state
 
@@ -239,7 +226,7 @@ class FailoverProxy(CircuitPair):
                 self.failovers += 1
                 FAILOVERS[self.kind] += 1
         if side == "secondary":
-            self._note_failover(error or f"primary skipped for its cool-down after: {self.last_error}")
+            self._note_failover(error)
         else:
             self._note_primary_ok()
 

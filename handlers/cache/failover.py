@@ -103,7 +103,7 @@ class FailoverSteps(SidePair):
             self.last_error = exc
         FAILOVERS[self.kind] += 1
         log.debug("cache %s: %s on the secondary %s (%s)", self.primary.name, what, self.secondary.name, exc)
-        self._note_failover(exc)  # one rate-limited warning line, and the observers count it
+        self._note_failover(exc)  # one rate-limited warning line (``failovers`` is what the metrics count)
 
     # ---------------------------------------------------------------- admission
 

@@ -48,8 +48,8 @@ class MetricBuffer:
     """Aggregates counts in memory so a batch costs one ``put``, not one per event.
 
     The engine's thread alone counts into it, so counting takes no lock (it runs per record).
-    What other threads observe (a failover met by the lease renewer's call) is counted apart,
-    under its own lock (``handlers.metrics.failovers``), and moved in at the flush."""
+    What other threads meet (a failover in the lease renewer's call) is counted by the source
+    pair itself and moved in at the flush (``handlers.metrics.failovers``)."""
 
     def __init__(self) -> None:
         self._counts: dict[tuple[str, tuple[tuple[str, str], ...], str], float] = {}

@@ -121,7 +121,7 @@ class FailoverRetries(CircuitPair):
         with self._lock:
             self.failovers += 1
             FAILOVERS[self.kind] += 1
-        self._note_failover(error or f"primary skipped for its cool-down after: {self.last_error}")
+        self._note_failover(error)
 
     def _unavailable(self, what: str, errors: dict[str, BaseException]) -> ServiceUnavailable:
         return ServiceUnavailable(

@@ -14,10 +14,10 @@ import logging
 import pytest
 
 from eventlog.errors import ServiceUnavailable
-from eventlog.failover import FAILOVER, RECOVERED, FailoverEvent, FailoverLog, FailoverProxy
+from eventlog.failover import FAILOVER, RECOVERED, FailoverLog, FailoverProxy
 from handlers.engine import Inbound
 from handlers.metrics import Datum, MetricBuffer
-from handlers.metrics.failovers import FailoverCounts, watch
+from handlers.metrics.failovers import watch
 
 HERE = __name__
 ACTS: dict = {}
@@ -97,34 +97,44 @@ def test_a_failover_and_the_primary_recovering_are_counted_by_source_and_logged(
 def test_failover_lines_are_rate_limited_per_source_with_a_suppressed_count(caplog):
     now = [0.0]
     flog = FailoverLog(every_s=10.0, clock=lambda: now[0])
-    ev = FailoverEvent("CACHE", FAILOVER, "secondary", "redis://a", "timeout")
+    formatted = []
+
+    def error():
+        formatted.append(1)
+        return "timeout\n  on redis://a"
+
     with caplog.at_level(logging.WARNING, logger="fsmlog.failover"):
-        assert flog.note(ev)
-        assert not flog.note(ev) and not flog.note(ev)
-        assert flog.note(FailoverEvent("STREAM", FAILOVER, "secondary", "sqlite:///x", "busy"))  # another source
-        assert flog.note(FailoverEvent("CACHE", RECOVERED, "primary", "redis://a"))  # another change
+        assert flog.note("CACHE", FAILOVER, "secondary", "redis://a", 1, error)
+        assert not flog.note("CACHE", FAILOVER, "secondary", "redis://a", 2, error)
+        assert not flog.note("CACHE", FAILOVER, "secondary", "redis://a", 3, error)
+        assert flog.note("STREAM", FAILOVER, "secondary", "sqlite:///x", 1, lambda: "busy")  # another source
+        assert flog.note("CACHE", RECOVERED, "primary", "redis://a", 1)  # another change
         now[0] = 10.0
-        assert flog.note(ev)
+        assert flog.note("CACHE", FAILOVER, "secondary", "redis://a", 4, error)
     lines = [json.loads(r.getMessage()) for r in caplog.records]
     assert [(x["source"], x["event"], x["suppressed"]) for x in lines] == [
         ("CACHE", "failover", 0), ("STREAM", "failover", 0), ("CACHE", "recovered", 0), ("CACHE", "failover", 2)]
+    assert lines[0]["error"] == "timeout on redis://a" and "error" not in lines[2]
+    assert len(formatted) == 2  # a line held back never formats its error
 
 
-def test_one_counter_observes_a_set_of_services_however_many_engines_watch_it():
+def test_a_pairs_counts_are_taken_once_however_many_engines_watch_it():
     class Side:
         name = "side"
 
     pair = FailoverProxy("CHECKPOINT", Side(), Side())
     first, second = watch([pair, object()]), watch([pair])
-    assert first is second and pair.observers == (first,)
+    assert first.pairs == second.pairs == (pair,)
+    pair.failovers += 1  # as its routing counts a call the secondary served
     pair._note_failover("boom")
     pair._note_primary_ok()
     pair._note_primary_ok()  # no failover since: not a recovery
     buf = MetricBuffer()
     first.drain_into(buf)
+    second.drain_into(buf)  # another engine's flush over the same services: nothing new
     assert sorted(buf.drain()) == [Datum("Failovers", 1.0, (("source", "CHECKPOINT"),)),
                                    Datum("PrimaryRecovered", 1.0, (("source", "CHECKPOINT"),))]
-    assert isinstance(first, FailoverCounts)
+    assert pair.take_counts() == (0, 0)
 
 
 def test_a_holder_whose_lease_expired_and_was_taken_counts_lease_lost(rig_factory):
