@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 PYTEST_ARGS ?=
 
-.PHONY: install install-base run test test-fast bench lint services clean
+.PHONY: install install-base run test test-fast test-pythons bench lint services clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,9 +44,28 @@ run: install-base
 
 test: install services lint
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	@$(MAKE) --no-print-directory test-pythons
 
 test-fast: install
-	$(PY) -m pytest -q -m "not integration and not kcl and not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(FAST) $(PYTEST_ARGS)
+
+# The fast suite on the oldest and the newest Python that fsmlog supports (Lambda's 3.10 to 3.13)
+# found on this machine (.ci/find_python.sh: pyenv, /usr/bin, PATH), each in its own .venv-X.Y.
+# A supported version the machine lacks is named and skipped. Hypothesis runs its quick profile
+# here: the properties are searched in depth on .venv's Python; this is about the language.
+SUPPORTED_PYTHONS := 3.10 3.11 3.12 3.13
+FAST := -m "not integration and not kcl and not slow"
+test-pythons:
+	@first=; last=; for v in $(SUPPORTED_PYTHONS); do \
+	  if [ -n "$$(.ci/find_python.sh $$v)" ]; then first=$${first:-$$v}; last=$$v; \
+	  else echo "test-pythons: Python $$v is not on this machine: skipped"; fi; done; \
+	for v in $$(printf '%s\n' $$first $$last | uniq); do \
+	  py=$$(.ci/find_python.sh $$v); venv=.venv-$$v; echo "test-pythons: fast suite on $$py"; \
+	  if [ ! $$venv/.installed -nt setup.cfg ] || [ ! $$venv/.installed -nt pyproject.toml ]; then \
+	    { [ -x $$venv/bin/python ] || $$py -m venv $$venv; } && \
+	    PIP_DISABLE_PIP_VERSION_CHECK=1 $$venv/bin/python -m pip install -q -e '.[aws,test]' && \
+	    touch $$venv/.installed || exit 1; fi; \
+	  HYPOTHESIS_PROFILE=quick $$venv/bin/python -m pytest -q -x -p no:cacheprovider $(FAST) || exit 1; done
 
 bench: install
 	@for b in fold embedded handler aws replay; do \
@@ -60,4 +79,4 @@ lint: install
 	$(PY) .ci/typed_params.py .
 
 clean:
-	rm -rf $(VENV) .fsmlog *.egg-info .pytest_cache .hypothesis .mypy_cache
+	rm -rf $(VENV) .venv-3.* .fsmlog *.egg-info .pytest_cache .hypothesis .mypy_cache
