@@ -61,7 +61,7 @@ def to_dot(machine: MachineDef, current: str | None = None) -> str:
         if s.do_action:
             label += f"\ndo: {_short(s.do_action)}"
         if s.wait:
-            label += "\nwaits for an event"
+            label += "\nwaits for its children" if s.children else "\nwaits for an event"
         attrs.append(f"label={_dot_id(label)}")
         if s.final:
             attrs.append("peripheries=2")
@@ -115,7 +115,8 @@ def to_mermaid(machine: MachineDef, current: str | None = None) -> str:
         if s.final:
             lines.append(f"  {ids[s.name]} --> [*]")
         if s.wait:
-            lines.append(f"  note right of {ids[s.name]} : waits for an event")
+            what = "its children" if s.children else "an event"
+            lines.append(f"  note right of {ids[s.name]} : waits for {what}")
     if current is not None and current in ids:
         lines.append(f"  classDef current fill:{HIGHLIGHT},stroke:#333,stroke-width:3px")
         lines.append(f"  class {ids[current]} current")

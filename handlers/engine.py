@@ -150,6 +150,18 @@ class Engine:
         self.debug = bool(settings.DEBUG)
         self.environment = Environment(services.environment)
         self._actions: dict[str, Callable[[Any, Any], Any]] = {}
+        self._warn_timers_without_due_times()
+
+    def _warn_timers_without_due_times(self) -> None:
+        """A retry source that cannot hold a due time (Kinesis, SNS) cannot keep a timer: say so at start."""
+        if getattr(self.services.retries, "delays", True):
+            return
+        timed = sorted(m.name for m in self.definitions.machines.values()
+                       if any(s.timeout is not None or any(t.delay for t in s.transitions) for s in m.states))
+        if timed:
+            log.warning("machines %s use delay/timeout, but the retry source %s cannot hold a due time: their "
+                        "waits end only at `fsmlog replay scan --redispatch`; set PRIMARY_RETRY_SOURCE to "
+                        "DynamoDB or SQS", ", ".join(timed), self.services.retries.name)
 
     # ---------------------------------------------------------------- starting and stopping machines
 

@@ -20,6 +20,8 @@ from . import DueRetry, ScheduledRetry
 
 
 class StreamRetries:
+    delays = False  # it cannot hold a record until a due time (see ``Engine``'s warning about timers)
+
     def __init__(self, log: EventLog) -> None:
         self.log = log
         self.name = log.name

@@ -218,3 +218,18 @@ def test_the_graph_draws_waits_delays_and_timeouts(rig):
     mermaid = to_mermaid(rig.definitions.machine("approval"))
     assert "note right of asked : waits for an event" in mermaid
     assert "ship --> done : shipped (after 2m)" in mermaid
+
+
+def test_a_retry_source_that_cannot_hold_a_due_time_is_warned_about(rig, caplog):
+    class Stream:
+        delays = False
+        name = "arn:aws:kinesis:us-east-1:123456789012:stream/retries"
+
+    rig.services.retries, real = Stream(), rig.services.retries
+    try:
+        with caplog.at_level("WARNING", logger="fsmlog.engine"):
+            rig.make_engine()
+    finally:
+        rig.services.retries = real
+    [line] = [r.getMessage() for r in caplog.records if "due time" in r.getMessage()]
+    assert "approval, napper" in line and "PRIMARY_RETRY_SOURCE" in line and Stream.name in line
