@@ -107,9 +107,9 @@ def machine_ids(log: EventLog) -> set[str]:
     return ids
 
 
-def resolve_machine(rt: Runtime, given: str) -> str:
+def resolve_machine(rt: Runtime, given: str, *, listing: str = "fsmlog status") -> str:
     """The machine id ``given`` names in ``rt``'s stream: itself when it is a full id or has records or a
-    snapshot, else the one id it is a prefix of."""
+    snapshot, else the one id it is a prefix of. ``listing`` is what lists the ids (named in the error)."""
     from eventlog.sides import read_machine, readable_sides
 
     log = rt.log
@@ -118,12 +118,13 @@ def resolve_machine(rt: Runtime, given: str) -> str:
     if read_machine(log, given) or rt.engine.load_snapshot(given) is not None:
         return given
     where = " + ".join(b.name for _, b in readable_sides(log))
-    return resolve(given, machine_ids(log), kind="machine", where=where, listing="fsmlog status")
+    return resolve(given, machine_ids(log), kind="machine", where=where, listing=listing)
 
 
-def resolve_letter(store: DeadLetterStore, given: str, limit: int = 1_000_000) -> str:
+def resolve_letter(store: DeadLetterStore, given: str, limit: int = 1_000_000, *,
+                   listing: str = "fsmlog dead-letters list") -> str:
     """The dead letter id ``given`` names: itself when it exists, else the one id it is a prefix of."""
     if store.get(given) is not None:
         return given
     return resolve(given, (x.id for x in store.list(limit)), kind="dead letter", where=store.name,
-                   listing="fsmlog dead-letters list")
+                   listing=listing)

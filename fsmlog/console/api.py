@@ -3,8 +3,10 @@
 Each action is the CLI command's own code path: abort is ``Engine.abort``
 (``fsmlog abort``), redispatch is ``rebuild_machine`` (``fsmlog replay machine
 --redispatch``), redrive is ``redrive`` (``fsmlog dead-letters redrive``).
-Errors are one JSON line: 404 for an unknown id, 400 for a bad request, 409
-for an action the machine's state refuses, 502 for a backing service.
+Ids in paths are whole ids or any unique prefix (as the CLI and the pages
+take them). Errors are one JSON line: 404 for an unknown id, 409 for an
+ambiguous prefix (with its ``candidates``) or an action the machine's state
+refuses, 400 for a bad request, 502 for a backing service.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from starlette.routing import Route
 from eventlog.errors import BackendError, DecodeError, FsmlogError
 from fsmlog.cli import one_line
 from fsmlog.cli import output as out
-from fsmlog.cli.ids import IdError
+from fsmlog.cli.ids import AmbiguousId, UnknownId, resolve_letter, resolve_machine
 
 from .queries import STATUSES, NotFound, Reader
 
@@ -33,19 +35,34 @@ class BadRequest(FsmlogError):
 
 
 def error_response(exc: BaseException) -> JSONResponse:
-    if isinstance(exc, (NotFound, IdError)):  # IdError: a page's id prefix that names no one machine
+    body: dict[str, Any] = {"error": one_line(exc)}
+    if isinstance(exc, (NotFound, UnknownId)):
         status = 404
+    elif isinstance(exc, AmbiguousId):
+        status = 409
+        body["candidates"] = list(exc.candidates)
     elif isinstance(exc, BadRequest):
         status = 400
     elif isinstance(exc, BackendError):
         status = 502
     else:
         status = 409
-    return JSONResponse({"error": one_line(exc)}, status_code=status)
+    return JSONResponse(body, status_code=status)
 
 
 def reader(request: Request) -> Reader:
     return request.app.state.reader
+
+
+def machine_id(request: Request) -> str:
+    """The machine the path names: its whole id, or the one id a unique prefix starts."""
+    return resolve_machine(reader(request).rt, request.path_params["cid"], listing="GET /api/machines")
+
+
+def letter_id(request: Request) -> str:
+    """The dead letter the path names: its whole id, or the one id a unique prefix starts."""
+    return resolve_letter(reader(request).rt.services.dead_letters, request.path_params["letter"],
+                          listing="GET /api/dead-letters")
 
 
 def stalled_after(text: str | None) -> float | None:
@@ -92,19 +109,19 @@ async def list_machines(request: Request) -> JSONResponse:
 
 
 async def get_machine(request: Request) -> JSONResponse:
-    return JSONResponse(reader(request).machine(request.path_params["cid"]))
+    return JSONResponse(reader(request).machine(machine_id(request)))
 
 
 async def get_history(request: Request) -> JSONResponse:
-    return JSONResponse(reader(request).history(request.path_params["cid"]))
+    return JSONResponse(reader(request).history(machine_id(request)))
 
 
 async def abort(request: Request) -> JSONResponse:
-    cid = request.path_params["cid"]
     reason = (await body(request)).get("reason") or ""
     if not isinstance(reason, str):
         raise BadRequest("reason must be a string", setting="reason")
     rd = reader(request)
+    cid = machine_id(request)
     rd.machine(cid)  # 404 before anything is attempted
     ev = rd.rt.engine.abort(cid, reason)  # what `fsmlog abort ID --reason` runs
     rd.forget()
@@ -114,7 +131,7 @@ async def abort(request: Request) -> JSONResponse:
 async def redispatch(request: Request) -> JSONResponse:
     """Appends the retry record; ``{"dry_run": true}`` only shows what it would append."""
     dry_run = bool((await body(request)).get("dry_run", False))
-    return JSONResponse(reader(request).rebuild(request.path_params["cid"], write=not dry_run))
+    return JSONResponse(reader(request).rebuild(machine_id(request), write=not dry_run))
 
 
 async def list_dead_letters(request: Request) -> JSONResponse:
@@ -126,14 +143,14 @@ async def list_dead_letters(request: Request) -> JSONResponse:
 
 
 async def get_dead_letter(request: Request) -> JSONResponse:
-    return JSONResponse(reader(request).dead_letter(request.path_params["letter"]))
+    return JSONResponse(reader(request).dead_letter(letter_id(request)))
 
 
 async def redrive(request: Request) -> JSONResponse:
     from fsmlog.cli.deadletters import redrive as redrive_letter
 
     rd = reader(request)
-    letter = rd.letter(request.path_params["letter"])
+    letter = rd.letter(letter_id(request))
     try:
         cid = redrive_letter(rd.rt, letter)  # what `fsmlog dead-letters redrive ID` runs
     except DecodeError as exc:

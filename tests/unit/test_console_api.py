@@ -210,8 +210,26 @@ def test_pages_take_a_unique_id_prefix_and_name_an_ambiguous_one(setup):
     response = client.get(f"/machines/{log.completed[0][:7]}", follow_redirects=False)
     assert response.status_code == 303 and response.headers["location"] == f"/machines/{log.completed[0]}"
     ambiguous = client.get("/machines/stall-")
-    assert ambiguous.status_code == 404 and "ambiguous" in ambiguous.text
+    assert ambiguous.status_code == 409 and "ambiguous" in ambiguous.text
     assert all(cid in ambiguous.text for cid in log.stalled)
     letter = client.get(f"/dead-letters/{log.letters[0][:8]}", follow_redirects=False)
     assert letter.status_code == 303 and letter.headers["location"] == f"/dead-letters/{log.letters[0]}"
-    assert client.get("/api/machines/" + log.completed[0][:7]).status_code == 404  # the API takes whole ids
+
+
+def test_the_api_takes_a_unique_id_prefix_and_lists_the_candidates_of_an_ambiguous_one(setup):
+    client, log = setup
+    cid = log.completed[0]
+    assert client.get(f"/api/machines/{cid[:7]}").json() == client.get(f"/api/machines/{cid}").json()
+    assert client.get(f"/api/machines/{cid[:7]}/history").json() == cli_json(log, "history", cid)
+    ambiguous = client.get("/api/machines/stall-")
+    assert ambiguous.status_code == 409
+    assert ambiguous.json()["candidates"] == sorted(log.stalled)
+    assert "\n" not in ambiguous.json()["error"]
+    unknown = client.get("/api/machines/zzz")
+    assert unknown.status_code == 404 and list(unknown.json()) == ["error"]
+    running = log.stalled[0]
+    aborted = client.post(f"/api/machines/{running[:8]}/abort", headers=AUTH, json={"reason": "by prefix"})
+    assert aborted.status_code == 200 and aborted.json()["aborted"]["kind"] == "aborted"
+    assert cli_json(log, "status", running)["machine"]["status"] == "aborted"
+    letter = client.get(f"/api/dead-letters/{log.letters[1][:8]}").json()
+    assert letter["id"] == log.letters[1]
