@@ -137,18 +137,24 @@ def cmd_run(args: argparse.Namespace) -> int:
             worker.run(until=lambda: not pending or time.monotonic() > deadline, on_idle=refresh)
         except KeyboardInterrupt:
             pass
-        interrupted = worker.stopping
         if pending:
             refresh()
         states = {cid: engine.status(cid) for cid in ids}
+    return _finish_run(args, states, pending, worker.stopping, worker.stats.retries_moved)
+
+
+def _finish_run(args: argparse.Namespace, states: dict[str, MachineState | None], pending: set[str],
+                interrupted: bool, retries_moved: int) -> int:
+    """What ``run`` says at the end (the JSON document, or the counts), and how it exits: 0 when every
+    machine completed, 1 otherwise; an error naming what is left when it timed out or was interrupted."""
     timed_out = bool(pending) and not interrupted
     final = [s for s in states.values() if s is not None]
     counts = out.status_counts(final)
-    ok = not pending and all(s.status == "completed" for s in final) and len(final) == len(ids)
+    ok = not pending and all(s.status == "completed" for s in final) and len(final) == len(states)
     if args.json:
         out.print_json({
             "machine": args.machine,
-            "count": len(ids),
+            "count": len(states),
             "ok": ok,
             "timed_out": timed_out,
             "interrupted": interrupted,
@@ -156,17 +162,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             "machines": [{**s.as_dict(), "context": s.context} for s in final],
         })
     else:
+        con = out.console()
         con.print(out.counts_text(counts))
-        if worker.stats.retries_moved:
-            con.print(f"retries run: {worker.stats.retries_moved}", style="yellow")
+        if retries_moved:
+            con.print(f"retries run: {retries_moved}", style="yellow")
     if interrupted and pending:
         raise Interrupted(
-            f"interrupted: {len(pending)} of {len(ids)} machine(s) still running (e.g. {sorted(pending)[0]}); "
+            f"interrupted: {len(pending)} of {len(states)} machine(s) still running (e.g. {sorted(pending)[0]}); "
             f"continue them with `{continue_command(args)}` (without --once: until Ctrl-C)"
         )
     if timed_out:
         raise FsmlogError(
-            f"timed out after {args.timeout:g}s with {len(pending)} of {len(ids)} machine(s) still running "
+            f"timed out after {args.timeout:g}s with {len(pending)} of {len(states)} machine(s) still running "
             f"(e.g. {sorted(pending)[0]}); raise --timeout or see `fsmlog status ID`"
         )
     return 0 if ok else 1
@@ -240,11 +247,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def _next_retry(rt: Runtime) -> str | None:
     """``N retr(ies) waiting, next due in 2.0s (10:04:05)``, or None when none waits (or the retry
     source cannot tell)."""
+    from handlers.retries import WaitingRetries
+
     retries = rt.services.retries
-    pending, next_due = getattr(retries, "pending", None), getattr(retries, "next_due", None)
-    if pending is None or next_due is None:
+    if not isinstance(retries, WaitingRetries):
         return None
-    n, due = pending(), next_due()
+    n, due = retries.pending(), retries.next_due()
     if not n or due is None:
         return None
     wait = max(0.0, due - time.time())

@@ -33,3 +33,13 @@ class RetryStore(Protocol):
     def due(self, now: float, limit: int) -> list[DueRetry]: ...
 
     def done(self, handles: Sequence[str]) -> None: ...
+
+
+@runtime_checkable
+class WaitingRetries(Protocol):
+    """A retry store that can say what waits in it (the embedded one), so ``fsmlog worker --once``
+    can say when to come back; stores that deliver at once have nothing waiting to tell."""
+
+    def pending(self) -> int: ...
+
+    def next_due(self) -> float | None: ...

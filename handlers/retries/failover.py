@@ -39,7 +39,7 @@ from eventlog.failover import (  # FAILOVERS: per source kind in this process, e
 )
 from eventlog.settings import Settings
 
-from . import DueRetry, ScheduledRetry
+from . import DueRetry, ScheduledRetry, WaitingRetries
 
 log = logging.getLogger("fsmlog.retries")
 
@@ -109,8 +109,8 @@ class FailoverRetries(CircuitPair):
 
     def next_due(self) -> float | None:
         """The earliest due time of a retry waiting on either side that can tell (None: none waits)."""
-        asks = (getattr(side, "next_due", None) for side in (self.primary, self.secondary))
-        return min((d for d in (ask() for ask in asks if ask is not None) if d is not None), default=None)
+        dues = (side.next_due() for side in (self.primary, self.secondary) if isinstance(side, WaitingRetries))
+        return min((d for d in dues if d is not None), default=None)
 
     def __getattr__(self, attr: str) -> Any:
         if attr.startswith("_") or attr in ("primary", "secondary"):  # unset while unpickling
