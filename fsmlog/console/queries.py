@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from eventlog.codec import decode_fields
 from eventlog.errors import DecodeError, FsmlogError
@@ -32,6 +32,15 @@ PAGE = 50
 MAX_PAGE = 500
 SCAN_TTL_S = 3.0
 READ_PAGE = 5000
+
+
+@runtime_checkable
+class TotalledMetrics(Protocol):
+    """A metrics sink that keeps every counter's total (the embedded one): the overview shows them."""
+
+    name: str
+
+    def read(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]: ...
 
 
 class NotFound(FsmlogError):
@@ -230,12 +239,11 @@ class Reader:
             source = "log"
             series, records = self._counted(start, minutes)
         totals = None
-        read = getattr(self.rt.services.metrics, "read", None)
-        if callable(read):
-            totals = [{"name": n, "dimensions": dict(d), "value": v} for (n, d), v in read().items()]
+        sink = self.rt.services.metrics
+        if isinstance(sink, TotalledMetrics):
+            totals = [{"name": n, "dimensions": dict(d), "value": v} for (n, d), v in sink.read().items()]
         return {"start": start, "minutes": minutes, "series": series, "records": records, "source": source,
-                "note": note,
-                "metrics": totals, "metrics_source": getattr(self.rt.services.metrics, "name", None),
+                "note": note, "metrics": totals, "metrics_source": sink.name,
                 "log": _stream_names(self.rt)}
 
     def _counted(self, start: float, minutes: int) -> tuple[dict[str, list[int]], int]:
@@ -277,7 +285,7 @@ class Reader:
 def _stream_names(rt: Any) -> str:
     from eventlog.sides import readable_sides
 
-    return " + ".join(getattr(b, "name", str(b)) for _, b in readable_sides(rt.log)) or rt.log.name
+    return " + ".join(b.name for _, b in readable_sides(rt.log)) or rt.log.name
 
 
 def timeline(rows: list[tuple[str, Any, Any]]) -> list[dict[str, Any]]:

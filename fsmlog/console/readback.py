@@ -20,17 +20,14 @@ SERIES_METRICS = {"transitions": "Transitions", "failures": "MachinesFailed", "r
 QUERIES_PER_CALL = 500  # GetMetricData's limit
 
 
-def cloudwatch_arn(metrics: Any) -> str | None:
-    """The CloudWatch ARN behind a metrics source (through failover wrappers), or None."""
-    for _ in range(8):
-        arn = getattr(metrics, "arn", None)
-        if isinstance(arn, str) and arn.startswith("arn:aws:cloudwatch:"):
-            return arn
-        inner = getattr(metrics, "wrapped", None) or getattr(metrics, "primary", None)
-        if inner is None or inner is metrics:
-            return None
-        metrics = inner
-    return None
+def cloudwatch_arn(metrics: object) -> str | None:
+    """The CloudWatch ARN behind a metrics source (the primary of a failover pair), or None."""
+    from eventlog.failover import CircuitPair
+    from handlers.metrics.cloudwatch import CloudWatchMetrics
+
+    while isinstance(metrics, CircuitPair):
+        metrics = metrics.primary
+    return metrics.arn if isinstance(metrics, CloudWatchMetrics) else None
 
 
 def cloudwatch_series(metrics: Any, settings: Settings, start: float, minutes: int) -> dict[str, list[int]] | None:
