@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from eventlog.codec import decode
+from eventlog.embedded import EmbeddedBackend
 from eventlog.event import Event
 from eventlog.log import LogRecord, ReadableLog
 from eventlog.settings import SOURCES, load_settings
@@ -294,7 +295,7 @@ class _Driver:
         try:
             for svc in (services.log, services.checkpoints, services.retries, services.cache,
                         services.environment, services.metrics, services.dead_letters):
-                if hasattr(svc, "clock"):
+                if isinstance(svc, EmbeddedBackend):  # the kit's own file: every backend on the run's clock
                     svc.clock = self.clock
             log = services.log
             if not isinstance(log, ReadableLog):  # the kit's sqlite: stream always reads back
