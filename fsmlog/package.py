@@ -375,9 +375,11 @@ def next_steps(template: Path, fsm: Path, artifact: Artifact) -> list[str]:
              f"{artifact.spec.architecture}) for {artifact.spec.handler}"]
     if artifact.zip_path is not None:
         lines.append(f"zip: {shown(artifact.zip_path)}")
+    start = f"fsmlog start {shown(fsm)} --machine NAME"
+    width = max(len(start), len("fsmlog status ID"))
     return lines + [
         "next:",
         f"  sam deploy --guided --template-file {shown(template)}",
-        f"  fsmlog start {shown(fsm)} --machine NAME    # appends to the stream",
-        "  fsmlog status ID                 # the deployed function moves it on",
+        f"  {start:<{width}}  # appends to the stream",
+        f"  {'fsmlog status ID':<{width}}  # the deployed function moves it on",
     ]

@@ -13,7 +13,17 @@ import yaml
 
 from eventlog.settings import load_settings
 from fsmlog.cli import main
-from fsmlog.package import MARKER, PackageError, build, function_spec, pip_command, requirements
+from fsmlog.package import (
+    MARKER,
+    Artifact,
+    FunctionSpec,
+    PackageError,
+    build,
+    function_spec,
+    next_steps,
+    pip_command,
+    requirements,
+)
 from fsmlog.template import render_template
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -185,6 +195,20 @@ def test_a_pip_failure_is_one_line_naming_the_runtime_and_the_offline_fix(projec
     message = str(info.value)
     assert info.value.code == "pip" and "\n" not in message
     assert "No matching distribution found for msgpack" in message and "--find-links" in message
+
+
+def test_what_to_run_next_is_aligned_and_fits_80_columns(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    spec = FunctionSpec("Worker", "handlers.lambda_handler", "python3.12", tmp_path / "build" / "lambda", "arm64")
+    artifact = Artifact(tmp_path / "build" / "lambda", tmp_path / "build" / "lambda.zip", spec, (), (), 12_345_678)
+    assert next_steps(tmp_path / "template.yaml", tmp_path / "fsm.yaml", artifact) == [
+        "built build/lambda (12.3 MB, python3.12 arm64) for handlers.lambda_handler",
+        "zip: build/lambda.zip",
+        "next:",
+        "  sam deploy --guided --template-file template.yaml",
+        "  fsmlog start fsm.yaml --machine NAME  # appends to the stream",
+        "  fsmlog status ID                      # the deployed function moves it on",
+    ]
 
 
 # -- fsmlog template's warning ------------------------------------------------------------------------
