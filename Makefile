@@ -68,7 +68,7 @@ test-pythons:
 	  HYPOTHESIS_PROFILE=quick $$venv/bin/python -m pytest -q -x -p no:cacheprovider $(FAST) || exit 1; done
 
 bench: install
-	@for b in fold embedded handler aws replay; do \
+	@for b in fold embedded handler aws replay console testing; do \
 	  echo "== bench/$$b.py"; $(PY) bench/$$b.py || exit 1; done
 
 # ruff, the layering, mypy over the five packages (setup.cfg [mypy]), and no settings/engine/log typed Any
