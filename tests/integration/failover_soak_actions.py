@@ -1,4 +1,4 @@
-"""The failover soak's action (see test_failover_soak.py and failover_soak_fsm.yaml).
+"""The failover soak's actions (see test_failover_soak.py and failover_soak_fsm.yaml).
 
 Every execution of a step appends two JSON lines to the journal file named by the
 ``FAILOVER_SOAK_JOURNAL`` environment variable: ``start`` at the action's entry and
@@ -13,6 +13,12 @@ or 0.3 s, chosen from the machine and step (the same on every re-execution), so
 executions have a width that a second holder of the same machine would overlap.
 The action does nothing else: it never fails by itself, so any re-execution the soak
 sees comes from the engine.
+
+The waiting machine (``failover_soak_waits``) journals one action per step the same way, with
+``tag`` (which action: w0, w1, w2, expire, w4) and, at w4, ``send`` (which of the soak's two sends
+of the event is being applied: they share an event_id and differ only in that tag). Each action
+appends its tag to ``context["trail"]``, and w4 appends the event's data to ``context["applied"]``:
+a step applied twice in sequence shows twice there. w1 sets ``additional_delay_seconds``.
 """
 
 from __future__ import annotations
@@ -43,6 +49,12 @@ def _write(path: str, entry: dict[str, Any]) -> None:
 
 
 def step(context: Any, obj: dict[str, Any]) -> str | None:
+    _journaled(context, obj, {})
+    return None if context.current_state == FINAL_STATE else "next"
+
+
+def _journaled(context: Any, obj: dict[str, Any], extra: dict[str, Any]) -> None:
+    """One execution: its ``start`` line, the pause, its ``end`` line."""
     path = os.environ.get(JOURNAL_ENV)
     if not path:
         raise RuntimeError(f"{JOURNAL_ENV} is not set: the soak's workers must name the journal file")
@@ -55,8 +67,46 @@ def step(context: Any, obj: dict[str, Any]) -> str | None:
         "state": context.current_state,
         "token": obj.get("fence_token"),
         "owner": obj.get("lease_owner"),
+        **extra,
     }
     _write(path, {"event": "start", **base, "t": time.time()})
     time.sleep(pause_s(context.correlation_id, context.steps))
     _write(path, {"event": "end", **base, "t": time.time()})
-    return None if context.current_state == FINAL_STATE else "next"
+
+
+# ------------------------------------------------------------------ the waiting machine
+
+WAIT_FINAL_STATE = "w4"
+ADDED_DELAY_S = 0.5  # w1's additional_delay_seconds (the soak checks the step after it against it)
+TRAIL = "trail"
+APPLIED = "applied"
+
+
+def _waited(context: Any, obj: dict[str, Any], tag: str) -> None:
+    extra: dict[str, Any] = {"tag": tag}
+    data = context.get("event_data")
+    if tag == WAIT_FINAL_STATE:
+        extra["send"] = data.get("send") if isinstance(data, dict) else None
+    _journaled(context, obj, extra)
+    context[TRAIL] = [*context.get(TRAIL, []), tag]
+    if tag == WAIT_FINAL_STATE:
+        context[APPLIED] = [*context.get(APPLIED, []), data]
+
+
+def wait_step(context: Any, obj: dict[str, Any]) -> str | None:
+    """The do action of w0, w1 and w4."""
+    state = context.current_state
+    _waited(context, obj, state)
+    if state == "w1":
+        context.additional_delay_seconds = ADDED_DELAY_S
+    return None if state == WAIT_FINAL_STATE else "next"
+
+
+def wait_enter(context: Any, obj: dict[str, Any]) -> None:
+    """w2's entry action (a wait state runs no do action)."""
+    _waited(context, obj, "w2")
+
+
+def wait_fired(context: Any, obj: dict[str, Any]) -> None:
+    """The action of w2's ``expire`` transition: its timeout fired."""
+    _waited(context, obj, "expire")

@@ -25,6 +25,21 @@ and the journal, the soak asserts:
 - no execution of step k starts after an execution of a later step of its machine began;
 - per machine, the fence tokens of successive executions (by start time) strictly rise.
 
+Beside those, a few machines of every kind of wait (``failover_soak_waits``: a transition's ``delay``, an
+action's ``additional_delay_seconds``, a ``wait: true`` state's ``timeout``/``on_timeout`` with nothing sent, and a
+``wait: true`` state that the soak sends ``approve`` to, twice with one event_id: ``fsmlog.client`` then
+``fsmlog send``, or the other way round, under the same faults; started in one
+``fsmlog.client.start_state_machines``) run to the same checks, and:
+
+- no step after a timer starts before the time of the log record that set it plus its delay (the record's
+  ``due`` must be exactly that); the step each timer runs commits one outcome (copies of a record, such as the
+  timer's own, have the record's time; a second commit has another);
+- the timeout fired exactly once and the sent event was applied exactly once: every execution of the step after
+  it shows the same one of the two sends, the step commits one outcome, and the final context's trail holds each
+  action once with the event's data once;
+- no record of these machines is parked as a dead letter (the second send of an applied event_id is not a late
+  event).
+
 Re-executions of a step whose outcome was not recorded are expected (at least once) and reported, not failed.
 Figures are printed as one ``SOAK {...}`` line (``pytest -s`` shows it) and recorded as a property, also when
 the soak fails; the failure message names the offending machines with their journal lines.
@@ -51,6 +66,7 @@ from typing import Any
 
 import pytest
 
+from eventlog.event import RETRY, START, STEP
 from eventlog.settings import DEFAULTS, SOURCES, load_settings
 from projections.fold import fold_records
 from tests.fixtures.servers import ACCOUNT, REGION
@@ -60,6 +76,15 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(300
 FSM = Path(__file__).with_name("failover_soak_fsm.yaml")
 MACHINE = "failover_soak"
 STEPS = 5  # executions per machine: s0 .. s4 (failover_soak_fsm.yaml)
+WAIT_MACHINE = "failover_soak_waits"
+WAIT_STEPS = 5  # w0, w1 (after a 1 s delay), w2 (enters the timed wait), expire (its timeout), w4 (the event)
+WAIT_DELAYS = {1: 1.0, 2: 0.5, 3: 1.0}  # step -> seconds its record waits: delay: 1, additional 0.5, timeout 1s
+WAIT_EVENT_STEP = 4  # the step that applies the sent event (w3 --approve--> w4)
+WAIT_TRAIL = ["w0", "w1", "w2", "expire", "w4"]  # context["trail"] at the end: each action once
+CLOCK_SLACK_S = 0.002  # one host, one clock (time.time); the slack is float rounding, not drift
+SENDERS = 3  # `fsmlog send` processes at once
+SEND_ATTEMPTS = 10  # per send, when the CLI fails (the send retried is one more send of the same event_id):
+# `fsmlog send` reads the machine from every side of the log first, and fails (exit 1) when a side does
 WORKERS = 3
 FAULT_P = 0.25  # share of the primary's calls that fail, in each process
 FSMLOG = Path(sys.executable).with_name("fsmlog")
@@ -102,17 +127,28 @@ class Soak:
     deadline_s: float
     settings: dict[str, Any]
     poll_s: float = 1.0
+    wait_machines: int = 0  # machines of WAIT_MACHINE, beside ``machines`` of MACHINE
     journal: Path = field(init=False)
     settings_path: Path = field(init=False)
     env: dict[str, str] = field(init=False)
     workers: list[subprocess.Popen] = field(default_factory=list)
     guarded: bool = False  # workers run under coreutils' timeout, each in a process group of its own
     logs: list[Path] = field(default_factory=list)
-    ids: list[str] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)  # every machine started, both kinds
+    wait_ids: list[str] = field(default_factory=list)
+    sends: dict[str, list[str]] = field(default_factory=dict)  # wait machine -> what each send answered
+    wait_records: dict[str, list[Any]] = field(default_factory=dict)  # wait machine -> its records (both sides)
+    dead_letters: list[tuple[str, str]] = field(default_factory=list)  # (machine id, reason), both sides
     events: list[str] = field(default_factory=list)  # what the test did when (restarts ...)
     record_counts: dict[str, int] = field(default_factory=dict)  # records on each side's stream at the end
     exited_early: dict[str, int] = field(default_factory=dict)  # worker log -> exit code, for workers that died
     started: float = 0.0
+    workers_at: float = 0.0  # elapsed() when the workers were started
+    _senders: Any = None  # the pool the events are sent from (ThreadPoolExecutor), made on the first send
+    _sending: list[Any] = field(default_factory=list)  # its futures
+    _client_after: dict[str, Any] = field(default_factory=dict)  # cid -> the CLI send the client's waits for
+    _client: Any = None  # fsmlog.client.Client on this soak's settings, opened on its first send
+    client_env: dict[str, str] = field(default_factory=dict)  # beside FSMLOG_SETTINGS, for the client
 
     def __post_init__(self) -> None:
         self.journal = self.tmp / "journal.jsonl"
@@ -141,10 +177,11 @@ class Soak:
         from concurrent.futures import ThreadPoolExecutor
 
         def start_one(cid: str) -> str:
+            machine = WAIT_MACHINE if cid.startswith("fw") else MACHINE
             for attempt in range(3):  # the secondary never fails on purpose; a refusal is still retried
                 if self.elapsed() > self.deadline_s:
                     raise AssertionError(f"starting machines used up the deadline: {'; '.join(self.events[-3:])}")
-                proc = self.cli("start", str(FSM), "--machine", MACHINE, "--id", cid, check=False)
+                proc = self.cli("start", str(FSM), "--machine", machine, "--id", cid, check=False)
                 if proc.returncode == 0:
                     assert proc.stdout.strip() == cid, proc.stdout
                     return cid
@@ -152,10 +189,123 @@ class Soak:
                           f"{proc.stderr.strip()[-300:]}")
             raise AssertionError(f"`fsmlog start` kept failing for {cid}:\n" + "\n".join(self.events[-3:]))
 
+        waits = [f"fw{n:03d}-{uuid.uuid4().hex[:10]}" for n in range(self.wait_machines)]
+        if waits:
+            self.start_by_client(waits)
         cids = [f"fo{n:03d}-{uuid.uuid4().hex[:10]}" for n in range(self.machines)]
         with ThreadPoolExecutor(max_workers=STARTERS) as pool:
             self.ids.extend(pool.map(start_one, cids))
-        self.note(f"started {len(self.ids)} machines")
+        self.note(f"started {len(self.ids)} machines ({len(waits)} of {WAIT_MACHINE})")
+
+    def client(self) -> Any:
+        """``fsmlog.client.Client`` on this soak's settings (chaos included), used from this thread only."""
+        if self._client is None:
+            from fsmlog.client import Client
+
+            env = {"FSMLOG_SETTINGS": str(self.settings_path), **self.client_env}
+            self._client = Client(str(FSM), load_settings(environ=env))
+        return self._client
+
+    def start_by_client(self, cids: list[str]) -> None:
+        """The waiting machines, in one ``fsmlog.client.start_state_machines`` (again with the same ids if
+        the primary's faults fail it: a start appended twice is run once)."""
+        from eventlog.errors import FsmlogError
+
+        for attempt in range(SEND_ATTEMPTS):
+            try:
+                started = self.client().start_state_machines(WAIT_MACHINE, [{} for _ in cids], correlation_ids=cids)
+            except FsmlogError as exc:
+                self.note(f"client start attempt {attempt + 1} failed: {exc}"[:400])
+                time.sleep(0.2)
+                continue
+            assert started == cids, started
+            self.ids.extend(cids)
+            self.wait_ids = list(cids)
+            return
+        raise AssertionError("fsmlog.client.start_state_machines kept failing:\n" + "\n".join(self.events[-3:]))
+
+    def send_waiting(self, states: dict[str, Any]) -> None:
+        """Send ``approve`` to every waiting machine the fold shows idle in w3, twice with one event_id and
+        data that differs only in which send it is: for even machines through ``fsmlog.client`` here first,
+        then ``fsmlog send`` in the background; for odd ones ``fsmlog send`` first, then the client once
+        that returned. The second must be answered as applied already (or, had it raced the first into
+        the log, be dropped by the step gate)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        for n, cid in enumerate(self.wait_ids):
+            s = states.get(cid)
+            if cid in self.sends or s is None or s.terminal:
+                continue
+            last = s.last
+            if last.kind != STEP or last.state != "w3" or last.event is not None:
+                continue
+            if self._senders is None:
+                self._senders = ThreadPoolExecutor(max_workers=SENDERS)
+            self.sends[cid] = []
+            first, second = ("cli", "client") if n % 2 else ("client", "cli")
+            if first == "client":
+                self.send_by_client(cid, n, "first")
+            fut = self._senders.submit(self.send_by_cli, cid, n, "first" if first == "cli" else "second")
+            self._sending.append(fut)
+            if first == "cli":
+                self._client_after[cid] = fut
+        for cid, fut in list(self._client_after.items()):
+            if fut.done():
+                del self._client_after[cid]
+                self.send_by_client(cid, self.wait_ids.index(cid), "second")
+
+    def send_by_client(self, cid: str, n: int, tag: str) -> None:
+        """``fsmlog.client``'s ``send_event``, in this thread (the client's sources were opened here)."""
+        from eventlog.errors import FsmlogError
+        from handlers.errors import EventRefused
+
+        for attempt in range(SEND_ATTEMPTS):
+            try:
+                sent = self.client().send_event(cid, "approve", {"n": n, "send": tag}, f"approve-{cid}")
+            except EventRefused as exc:  # never right here: the machine waits, or the event_id was applied
+                self.sends[cid].append(f"client {tag} refused {exc.code}")
+                self.note(f"client send {cid} ({tag}) refused: {exc}")
+                return
+            except FsmlogError as exc:  # the primary's injected faults: a read of either side failed
+                self.sends[cid].append(f"client {tag} failed")
+                self.note(f"client send {cid} ({tag}) attempt {attempt + 1} failed: {exc}"[:400])
+                time.sleep(0.2)
+                continue
+            self.sends[cid].append(f"client {tag} {'duplicate' if sent.duplicate else 'sent'}")
+            return
+
+    def send_by_cli(self, cid: str, n: int, tag: str) -> None:
+        data = json.dumps({"n": n, "send": tag})
+        for attempt in range(SEND_ATTEMPTS):
+            proc = self.cli("send", cid, "approve", "--data", data, "--event-id", f"approve-{cid}", "--fsm",
+                            str(FSM), timeout=30.0, check=False)
+            if proc.returncode == 0:
+                said = ("duplicate" if "applied already" in proc.stdout
+                        else "sent" if proc.stdout.startswith("sent ") else proc.stdout.strip()[:60])
+                self.sends[cid].append(f"cli {tag} {said}")
+                return
+            self.sends[cid].append(f"cli {tag} failed")
+            self.note(f"fsmlog send {cid} ({tag}) attempt {attempt + 1} exited {proc.returncode}: "
+                      f"{proc.stderr.strip()[-300:]}")
+            time.sleep(0.3)
+
+    def finish_sends(self) -> None:
+        """Wait for the CLI's sends under way (the ones not begun yet are dropped), then make the client's
+        second sends that waited for them; close the client."""
+        if self._senders is not None:
+            self._senders.shutdown(wait=True, cancel_futures=True)
+            for fut in self._sending:
+                if not fut.cancelled() and fut.exception() is not None:
+                    self.note(f"sending failed: {type(fut.exception()).__name__}: {fut.exception()}")
+            self._sending.clear()
+            self._senders = None
+        for cid, fut in list(self._client_after.items()):
+            del self._client_after[cid]
+            if not fut.cancelled():
+                self.send_by_client(cid, self.wait_ids.index(cid), "second")
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     def spawn(self, argv: list[str]) -> None:
         """One worker process. Under coreutils' ``timeout`` when there is one: should this test process die
@@ -211,6 +361,7 @@ class UnionLog:
 
         env = {"FSMLOG_SETTINGS": str(settings_path), **(environ or {})}
         settings = load_settings(environ=env).replace(AWS_CHAOS={})
+        self.settings = settings
         self.sides = {side: open_backend("STREAM", settings.source("STREAM", side), settings, side)
                       for side in ("PRIMARY", "SECONDARY")}
         self.counts: dict[str, int] = {}
@@ -227,6 +378,42 @@ class UnionLog:
             self.counts[side] = n
         return states
 
+    def records(self, cids: set[str], page: int = 5000) -> dict[str, list[Any]]:
+        """The decoded records of these machines on both sides, in each side's order."""
+        from eventlog.codec import decode
+
+        out: dict[str, list[Any]] = defaultdict(list)
+        for log in self.sides.values():
+            after = None
+            while records := log.read(after, page):
+                for r in records:
+                    e = decode(r.data)
+                    if e.correlation_id in cids:
+                        out[e.correlation_id].append(e)
+                after = records[-1].position
+        return dict(out)
+
+    def dead_letters(self) -> list[tuple[str, str]]:
+        """(machine id, reason) of every record parked on either side."""
+        from eventlog.codec import decode
+        from handlers.wiring import open_backend
+
+        out = []
+        for side in ("PRIMARY", "SECONDARY"):
+            store = open_backend("DEAD_LETTER", self.settings.source("DEAD_LETTER", side), self.settings, side)
+            try:
+                for letter in store.list(10_000):
+                    try:
+                        cid = decode(letter.data).correlation_id
+                    except Exception:  # a letter may be undecodable: that is why some are parked
+                        cid = "?"
+                    out.append((cid, letter.reason))
+            finally:
+                close = getattr(store, "close", None)
+                if close is not None:
+                    close()
+        return out
+
     def close(self) -> None:
         for log in self.sides.values():
             close = getattr(log, "close", None)
@@ -240,11 +427,13 @@ def run_soak(soak: Soak, worker_argv: list[str], *, on_tick: Callable[[Soak, int
 
     Returns the union fold's final states, the workers' exit codes and whether the deadline passed."""
     oracle = UnionLog(soak.settings_path, oracle_env)
+    soak.client_env = dict(oracle_env or {})
     timed_out = False
     try:
         soak.start_machines()
         for _ in range(WORKERS):
             soak.spawn(worker_argv)
+        soak.workers_at = soak.elapsed()
         soak.note(f"{WORKERS} workers running")
         deadline = soak.started + soak.deadline_s
         while True:
@@ -252,8 +441,11 @@ def run_soak(soak: Soak, worker_argv: list[str], *, on_tick: Callable[[Soak, int
             done = [cid for cid in soak.ids if cid in states and states[cid].terminal]
             if len(done) == len(soak.ids):
                 soak.note("every machine ended")
+                soak.finish_sends()  # a send still under way reaches the workers, which must not apply it
                 time.sleep(SETTLE_S)
                 break
+            if soak.wait_ids:
+                soak.send_waiting(states)
             if time.monotonic() > deadline:
                 timed_out = True
                 soak.note(f"deadline: {len(done)} of {len(soak.ids)} machines ended")
@@ -266,12 +458,16 @@ def run_soak(soak: Soak, worker_argv: list[str], *, on_tick: Callable[[Soak, int
                 break
             time.sleep(soak.poll_s)
     finally:
+        soak.finish_sends()
         soak.exited_early = {path.name: proc.returncode for path, proc in zip(soak.logs, soak.workers)
                              if proc.poll() is not None}
         codes = soak.stop_workers()
     try:
         states = oracle.fold()
         soak.record_counts = dict(oracle.counts)
+        if soak.wait_ids:
+            soak.wait_records = oracle.records(set(soak.wait_ids))
+            soak.dead_letters = oracle.dead_letters()
     finally:
         oracle.close()
     return states, codes, timed_out
@@ -291,6 +487,8 @@ class Execution:
     start: float
     end: float | None = None
     lines: list[str] = field(default_factory=list)
+    tag: str | None = None  # the waiting machine's action (w0, w1, w2, expire, w4)
+    send: str | None = None  # at w4: which of the two sends of the event it applies
 
 
 def parse_journal(lines: list[str]) -> tuple[dict[str, list[Execution]], dict[str, list[str]], int]:
@@ -308,7 +506,7 @@ def parse_journal(lines: list[str]) -> tuple[dict[str, list[Execution]], dict[st
         raw[cid].append(line)
         if e["event"] == "start":
             execs[eid] = Execution(eid, cid, int(e["steps"]), int(e["retries"]), int(e["pid"]), e.get("token"),
-                                   float(e["t"]))
+                                   float(e["t"]), tag=e.get("tag"), send=e.get("send"))
         elif eid in execs:
             execs[eid].end = float(e["t"])
         else:
@@ -326,16 +524,18 @@ def verdict(soak: Soak, states: dict[str, Any], timed_out: bool) -> tuple[dict[s
     by_cid, raw, bad_lines = parse_journal(soak.journal_lines())
     problems: dict[str, dict[str, Any]] = defaultdict(dict)
 
+    waits = set(soak.wait_ids)
     for cid in soak.ids:
         s = states.get(cid)
+        expected = WAIT_STEPS if cid in waits else STEPS
         if s is None:
             problems["not_in_log"][cid] = "no record on either side"
-        elif s.status != "completed" or s.steps != STEPS:
+        elif s.status != "completed" or s.steps != expected:
             problems["not_completed"][cid] = {"status": s.status, "state": s.state, "steps": s.steps,
                                               "retries": s.retries, "error": s.error}
         else:
             ended = {x.steps for x in by_cid.get(cid, []) if x.end is not None}
-            missing = sorted(set(range(STEPS)) - ended)
+            missing = sorted(set(range(expected)) - ended)
             if missing:
                 problems["completed_without_running"][cid] = {"steps_never_ended": missing}
     for name, code in soak.exited_early.items():  # a worker must never die of faults
@@ -375,6 +575,7 @@ def verdict(soak: Soak, states: dict[str, Any], timed_out: bool) -> tuple[dict[s
         if falling:
             problems["tokens_not_rising"][cid] = falling[:6]
 
+    wait_figures = wait_verdict(soak, states, by_cid, problems) if soak.wait_ids else {}
     never_ended = [x for xs in by_cid.values() for x in xs if x.end is None]
     per_step = Counter((x.cid, x.steps) for xs in by_cid.values() for x in xs)
     completed = sum(1 for cid in soak.ids if cid in states and states[cid].status == "completed")
@@ -401,8 +602,108 @@ def verdict(soak: Soak, states: dict[str, Any], timed_out: bool) -> tuple[dict[s
         "log_records": soak.record_counts,
         "timed_out": timed_out,
         "wall_s": round(soak.elapsed(), 1),
+        **wait_figures,
     }
     return problems, figures
+
+
+def outcomes(records: list[Any], step: int) -> set[tuple]:
+    """The distinct outcomes the log holds for one step of a machine: the records one step on, less the events
+    sent from outside. A copy of a record (the timer's, one appended on both sides) has its time; a second
+    commit of the step has another."""
+    return {(r.kind, r.state, r.event, r.time) for r in records
+            if r.steps == step + 1 and r.kind not in (START, RETRY) and r.event_id is None}
+
+
+def wait_verdict(soak: Soak, states: dict[str, Any], by_cid: dict[str, list[Execution]],
+                 problems: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The waiting machines' checks (timers never early, each wait resolved once, nothing parked); figures."""
+    waits = set(soak.wait_ids)
+    early = checked = timeouts_once = applied_once = applied_twice = 0
+    late: list[float] = []
+    send_latency: list[float] = []  # from the record saying the machine waits in w3 to the first sent event
+    event_records = 0
+    for n, cid in enumerate(soak.wait_ids):
+        records = soak.wait_records.get(cid, [])
+        xs = by_cid.get(cid, [])
+        s = states.get(cid)
+        reached = s.steps if s is not None else 0
+        for step, delay in WAIT_DELAYS.items():
+            timed = [r for r in records if r.steps == step and r.kind in (START, STEP) and r.due is not None
+                     and r.event_id is None]
+            runs = [x for x in xs if x.steps == step]
+            if not timed:
+                if runs or reached > step:
+                    problems["timer_missing"][cid] = f"step {step} ran with no record waiting {delay}s before it"
+                continue
+            wrong = [f"step {step}: due {r.due:.6f}, time {r.time:.6f} + {delay}s" for r in timed
+                     if abs(r.due - (r.time + delay)) > 1e-6]
+            if wrong:
+                problems["timer_due_wrong"][cid] = wrong[:3]
+            bound = min(r.time for r in timed) + delay
+            if runs:
+                checked += 1
+                late.append(runs[0].start - bound)
+            for x in runs:
+                if x.start < bound - CLOCK_SLACK_S:
+                    early += 1
+                    problems["timer_early"].setdefault(cid, []).append(
+                        f"step {step} (pid {x.pid}, token {x.token}) started at {x.start:.3f}, "
+                        f"{bound - x.start:.3f}s before its record's time + {delay}s ({bound:.3f})")
+            if len(outcomes(records, step)) > 1:
+                problems["timer_fired_twice"][cid] = f"step {step}: {sorted(outcomes(records, step))}"
+        if s is None or s.status != "completed":
+            continue  # not_completed says so
+        sent = {(r.time, r.context.get("event_data", {}).get("send")) for r in records
+                if r.event_id == f"approve-{cid}"}
+        event_records += len(sent)
+        idle = [r.time for r in records if r.steps == WAIT_EVENT_STEP and r.state == "w3" and r.event is None]
+        if idle and sent:
+            send_latency.append(min(t for t, _ in sent) - min(idle))
+        context = s.context
+        trail = context.get("trail")
+        if trail != WAIT_TRAIL:
+            problems["wait_trail_wrong"][cid] = {"trail": trail, "expected": WAIT_TRAIL}
+        if trail and trail.count("expire") == 1 and len(outcomes(records, 3)) == 1:
+            timeouts_once += 1
+        tags = sorted({str(x.send) for x in xs if x.steps == WAIT_EVENT_STEP})
+        applied = context.get("applied")
+        data = context.get("event_data")
+        twice = len(tags) > 1 or len(outcomes(records, WAIT_EVENT_STEP)) > 1 or (
+            isinstance(applied, list) and len(applied) > 1)
+        once = (not twice and isinstance(applied, list) and applied == [data] and isinstance(data, dict)
+                and data.get("n") == n and tags == [data.get("send")])
+        applied_twice += twice
+        applied_once += once
+        if not once:
+            problems["event_not_applied_once"][cid] = {
+                "sends_applied_by_executions": tags, "applied": applied, "event_data": data,
+                "outcomes": len(outcomes(records, WAIT_EVENT_STEP)), "event_records": sorted(sent, key=str),
+                "sends": soak.sends.get(cid)}
+    parked = [(cid, reason) for cid, reason in soak.dead_letters if cid in waits]
+    for cid, reason in parked:
+        problems["dead_letters"].setdefault(cid, []).append(reason[:300])
+    said = Counter(what for results in soak.sends.values() for what in results)
+    for cid, results in soak.sends.items():
+        refused = [what for what in results if " refused " in what]
+        if refused:  # the machine waited in w3, or had applied this event_id: nothing to refuse
+            problems["event_send_refused"][cid] = refused
+    return {
+        "wait_machines": len(soak.wait_ids),
+        "timers_checked": checked,
+        "timers_early": early,
+        "timer_late_s": {"min": round(min(late), 3), "mean": round(sum(late) / len(late), 3),
+                         "max": round(max(late), 3)} if late else None,
+        "timers_fired_twice": len(problems.get("timer_fired_twice", {})),
+        "timeouts_fired_once": timeouts_once,
+        "events_applied_once": applied_once,
+        "events_applied_twice": applied_twice,
+        "event_sends": dict(sorted(said.items())),  # per call: which path, which send, what it answered
+        "event_records_in_log": event_records,  # distinct sent-event records: 1, or 2 when both sends raced
+        "event_sent_after_s": {"mean": round(sum(send_latency) / len(send_latency), 1),
+                               "max": round(max(send_latency), 1)} if send_latency else None,
+        "dead_letters": {"wait_machines": len(parked), "all": len(soak.dead_letters)},
+    }
 
 
 def report(soak: Soak, figures: dict[str, Any], record_property: Callable[[str, Any], None]) -> None:
@@ -415,8 +716,10 @@ def assert_clean(soak: Soak, problems: dict[str, dict[str, Any]], figures: dict[
     if not any(problems.values()):
         return
     offenders: list[str] = []
-    for kind in ("overlapping_executions", "step_after_a_later_step", "tokens_not_rising",
-                 "completed_without_running", "not_completed", "not_in_log", "unknown_machine"):
+    for kind in ("overlapping_executions", "step_after_a_later_step", "tokens_not_rising", "timer_early",
+                 "timer_fired_twice", "event_not_applied_once", "wait_trail_wrong", "timer_missing",
+                 "timer_due_wrong", "dead_letters", "event_send_refused", "completed_without_running", "not_completed", "not_in_log",
+                 "unknown_machine"):
         offenders += [cid for cid in problems.get(kind, {}) if cid not in offenders]
     _, raw, _ = parse_journal(soak.journal_lines())
     parts = [f"failover soak {soak.name!r} broke the guarantees:",
@@ -516,6 +819,7 @@ def finish(soak: Soak, states: dict[str, Any], codes: list[int | None], timed_ou
 
 
 EMBEDDED_MACHINES = 24
+WAIT_MACHINES = 6  # of failover_soak_waits, beside the others (each waits about 2.5 s plus the send)
 EMBEDDED_DEADLINE_S = 120.0
 
 
@@ -533,7 +837,7 @@ def test_failover_soak_embedded(tmp_path: Path, record_property, cooldown: str) 
         **sources,
         **tuning,
         "AWS_CHAOS": {primary: {"ServiceUnavailable": FAULT_P}},  # the primary's URL: the secondary is spared
-    })
+    }, wait_machines=WAIT_MACHINES)
     states, codes, timed_out = run_soak(soak, ["worker", str(FSM), "--batch", "10"])
 
     def extra() -> dict[str, Any]:
@@ -546,6 +850,7 @@ def test_failover_soak_embedded(tmp_path: Path, record_property, cooldown: str) 
 
 
 MOTO_MACHINES = 12
+MOTO_WAIT_MACHINES = 2  # one sent to through the client first, one through the CLI first
 MOTO_DEADLINE_S = 130.0
 
 
@@ -580,7 +885,7 @@ def test_failover_soak_moto(tmp_path: Path, moto_server: str, record_property) -
         "AWS_REGION": REGION,
         "ENDPOINTS": {arn: moto_server for arn in sources.values()},
         "AWS_CHAOS": {arn: {"ServiceUnavailable": FAULT_P} for arn in primaries},
-    }, poll_s=2.0)
+    }, poll_s=2.0, wait_machines=MOTO_WAIT_MACHINES)
     soak.cli("resources", "create", "--shards", "1", timeout=120)
     soak.note("resources created")
     # `fsmlog dev` is the CLI's loop over AWS sources: Lambda's pollers (every shard of both streams, from
@@ -598,7 +903,7 @@ def test_failover_soak_moto(tmp_path: Path, moto_server: str, record_property) -
 REDIS_MACHINES = 24
 REDIS_DEADLINE_S = 120.0
 REDIS_RESTART_SHARE = 1 / 3  # restart once this share of the steps ended ...
-REDIS_RESTART_LATEST_S = 25.0  # ... or this long after the start, whichever comes first
+REDIS_RESTART_LATEST_S = 25.0  # ... or this long after the workers' start, whichever comes first
 REDIS_DOWN_S = 1.0
 
 
@@ -627,13 +932,14 @@ def test_failover_soak_redis_restarted(tmp_path: Path, own_redis: Any, record_pr
         **TUNING,
         # the embedded primaries fail on purpose as in (1); Redis fails for real, by being restarted
         "AWS_CHAOS": {primary: {"ServiceUnavailable": FAULT_P}},
-    })
+    }, wait_machines=WAIT_MACHINES)
     restarted: list[float] = []
 
     def on_tick(s: Soak, ended_lines: int) -> None:
         if restarted:
             return
-        if ended_lines < REDIS_RESTART_SHARE * s.machines * STEPS and s.elapsed() < REDIS_RESTART_LATEST_S:
+        if (ended_lines < REDIS_RESTART_SHARE * s.machines * STEPS
+                and s.elapsed() - s.workers_at < REDIS_RESTART_LATEST_S):
             return
         s.note(f"redis-server killed after {ended_lines} ended executions")
         own_redis.stop()
