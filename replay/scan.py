@@ -146,6 +146,20 @@ class ScanResult:
         return rows
 
 
+def _children_ended(parent: MachineState, by_id: dict[str, MachineState]) -> float | None:
+    """When the last of a waiting parent's children ended, if all have (its join is overdue)."""
+    try:
+        ids = parent.context.get("children")
+    except DecodeError:
+        return None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        return None
+    kids = [by_id.get(i) for i in ids]
+    if any(k is None or not k.terminal for k in kids):
+        return None
+    return max([parent.time, *(k.time for k in kids if k is not None)])
+
+
 def _since(s: MachineState) -> float:
     """When a running machine's pending step became runnable: its record's time, or its timer's due time."""
     return max(s.time, s.waiting_until or 0.0)
@@ -163,6 +177,9 @@ def stalled(states: Iterable[MachineState], *, now: float, stalled_after_s: floa
     out = [Stalled(s, now - _since(s)) for s in states
            if not s.terminal and not (s.waiting_for_event and s.waiting_until is None)
            and now - _since(s) > stalled_after_s]
+    by_id = {s.correlation_id: s for s in states}
+    out += [Stalled(s, now - ended) for s in states if s.waiting_for_event
+            and (ended := _children_ended(s, by_id)) is not None and now - ended > stalled_after_s]
     held_up = {x.state.last.parent: x.stuck_s for x in out if x.state.last.parent is not None}
     listed = {x.correlation_id for x in out}
     out += [Stalled(s, held_up[s.correlation_id]) for s in states

@@ -139,3 +139,21 @@ def test_history_names_the_parent_and_the_children(rig):
     assert family_lines(rig.engine.status(cid).last) == [
         f"children (2): {kids[0]['id']} (completed), {kids[1]['id']} (failed)"]
     assert family_lines(rig.engine.status(kids[0]["id"]).last) == [f"parent: {cid}"]
+
+
+def test_a_join_that_could_not_read_the_log_happens_when_the_wait_is_delivered_again(rig):
+    from eventlog.errors import BackendError
+
+    cid = rig.engine.start("basket", {"prices": [2]})
+    real = rig.engine.authority.state
+    rig.engine.authority.state = lambda c: (_ for _ in ()).throw(BackendError("log unreadable"))
+    try:
+        rig.drive()  # the child ends; its join cannot read the log
+    finally:
+        rig.engine.authority.state = real
+    assert rig.engine.status(cid).state == "joining" and JOINED[cid] == 0
+    wait = rig.log.read_key(cid)[-1]
+    assert rig.records(cid)[-1].state == "joining" and rig.records(cid)[-1].event is None
+    rig.engine.handle([rig.inbound(wait)])  # what `replay scan --redispatch` does
+    rig.drive()
+    assert rig.engine.status(cid).state == "summed" and JOINED[cid] == 1

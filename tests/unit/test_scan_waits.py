@@ -41,3 +41,13 @@ def test_the_parent_of_a_stuck_child_is_reported_with_it():
     assert stalled([parent], now=T + 10**6, stalled_after_s=120) == []
     found = stalled([parent, child], now=T + 121, stalled_after_s=120)
     assert sorted(x.correlation_id for x in found) == ["p", "p:0.0"] and {x.stuck_s for x in found} == {121}
+
+
+def test_a_parent_whose_children_all_ended_but_was_not_joined_is_stalled():
+    parent = MachineState(Event.create(STEP, "p", "basket", "h", 2, 0, "joining", None, T,
+                                       {"children": ["p:0.0"]}))
+    done = MachineState(Event.create("completed", "p:0.0", "item", "h", 2, 0, "charged", None, T + 50,
+                                     parent="p"))
+    assert stalled([parent, done], now=T + 50 + 119, stalled_after_s=120) == []
+    [found] = stalled([parent, done], now=T + 50 + 121, stalled_after_s=120)
+    assert found.correlation_id == "p" and found.stuck_s == 121
