@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from eventlog.event import START, STEP, Event
+from eventlog.event import RETRY, START, STEP, Event
 from projections.definition import CHILDREN_DONE, Definitions
 from projections.state import MachineState
 
@@ -63,7 +63,7 @@ def join_record(parent: MachineState | None, definitions: Definitions,
     last = parent.last
     mdef = definitions.machines.get(last.machine)
     st = mdef.state(last.state) if mdef is not None else None
-    idle = last.kind == STEP and last.event_id is None and (last.event is None or last.due is not None)
+    idle = last.kind in (STEP, RETRY) and last.event_id is None and (last.event is None or last.due is not None)
     if st is None or not st.children or not idle:
         return None
     context = last.context

@@ -348,7 +348,7 @@ class Engine:
         state with no event to fire. Nothing runs for it and no lease is taken."""
         if record.waiting(self.clock()):
             return True
-        if record.kind != STEP or record.event is not None:
+        if record.event is not None or record.steps == 0:  # (steps 0: a start, which runs the entry action)
             return False
         st = mdef.state(record.state)
         return st is not None and st.wait

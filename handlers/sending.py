@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from eventlog.event import STEP, Event
+from eventlog.event import RETRY, STEP, Event
 from projections.definition import MachineDef
 from projections.state import MachineState
 
@@ -55,7 +55,7 @@ def sent_event(state: MachineState | None, mdef: MachineDef | None, correlation_
                            code="Ended", correlation_id=correlation_id, machine=last.machine, state=last.state,
                            event=event)
     st = mdef.state(last.state)
-    if st is None or not st.wait or last.kind != STEP:
+    if st is None or not st.wait or last.kind not in (STEP, RETRY):  # (a retry: a wait redispatched)
         raise EventRefused(f"{where} is not waiting for an event (only 'wait: true' states are); "
                            f"event {event!r} not sent", code="NotWaiting", correlation_id=correlation_id,
                            machine=last.machine, state=last.state, event=event)

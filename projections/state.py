@@ -9,7 +9,7 @@ import msgpack
 
 from eventlog.codec import decode, encode
 from eventlog.errors import DecodeError
-from eventlog.event import ABORTED, COMPLETED, FAILED, STEP, Event
+from eventlog.event import ABORTED, COMPLETED, FAILED, RETRY, STEP, Event
 
 RUNNING = "running"
 
@@ -79,7 +79,7 @@ class MachineState:
     def waiting_for_event(self) -> bool:
         """Whether the machine idles in a ``wait`` state with no timeout (a step record firing nothing)."""
         last = self.last
-        return last.kind == STEP and last.event is None and last.event_id is None and last.steps > 0
+        return last.kind in (STEP, RETRY) and last.event is None and last.event_id is None and last.steps > 0
 
     @property
     def error(self) -> str | None:

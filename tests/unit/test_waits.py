@@ -233,3 +233,18 @@ def test_a_retry_source_that_cannot_hold_a_due_time_is_warned_about(rig, caplog)
         rig.services.retries = real
     [line] = [r.getMessage() for r in caplog.records if "due time" in r.getMessage()]
     assert "approval, napper" in line and "PRIMARY_RETRY_SOURCE" in line and Stream.name in line
+
+
+def test_a_redispatched_wait_still_waits_and_takes_events(rig):
+    from eventlog.codec import encode
+    from eventlog.log import OutRecord
+    from replay.rebuild import retry_record
+
+    cid = rig.engine.start("approval")
+    settle(rig)
+    rig.log.append([OutRecord(cid, encode(retry_record(rig.engine.status(cid), rig.clock)))])
+    settle(rig)  # early: nothing runs, the timeout still waits
+    assert rig.engine.status(cid).state == "asked" and RAN[(cid, "on_expire")] == 0
+    rig.engine.send_event(cid, "reject")
+    settle(rig)
+    assert rig.engine.status(cid).state == "rejected" and RAN[(cid, "on_reject")] == 1
