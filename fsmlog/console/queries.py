@@ -13,7 +13,7 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -32,6 +32,9 @@ PAGE = 50
 MAX_PAGE = 500
 SCAN_TTL_S = 3.0
 READ_PAGE = 5000
+# the overview's series each record kind counts in
+SERIES_OF_KIND = {STEP: ("transitions",), COMPLETED: ("transitions",), FAILED: ("transitions", "failures"),
+                  RETRY: ("retries",)}
 
 
 @runtime_checkable
@@ -248,38 +251,34 @@ class Reader:
 
     def _counted(self, start: float, minutes: int) -> tuple[dict[str, list[int]], int]:
         """The series counted from the records of the log (every readable side) and the dead letters."""
-        from eventlog.sides import readable_sides
-
         series = {k: [0] * minutes for k in ("transitions", "failures", "retries", "parked")}
         records = 0
-        for _side, backend in readable_sides(self.rt.log):
-            after = None
-            while True:
-                page = backend.read(after, READ_PAGE)
-                if not page:
-                    break
-                after = page[-1].position
-                for r in page:
-                    try:  # Event's fields, without building one per record: kind first, time ninth
-                        fields = decode_fields(r.data)
-                    except DecodeError:
-                        continue
-                    kind, when = fields[0], fields[8]
-                    i = int((when - start) // 60)
-                    if not 0 <= i < minutes:
-                        continue
-                    records += 1
-                    if kind in (STEP, COMPLETED, FAILED):
-                        series["transitions"][i] += 1
-                    if kind == FAILED:
-                        series["failures"][i] += 1
-                    elif kind == RETRY:
-                        series["retries"][i] += 1
+        for kind, when in self._kinds_and_times():
+            i = int((when - start) // 60)
+            if 0 <= i < minutes:
+                records += 1
+                for key in SERIES_OF_KIND.get(kind, ()):
+                    series[key][i] += 1
         for letter in self.rt.services.dead_letters.list(1_000_000):
             i = int((letter.time - start) // 60)
             if 0 <= i < minutes:
                 series["parked"][i] += 1
         return series, records
+
+    def _kinds_and_times(self) -> Iterator[tuple[str, float]]:
+        """Each record's kind and time, from its fields (no Event built per record); undecodable ones skipped."""
+        from eventlog.sides import readable_sides
+
+        for _side, backend in readable_sides(self.rt.log):
+            after = None
+            while page := backend.read(after, READ_PAGE):
+                after = page[-1].position
+                for r in page:
+                    try:
+                        fields = decode_fields(r.data)
+                    except DecodeError:
+                        continue
+                    yield fields[0], fields[8]  # Event's fields: kind first, time ninth
 
 
 def _stream_names(rt: Any) -> str:
