@@ -313,11 +313,12 @@ class _Driver:
             services.close()
 
     def _deliver(self, engine: Engine, services: Any, log: ReadableLog, crashables: tuple) -> tuple[str | None, int]:
+        """Feed the log to the engine batch by batch until nothing is left: the id of a machine past
+        ``max_steps`` (or why delivery stopped) and the number of deliveries."""
         queue: list[LogRecord] = []
         after: str | None = None
         order = list(self.case.order)
-        max_steps = self.kit.max_steps
-        budget = (max_steps + 10) * 4 * max(1, len(self.ids))  # deliveries: a guard, far above any finite run
+        budget = (self.kit.max_steps + 10) * 4 * max(1, len(self.ids))  # a guard, far above any finite run
         deliveries = 0
         while deliveries < budget:
             fresh = log.read(after, 1000)
@@ -329,38 +330,52 @@ class _Driver:
                 if engine.run_due_retries():
                     continue
                 return None, deliveries
-            batch: list[LogRecord] = []
-            while queue and len(batch) < self.case.batch:
-                pick = order.pop(0) if order else 0
-                batch.append(queue.pop(pick % len(queue)))
+            batch = self._take(queue, order)
             deliveries += 1
             events = [decode(r.data) for r in batch]
-            for ev in events:
-                if not ev.terminal and ev.steps > max_steps:
-                    return ev.correlation_id, deliveries
+            runaway = next((ev.correlation_id for ev in events
+                            if not ev.terminal and ev.steps > self.kit.max_steps), None)
+            if runaway is not None:
+                return runaway, deliveries
             again, crash = self._faults_for(engine, batch, events)
-            if crash:
-                for c in crashables:
-                    c.armed = True
-            self.recorder.execution += 1
-            inbound = [Inbound(r.position, r.data, log.name, r.position) for r in batch]
-            try:
-                result = engine.handle(inbound)
-            except SimulatedCrash:
-                self.crashed.add(self.recorder.execution)
-                self.clock.t += LEASE_SECONDS + 1  # the dead worker's leases run out
-                engine = self._engine(services)  # a new process takes over
-                queue[0:0] = batch  # the stream delivers the batch again
+            handed_back = self._handle(engine, batch, log, crashables, crash)
+            if handed_back is None:  # the process died: a new one takes over, the stream delivers again
+                engine = self._engine(services)
+                queue[0:0] = batch
                 continue
-            finally:
-                for c in crashables:
-                    c.armed = False
-            failed = set(result.failed_item_ids)
-            if failed:  # handed back (a lease still held, a record not due yet): delivered again, a bit later
-                queue.extend(r for r in batch if r.position in failed)
-                self.clock.t += 1.0
+            queue.extend(handed_back)
             queue.extend(again)
         return "(delivery budget spent)", deliveries
+
+    def _take(self, queue: list[LogRecord], order: list[int]) -> list[LogRecord]:
+        """The next batch: up to the case's batch size, picked from the queue in the case's order."""
+        batch: list[LogRecord] = []
+        while queue and len(batch) < self.case.batch:
+            pick = order.pop(0) if order else 0
+            batch.append(queue.pop(pick % len(queue)))
+        return batch
+
+    def _handle(self, engine: Engine, batch: list[LogRecord], log: ReadableLog, crashables: tuple,
+                crash: bool) -> list[LogRecord] | None:
+        """One delivery: the records the engine handed back (a lease still held, a record not due
+        yet), or None when a crash was armed and the simulated process died in it."""
+        for c in crashables:
+            c.armed = crash
+        self.recorder.execution += 1
+        inbound = [Inbound(r.position, r.data, log.name, r.position) for r in batch]
+        try:
+            result = engine.handle(inbound)
+        except SimulatedCrash:
+            self.crashed.add(self.recorder.execution)
+            self.clock.t += LEASE_SECONDS + 1  # the dead worker's leases run out
+            return None
+        finally:
+            for c in crashables:
+                c.armed = False
+        failed = set(result.failed_item_ids)
+        if failed:  # delivered again, a bit later
+            self.clock.t += 1.0
+        return [r for r in batch if r.position in failed]
 
     def _faults_for(self, engine: Engine, batch: list[LogRecord],
                     events: list[Event]) -> tuple[list[LogRecord], bool]:
