@@ -34,6 +34,16 @@ class BadRequest(FsmlogError):
         self.setting = setting
 
 
+class Refused(FsmlogError):
+    """An action the item's state refuses (409); ``code`` says which refusal, ``letter`` names the
+    dead letter when it is one."""
+
+    def __init__(self, message: str, *, code: str, letter: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.letter = letter
+
+
 def error_response(exc: BaseException) -> JSONResponse:
     body: dict[str, Any] = {"error": one_line(exc)}
     if isinstance(exc, (NotFound, UnknownId)):
@@ -41,6 +51,9 @@ def error_response(exc: BaseException) -> JSONResponse:
     elif isinstance(exc, AmbiguousId):
         status = 409
         body["candidates"] = list(exc.candidates)
+    elif isinstance(exc, Refused):
+        status = 409
+        body["code"] = exc.code
     elif isinstance(exc, BadRequest):
         status = 400
     elif isinstance(exc, BackendError):
@@ -154,8 +167,8 @@ async def redrive(request: Request) -> JSONResponse:
     try:
         cid = redrive_letter(rd.rt, letter)  # what `fsmlog dead-letters redrive ID` runs
     except DecodeError as exc:
-        raise FsmlogError(f"dead letter {letter.id} holds bytes that are not an fsmlog record ({exc}); "
-                          "redriving would only park them again") from None
+        raise Refused(f"dead letter {letter.id} holds bytes that are not an fsmlog record ({exc}); "
+                      "redriving would only park them again", code="not_a_record", letter=letter.id) from None
     rd.forget()
     return JSONResponse({"redriven": letter.id, "correlation_id": cid, "log": rd.rt.log.name})
 

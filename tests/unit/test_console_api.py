@@ -162,7 +162,8 @@ def test_dead_letters_list_show_and_redrive(setup):
     one = client.get(f"/api/dead-letters/{garbage_letter}").json()
     assert one["data_hex"] == b"\x00\x01garbage<b>".hex() and "error" in one["decoded"]
     refused = client.post(f"/api/dead-letters/{garbage_letter}/redrive", headers=AUTH)
-    assert refused.status_code == 409 and "not an fsmlog record" in refused.json()["error"]
+    assert refused.status_code == 409 and refused.json()["code"] == "not_a_record"
+    assert list(refused.json()) == ["error", "code"] and "\n" not in refused.json()["error"]
     done = client.post(f"/api/dead-letters/{record_letter}/redrive", headers=AUTH)
     assert done.status_code == 200 and done.json()["correlation_id"] == "redrive-0001"
     assert [x["id"] for x in client.get("/api/dead-letters").json()] == [garbage_letter]
