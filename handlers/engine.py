@@ -332,7 +332,8 @@ class Engine:
                 result.skipped += 1
                 result.outcomes.append({"correlation_id": record.correlation_id, "outcome": "waiting",
                                         "steps": record.steps, "due": record.due})
-                if record.event is None and mdef.state(record.state).children:
+                waiting_in = mdef.state(record.state)
+                if record.event is None and waiting_in is not None and waiting_in.children:
                     self._join(record.correlation_id)  # delivered again (`replay scan --redispatch`): join now
                 continue
             seen.add(key)  # another event sent for the same step goes on, to be judged in the batch
