@@ -65,10 +65,12 @@ def cmd_test(args: argparse.Namespace) -> int:
     import random
 
     from fsmlog.testing.adversary import contexts_from_schema
+    from fsmlog.testing.errors import TestingError
     from fsmlog.testing.runner import Kit
 
-    if args.examples < 1 or args.max_steps < 1:
-        return _unusable(FsmlogError("--examples and --max-steps must be at least 1"))
+    for option, value in (("--examples", args.examples), ("--max-steps", args.max_steps)):
+        if value < 1:
+            return _unusable(TestingError(f"{option} {value} is below 1; give 1 or more", setting=option))
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
     try:
         contexts = contexts_from_schema(args.context_schema) if args.context_schema else None

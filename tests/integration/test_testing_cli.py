@@ -62,7 +62,8 @@ def test_the_fixed_machines_pass_and_json_is_one_document(fsmlog):
     doc = json.loads(proc.stdout)
     assert doc["ok"] and doc["seed"] == 7
     assert [m["machine"] for m in doc["machines"]] == ["triage", "remember", "countdown", "wallet", "tagger"]
-    assert all(m["ok"] and m["examples"] >= 20 and m["faults_injected"] for m in doc["machines"])
+    assert [(m["ok"], m["examples"], m["runs"]) for m in doc["machines"]] == [(True, 20, 40)] * 5
+    assert all(sum(m["faults_injected"].values()) > 0 for m in doc["machines"])
 
 
 def test_the_order_example_holds_every_property(fsmlog):
@@ -85,6 +86,8 @@ def test_a_broken_schema_or_an_action_that_cannot_import_is_one_line_and_exit_2(
     proc = fsmlog("test", str(fsm))
     assert proc.returncode == 2
     assert "no_such_module" in one_error_line(proc)
+    proc = fsmlog("test", str(PLANTED / "fixed.yaml"), "--max-steps", "0")
+    assert proc.returncode == 2 and one_error_line(proc) == "error: --max-steps 0 is below 1; give 1 or more"
 
 
 def test_replay_check_parks_machines_whose_state_is_gone_and_passes_compatible_definitions(fsmlog, tmp_path):
