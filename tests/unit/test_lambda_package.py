@@ -188,13 +188,14 @@ def test_a_directory_it_did_not_build_is_never_deleted(project):
     assert (foreign / "precious.txt").read_text() == "keep me"
 
 
-def test_a_pip_failure_is_one_line_naming_the_runtime_and_the_offline_fix(project):
+def test_a_pip_failure_is_one_line_naming_the_runtime_and_the_offline_fix_and_leaves_nothing(project):
     pip = Pip(1, "Looking in indexes\nERROR: No matching distribution found for msgpack==1.2.4\n")
     with pytest.raises(PackageError) as info:
         build(project / "template.yaml", project / "app" / "fsm.yaml", load_settings({}), run=pip)
     message = str(info.value)
     assert info.value.code == "pip" and "\n" not in message
     assert "No matching distribution found for msgpack" in message and "--find-links" in message
+    assert not function_spec(project / "template.yaml").code_uri.exists()  # nothing half built to deploy
 
 
 def test_what_to_run_next_is_aligned_and_fits_80_columns(tmp_path, monkeypatch):
