@@ -419,8 +419,8 @@ def test_a_fifo_queue_is_refused_as_retry_source(moto_server):
         SqsRetries(arn_for("sqs_retries", fifo=True), settings_for(moto_server))
 
 
-def test_dynamodb_retry_claims_are_exclusive_between_timers(moto_server):
-    arn, settings = fresh(moto_server, "retries")
+def test_dynamodb_retry_claims_are_exclusive_between_timers(serial_moto_server):
+    arn, settings = fresh(serial_moto_server, "retries")  # a server that isolates conditional writes
     now = 2_000_000_000.0
     one = DynamoDBRetries(arn, settings, claim_seconds=60)
     two = DynamoDBRetries(arn, settings, claim_seconds=60)
