@@ -150,9 +150,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             c.print(f"  {k}: {v!r}", markup=False)
         c.print(f"  context: {attempt.get('context', attempt.get('context_error'))!r}", markup=False)
     else:
-        error = str(attempt["error"])
-        c.print(f"  {error}" if error.startswith("not an fsmlog record") else f"  not an fsmlog record: {error}",
-                markup=False)
+        c.print(f"  cannot be decoded: {attempt['error']}", markup=False)
         if "base64_of_record" in attempt:
             c.print(f"  but it is the base64 of one: {attempt['base64_of_record']!r}", markup=False)
     return 0

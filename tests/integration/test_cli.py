@@ -237,3 +237,20 @@ def test_abort(fsmlog):
     assert fsmlog("worker", str(ORDERS), "--once").returncode == 0
     assert json.loads(fsmlog("status", cid, "--json").stdout)["machine"]["status"] == "aborted"
     assert "already ended" in one_error_line(fsmlog("abort", cid))
+
+
+def test_dead_letters_show_says_why_bytes_are_not_a_record(fsmlog, tmp_path):
+    from handlers.deadletters.sqlite import SqliteDeadLetters
+
+    store = SqliteDeadLetters(f"sqlite:///{tmp_path / 'cli.db'}")
+    try:
+        letter_id = store.park("undecodable", "sqlite:x.db", "42", b"\x00\x01garbage", 1_700_000_000.0)
+    finally:
+        store.close()
+    shown = fsmlog("dead-letters", "show", letter_id[:8])
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    decoded = lines[lines.index("decoded") + 1:]
+    assert len(decoded) == 1  # one line, the codec's reason once (its msgpack detail varies by version)
+    assert decoded[0].startswith("  cannot be decoded: not an fsmlog record (msgpack: ")
+    assert decoded[0].endswith("); first bytes: 000167617262616765 (9 bytes)")
