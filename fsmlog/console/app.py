@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -20,6 +20,10 @@ from fsmlog.cli import one_line
 from . import api, pages
 from .auth import TokenGuard
 from .queries import Reader
+
+if TYPE_CHECKING:
+    from fsmlog.cli import Runtime
+    from projections.definition import Definitions
 
 LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "::1", "[::1]"]
 # no inline script or style anywhere; the SVG is markup, styled by the stylesheet
@@ -50,7 +54,8 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
-def create_app(runtime: Any, *, token: str, definitions: Any = None, stalled_after_s: float = 900.0,
+def create_app(runtime: Runtime, *, token: str, definitions: Definitions | None = None,
+               stalled_after_s: float = 900.0,
                allowed_hosts: list[str] | None = None) -> Starlette:
     """The console on an open runtime (``fsmlog.cli.open_runtime``); ``allowed_hosts`` None allows any
     Host header (a non-loopback bind), else only those (DNS rebinding cannot reach a loopback console)."""

@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from eventlog.codec import decode_fields
 from eventlog.errors import DecodeError, FsmlogError
@@ -26,6 +26,12 @@ from fsmlog.cli.deadletters import HEX_LIMIT, decode_attempt, hexdump, letter_di
 from fsmlog.cli.ids import short_ids
 from fsmlog.cli.machines import TAIL_RECORDS, _one_machine, history_document, history_rows, status_document
 from fsmlog.cli.replay import human_duration, machine_document, rebuild_machine
+
+if TYPE_CHECKING:
+    from eventlog.event import Event
+    from fsmlog.cli import Runtime
+    from handlers.deadletters import DeadLetter
+    from projections.definition import Definitions, MachineDef
 
 STATUSES = ("running", "stalled", "completed", "failed", "aborted")
 PAGE = 50
@@ -70,7 +76,7 @@ class Listing:
 class Reader:
     """The console's reads on one runtime (``fsmlog.cli.Runtime``), with the scan cached briefly."""
 
-    def __init__(self, runtime: Any, definitions: Any = None, *, stalled_after_s: float = 900.0,
+    def __init__(self, runtime: Runtime, definitions: Definitions | None = None, *, stalled_after_s: float = 900.0,
                  clock: Callable[[], float] = time.time) -> None:
         self.rt = runtime
         self.definitions = definitions
@@ -215,7 +221,7 @@ class Reader:
         return {**letter_dict(letter), "data_hex": letter.data.hex(), "decoded": decode_attempt(letter.data),
                 "hexdump": hexdump(letter.data, None if full else HEX_LIMIT)}
 
-    def letter(self, letter_id: str) -> Any:
+    def letter(self, letter_id: str) -> DeadLetter:
         store = self.rt.services.dead_letters
         letter = store.get(letter_id)
         if letter is None:
@@ -281,7 +287,7 @@ class Reader:
                     yield fields[0], fields[8]  # Event's fields: kind first, time ninth
 
 
-def _stream_names(rt: Any) -> str:
+def _stream_names(rt: Runtime) -> str:
     from eventlog.sides import readable_sides
 
     return " + ".join(b.name for _, b in readable_sides(rt.log)) or rt.log.name
@@ -327,7 +333,7 @@ def _json(value: Any) -> str:
     return json.dumps(value, default=str, sort_keys=True)
 
 
-def path_taken(machine: Any, events: list[Any]) -> tuple[set[str], set[tuple[str, str]]]:
+def path_taken(machine: MachineDef, events: list[Event]) -> tuple[set[str], set[tuple[str, str]]]:
     """States a machine was in and the (state, event) transitions it fired, from its records.
 
     Local steps leave no record: between two records the states in between are the shortest
@@ -339,9 +345,10 @@ def path_taken(machine: Any, events: list[Any]) -> tuple[set[str], set[tuple[str
     for a, b in zip(steps, steps[1:]):
         visited.update((a.state, b.state))
         here = a.state
-        if a.event and a.state in by_name and by_name[a.state].transition(a.event) is not None:
+        fired = by_name[a.state].transition(a.event) if a.event and a.state in by_name else None
+        if fired is not None and a.event:
             taken.add((a.state, a.event))
-            here = by_name[a.state].transition(a.event).target
+            here = fired.target
         for s, e in _shortest(by_name, here, b.state):
             taken.add((s, e))
             visited.add(s)
