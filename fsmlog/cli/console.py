@@ -19,6 +19,16 @@ from . import output as out
 TOKEN_ENV = "FSMLOG_CONSOLE_TOKEN"
 
 
+class ConsoleError(FsmlogError):
+    """The console cannot start: ``setting`` names the option at fault, ``code`` the reason
+    (``missing_extra``, ``cannot_bind``)."""
+
+    def __init__(self, message: str, *, code: str, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.setting = setting
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("console", help="serve a web console: machines, history, graph, dead letters, actions")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
@@ -40,8 +50,8 @@ def cmd_console(args: argparse.Namespace) -> int:
         from fsmlog.console.app import LOOPBACK_HOSTS, create_app
         from fsmlog.console.auth import is_loopback, new_token
     except ModuleNotFoundError as exc:
-        raise FsmlogError(f"fsmlog console needs the console extra ({exc.name} is missing): "
-                          "pip install 'fsmlog[console]'") from None
+        raise ConsoleError(f"fsmlog console needs the console extra ({exc.name} is missing): "
+                           "pip install 'fsmlog[console]'", code="missing_extra") from None
     from replay.errors import ReplayError
     from replay.scan import parse_duration
 
@@ -92,6 +102,7 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.bind((host.strip("[]"), port))
     except OSError as exc:
         sock.close()
-        raise FsmlogError(f"cannot bind {host}:{port} ({exc.strerror}); pick another with --port") from None
+        raise ConsoleError(f"cannot bind {host}:{port} ({exc.strerror}); pick another with --port",
+                           code="cannot_bind", setting="--port") from None
     sock.listen(128)  # connections wait in the backlog until uvicorn serves: the printed URL works at once
     return sock

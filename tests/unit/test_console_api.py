@@ -235,3 +235,17 @@ def test_the_api_takes_a_unique_id_prefix_and_lists_the_candidates_of_an_ambiguo
     assert cli_json(log, "status", running)["machine"]["status"] == "aborted"
     letter = client.get(f"/api/dead-letters/{log.letters[1][:8]}").json()
     assert letter["id"] == log.letters[1]
+
+
+def test_a_port_in_use_is_one_line_naming_the_option():
+    from fsmlog.cli.console import ConsoleError, _bind
+
+    taken = _bind("127.0.0.1", 0)
+    port = taken.getsockname()[1]
+    try:
+        with pytest.raises(ConsoleError) as info:
+            _bind("127.0.0.1", port)
+    finally:
+        taken.close()
+    assert (info.value.code, info.value.setting) == ("cannot_bind", "--port")
+    assert str(info.value) == f"cannot bind 127.0.0.1:{port} (Address already in use); pick another with --port"
