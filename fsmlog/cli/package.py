@@ -25,10 +25,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_package(args: argparse.Namespace) -> int:
-    from fsmlog.package import build, next_steps
+    from fsmlog.package import PackageError, build, next_steps
 
     template, fsm = Path(args.template), Path(args.fsm)
-    extra = Path(args.requirements).read_text().splitlines() if args.requirements else []
+    try:
+        extra = Path(args.requirements).read_text().splitlines() if args.requirements else []
+    except OSError as exc:
+        raise PackageError(f"--requirements {args.requirements}: {exc.strerror}; give a file in pip's "
+                           "requirements format", setting="--requirements") from None
     settings = settings_for(args, str(fsm))
     artifact = build(template, fsm, settings, extra_requirements=extra, find_links=args.find_links,
                      no_index=args.no_index, make_zip=args.zip)

@@ -198,6 +198,15 @@ def test_a_pip_failure_is_one_line_naming_the_runtime_and_the_offline_fix_and_le
     assert not function_spec(project / "template.yaml").code_uri.exists()  # nothing half built to deploy
 
 
+def test_a_missing_requirements_file_is_one_line_naming_the_option(project, monkeypatch, capsys):
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("FSMLOG_SETTINGS", raising=False)
+    assert main(["package", "app/fsm.yaml", "--requirements", "nope.txt"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "error: --requirements nope.txt: No such file or directory; give a file in pip's requirements format"]
+    assert not (project / "build").exists()  # refused before anything was built
+
+
 def test_what_to_run_next_is_aligned_and_fits_80_columns(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     spec = FunctionSpec("Worker", "handlers.lambda_handler", "python3.12", tmp_path / "build" / "lambda", "arm64")
