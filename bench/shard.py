@@ -89,15 +89,13 @@ PRICES = {
     "lambda_gb_second": 0.0000166667,  # x86, per GB-second of billed duration (1 ms granularity)
 }
 
-# The child: moto's app behind a layer that sleeps the modelled latency before each request, served
-# by Hypercorn, which keeps connections alive as AWS's endpoints do (``--server werkzeug``: moto's own
-# server, which closes every connection, so each call also pays a TCP connect AWS does not charge).
-CHILD_KEEPALIVE = r"""
-import asyncio, logging, socket, sys, time
-from concurrent.futures import ThreadPoolExecutor
-from hypercorn.asyncio import serve
-from hypercorn.config import Config
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+# The children: moto's app behind a layer that sleeps the modelled latency (argv[1], ms) before each
+# request, served by Hypercorn, which keeps connections alive as AWS's endpoints do (``--server
+# werkzeug``: moto's own server, which closes every connection, so each call also pays a TCP connect
+# AWS does not charge).
+CHILD_APP = r"""
+import logging, sys, time
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 
 latency = float(sys.argv[1]) / 1000.0
 app = DomainDispatcherApplication(create_backend_app)
@@ -106,6 +104,13 @@ def delayed(environ, start_response):
     if latency > 0:
         time.sleep(latency)
     return app(environ, start_response)
+"""
+
+CHILD_KEEPALIVE = CHILD_APP + r"""
+import asyncio, socket
+from concurrent.futures import ThreadPoolExecutor
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
 
 sock = socket.socket()
 sock.bind(("127.0.0.1", 0))
@@ -126,20 +131,10 @@ async def main():
 asyncio.run(main())
 """
 
-CHILD = r"""
-import logging, sys, time
+CHILD = CHILD_APP + r"""
 from werkzeug.serving import make_server
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 
 logging.getLogger("werkzeug").setLevel(logging.ERROR)
-latency = float(sys.argv[1]) / 1000.0
-app = DomainDispatcherApplication(create_backend_app)
-
-def delayed(environ, start_response):
-    if latency > 0:
-        time.sleep(latency)
-    return app(environ, start_response)
-
 server = make_server("127.0.0.1", 0, delayed, threaded=True, request_handler=MotoRequestHandler)
 print(server.server_address[1], flush=True)
 server.serve_forever()
