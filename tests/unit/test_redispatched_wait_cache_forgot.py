@@ -1,0 +1,65 @@
+"""A redispatched wait whose machine the cache then forgot (a Redis restart, an eviction, a flush).
+
+Found by the failover soak's Redis variant: a parent in ``wait: children`` whose join had failed was
+redispatched (``fsmlog replay machine ID --redispatch`` appends the wait as a retry record, retries 1);
+every ``children_done`` sent after that was parked as a late event ("arrived after step N had run on
+another event; machine now retry ...") and the parent never moved on. An event sent from outside
+does the same, shown here on the embedded backend: the event record is made with ``retries`` 0
+(``handlers/sending.py`` ``sent_event``; ``handlers/children.py`` ``join_record`` likewise), below
+the log's latest record (the retry, retries 1). While the cache remembers the machine's progress the
+event runs; once it forgot, the step gate asks the log, reads attempt (N, 0) as handled, and the
+event is parked.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from eventlog.codec import encode
+from eventlog.log import OutRecord
+from replay.rebuild import retry_record
+from tests.unit.test_waits import CLOCK, RAN, approval, settle
+
+CACHE_TABLES = ("progress", "leases", "flags", "fence")  # the embedded cache's tables (all of them)
+
+
+@pytest.fixture
+def rig(rig_factory):
+    RAN.clear()
+    r = rig_factory([approval()])
+    CLOCK[:] = [r.clock]
+    return r
+
+
+def redispatch(rig, cid: str) -> None:
+    """What ``fsmlog replay machine ID --redispatch`` appends: the pending record as a retry."""
+    rig.log.append([OutRecord(cid, encode(retry_record(rig.engine.status(cid), rig.clock)))])
+    settle(rig)
+
+
+def test_a_redispatched_wait_takes_an_event_while_the_cache_remembers(rig):
+    cid = rig.engine.start("approval")
+    settle(rig)
+    redispatch(rig, cid)
+    rig.engine.send_event(cid, "reject", event_id="e-1")
+    settle(rig)
+    assert rig.engine.status(cid).state == "rejected" and RAN[(cid, "on_reject")] == 1
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError,
+                   reason="an event after a redispatched wait has retries 0, below the retry record: once the "
+                          "cache forgot, the gate reads it as handled and it is parked")
+def test_a_redispatched_wait_takes_an_event_after_the_cache_forgot(rig, tmp_path):
+    cid = rig.engine.start("approval")
+    settle(rig)
+    redispatch(rig, cid)
+    with sqlite3.connect(tmp_path / "engine.db") as db:  # the cache restarted empty
+        for table in CACHE_TABLES:
+            db.execute(f'DELETE FROM "{table}"')
+    rig.engine.send_event(cid, "reject", event_id="e-1")
+    settle(rig)
+    parked = [letter.reason for letter in rig.services.dead_letters.list()]
+    assert rig.engine.status(cid).state == "rejected" and RAN[(cid, "on_reject")] == 1, parked
+    assert parked == []
