@@ -29,7 +29,7 @@ from eventlog.errors import BackendError, ContextValueError, DecodeError, Record
 from eventlog.event import ABORTED, COMPLETED, FAILED, RETRY, START, STEP, Event
 from eventlog.log import OutRecord
 from eventlog.settings import Settings
-from projections.actions import resolve
+from projections.actions import ActionCallable, resolve
 from projections.checkpoints import BatchCheckpoints
 from projections.definition import Definitions, MachineDef
 from projections.errors import ProjectionError
@@ -53,6 +53,9 @@ step_log = logging.getLogger("fsmlog.step")
 log = logging.getLogger("fsmlog.engine")
 
 LOCAL_CHAIN_LIMIT = 100  # local transitions followed in one invocation before going through the log
+
+# (dotted path, resolved action) -> the callable the engine runs in its place; see Engine
+ActionWrapper = Callable[[str, ActionCallable], ActionCallable]
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +133,17 @@ class Engine:
         rng: random.Random | None = None,
         worker_id: str | None = None,
         on_step: Callable[[Event, Event | None, str], None] | None = None,
+        action_wrapper: ActionWrapper | None = None,
+        keep_leases_in_thread: bool = True,
     ):
+        """``on_step(record, next_or_retry, outcome)`` is called after each step is committed.
+
+        ``action_wrapper(dotted, action)`` returns what runs in place of each action: it is
+        called once per dotted path, when the engine first resolves it, and the result is cached
+        (a test harness records calls or injects faults through it; None costs nothing).
+        ``keep_leases_in_thread`` renews leases from a background thread while actions run; with
+        an injected ``clock`` turn it off, so leases are renewed between records on that clock.
+        """
         self.definitions = definitions
         self.services = services
         self.settings = settings
@@ -141,7 +154,7 @@ class Engine:
         self.authority = LogAuthority(services.log, services.checkpoints)
         self.gate = Gate(services.cache, self.worker_id, settings.LEASE_SECONDS, settings.DEDUPE_SECONDS,
                          authority=self.authority.last_records)
-        self.keep_leases_in_thread = True  # renew leases from a thread while actions run (tests may turn it off)
+        self.keep_leases_in_thread = keep_leases_in_thread  # read by each batch's LeaseKeeper
         self.metrics = MetricBuffer()
         # failovers and recoveries of every source pair, moved into ``metrics`` at each flush
         self.failovers = watch_failovers([services.log, services.checkpoints, services.retries, services.cache,
@@ -149,7 +162,8 @@ class Engine:
         self.on_step = on_step
         self.debug = bool(settings.DEBUG)
         self.environment = Environment(services.environment)
-        self._actions: dict[str, Callable[[Any, Any], Any]] = {}
+        self._action_wrapper = action_wrapper
+        self._actions: dict[str, ActionCallable] = {}
         self._warn_timers_without_due_times()
 
     def _warn_timers_without_due_times(self) -> None:
@@ -473,10 +487,13 @@ class Engine:
                                           error_message="aborted by an operator", upgraded_from=None))
         return step
 
-    def _action(self, dotted: str) -> Callable[[Any, Any], Any]:
+    def _action(self, dotted: str) -> ActionCallable:
         fn = self._actions.get(dotted)
         if fn is None:
-            fn = self._actions[dotted] = resolve(dotted)
+            fn = resolve(dotted)
+            if self._action_wrapper is not None:
+                fn = self._action_wrapper(dotted, fn)
+            self._actions[dotted] = fn
         return fn
 
     def _call(self, dotted: str | None, ctx: ActionContext, obj: dict, at: Event) -> Any:

@@ -36,7 +36,6 @@ from eventlog.settings import SOURCES, load_settings
 from handlers.engine import Engine, Inbound
 from handlers.errors import HandlerError
 from handlers.wiring import open_services
-from projections.actions import resolve
 from projections.definition import Definitions, MachineDef, load
 from projections.fold import fold
 
@@ -152,18 +151,6 @@ def _role(mdef: MachineDef, dotted: str, state: str, event: str | None) -> str:
     if dotted == st.exit_action:
         return "exit"
     return "transition"
-
-
-class _RecordingEngine(Engine):
-    """The real engine, with every action it resolves wrapped by the recorder."""
-
-    recorder: Recorder
-
-    def _action(self, dotted: str) -> Callable[[Any, Any], Any]:
-        fn = self._actions.get(dotted)
-        if fn is None:
-            fn = self._actions[dotted] = self.recorder.wrap(dotted, resolve(dotted))
-        return fn
 
 
 def _fast_tmp() -> str | None:
@@ -283,12 +270,10 @@ class _Driver:
         self.workers = itertools.count()
 
     def _engine(self, services: Any) -> Engine:
-        engine = _RecordingEngine(self.kit.definitions, services, self.settings, clock=self.clock,
-                                  sleep=self.clock.sleep, rng=random.Random(7),
-                                  worker_id=f"kit-worker-{next(self.workers)}")
-        engine.recorder = self.recorder
-        engine.keep_leases_in_thread = False
-        return engine
+        # the real engine, every action it resolves wrapped by the recorder; leases renewed on the run's clock
+        return Engine(self.kit.definitions, services, self.settings, clock=self.clock, sleep=self.clock.sleep,
+                      rng=random.Random(7), worker_id=f"kit-worker-{next(self.workers)}",
+                      action_wrapper=self.recorder.wrap, keep_leases_in_thread=False)
 
     def run(self) -> Run:
         services = open_services(self.settings)

@@ -13,7 +13,7 @@ import pytest
 from eventlog.codec import decode, encode
 from eventlog.event import START, Event
 from handlers.backoff import full_jitter
-from handlers.engine import Inbound
+from handlers.engine import Engine, Inbound
 from handlers.errors import HandlerError
 
 HERE = __name__  # actions below are named by dotted path, like fsm.yaml names them
@@ -385,3 +385,31 @@ def test_an_abort_that_could_not_wait_for_the_lease_is_recorded_by_the_next_hold
     assert state.status == "aborted" and state.state == "a"
     again = rig.engine.handle(rig.next_batch())  # the abort record itself: terminal, nothing more
     assert again.handled == 0 and rig.engine.status(cid).status == "aborted"
+
+
+def test_action_wrapper_is_asked_once_per_action_and_runs_in_its_place(rig_factory):
+    """The hook a test harness uses (fsmlog.testing records every call through it): asked once per
+    dotted path, cached, and what it returns is what runs."""
+    rig = rig_factory([flow()])
+    wrapped: list[str] = []
+
+    def wrapper(dotted, action):
+        wrapped.append(dotted.rsplit(".", 1)[1])
+
+        def around(context, obj):
+            CALLS.append(f"around {dotted.rsplit('.', 1)[1]}")
+            return action(context, obj)
+
+        return around
+
+    engine = Engine(rig.definitions, rig.services, rig.settings, clock=rig.clock, sleep=rig.clock.sleep,
+                    rng=random.Random(7), worker_id="wrapped", action_wrapper=wrapper,
+                    keep_leases_in_thread=False)
+    first, second = engine.start("flow"), engine.start("flow")
+    rig.drive(engine)
+    assert engine.status(first).status == engine.status(second).status == "completed"
+    names = ["a_entry", "a_do", "a_exit", "go_action", "b_entry", "b_do", "b_exit", "c_entry"]
+    assert sorted(wrapped) == sorted(names)  # two machines, each action wrapped once
+    assert CALLS.count("around a_do") == 2 and CALLS.count("a.do") == 2
+    assert CALLS[:2] == ["around a_entry", "a.entry"]
+    assert not engine.keep_leases_in_thread
