@@ -10,16 +10,18 @@ from typing import TYPE_CHECKING, Any, cast
 
 from eventlog.codec import decode
 from eventlog.errors import DecodeError, FsmlogError
+from projections.state import MachineState
 
 from . import Interrupted, UsageError, load_definitions, local_log, open_runtime, readable_log
 from . import output as out
 from .health import fault_health, health_line
 from .ids import resolve_machine, short_ids
+from .waits import WaitWords
 
 if TYPE_CHECKING:
     from eventlog.event import Event
     from eventlog.log import EventLog, LogRecord
-    from projections.state import MachineState, Snapshot
+    from projections.state import Snapshot
 
     from . import Runtime
 
@@ -108,10 +110,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     definitions.machine(args.machine)  # unknown machine: one clear error before anything is written
     pending: set[str] = set()
     con = out.console()
+    waits = WaitWords(definitions)
 
     def on_step(record: Event, nxt: Event | None, outcome: str) -> None:
         if not args.json:
-            con.print(out.transition_line(record, nxt, outcome))
+            wait = None if nxt is None else waits(MachineState(nxt))
+            con.print(out.transition_line(record, nxt, outcome, wait))
         if nxt is not None and nxt.terminal:
             pending.discard(record.correlation_id)
 

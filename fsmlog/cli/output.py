@@ -17,6 +17,7 @@ from projections.state import MachineState
 
 from .ids import short_ids
 from .tables import Col, FittedTable
+from .waits import WaitWords
 
 STATUS_STYLE = {"completed": "green", "failed": "bold red", "aborted": "magenta", "running": "cyan"}
 OUTCOME_STYLE = {"completed": "green", "failed": "bold red", "retry": "yellow", "step": "white", "aborted": "magenta"}
@@ -87,9 +88,10 @@ class TransitionLine:
                 yield Text(" " * ERROR_INDENT) + part
 
 
-def transition_line(record: Event, out: Event | None, outcome: str) -> TransitionLine:
+def transition_line(record: Event, out: Event | None, outcome: str, wait: str | None = None) -> TransitionLine:
     """``time  id  state --event--> state  (retries)  outcome`` for one handled record (a step that
-    moved on shows its next event instead of the outcome ``step``); a failed step's error
+    moved on shows its next event instead of the outcome ``step``, and what it waits for, ``wait``
+    from ``waits.WaitWords``, so a run that pauses says why); a failed step's error
     (``Type: action failed: message``) follows, indented and wrapped to the terminal."""
     head = Text()
     head.append(clock_time(out.time if out is not None else record.time), style="dim")
@@ -116,12 +118,14 @@ def transition_line(record: Event, out: Event | None, outcome: str) -> Transitio
         pieces.append(Text(f"will retry (attempt {out.retries + 1})", style="yellow"))
         return TransitionLine(head, pieces, _error(out, "yellow"))
     shows_next = out is not None and out.kind not in (COMPLETED, FAILED) and bool(out.event)
-    if not (shows_next and outcome == "step"):
+    if not ((shows_next or wait) and outcome == "step"):
         pieces.append(Text(outcome, style=OUTCOME_STYLE.get(outcome, "")))
     if out is not None and out.kind == FAILED:
         return TransitionLine(head, pieces, _error(out, "red"))
     if shows_next and out is not None:
         pieces.append(Text(f"next: {out.event}", style="dim"))
+    if wait:
+        pieces.append(Text(wait, style="yellow"))
     return TransitionLine(head, pieces)
 
 
@@ -193,15 +197,24 @@ MACHINE_COLUMNS = (Col("id"), Col("machine", 70), Col("status"), Col("state", 90
 
 
 def machines_table(states: list[MachineState], title: str | None = None, wide: bool = False,
-                   ids: dict[str, str] | None = None) -> FittedTable:
+                   ids: dict[str, str] | None = None, waits: WaitWords | None = None) -> FittedTable:
     """One row per machine, fitted to the terminal; ids short (``ids``: the short form of each, default
-    ``short_ids`` of those shown) unless ``wide``."""
+    ``short_ids`` of those shown) unless ``wide``. A waiting machine's status says what it waits for
+    (``waits``, default ``WaitWords()``), since ``running`` alone hides a paused machine."""
     if ids is None:
         ids = short_ids(s.correlation_id for s in states)
+    waits = waits or WaitWords()
     rows = [(s.correlation_id if wide else ids.get(s.correlation_id, s.correlation_id), s.machine,
-             Text(s.status, style=STATUS_STYLE.get(s.status, "")), s.state, str(s.steps), str(s.retries),
+             _status_cell(s, waits(s)), s.state, str(s.steps), str(s.retries),
              clock_time(s.time) if wide else clock_time(s.time)[:8], s.error or "") for s in states]
     return FittedTable(MACHINE_COLUMNS, rows, title, wide)
+
+
+def _status_cell(state: MachineState, wait: str | None) -> Text:
+    """The status, or what the running machine waits for instead of ``running``."""
+    if wait:
+        return Text(wait, style="yellow")
+    return Text(state.status, style=STATUS_STYLE.get(state.status, ""))
 
 
 RECORD_COLUMNS = (Col("position", 50), Col("time", 70), Col("kind"), Col("steps", 90, justify="right"),
