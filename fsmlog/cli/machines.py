@@ -16,7 +16,7 @@ from . import Interrupted, UsageError, load_definitions, local_log, open_runtime
 from . import output as out
 from .health import fault_health, health_line
 from .ids import resolve_machine, short_ids
-from .waits import WaitWords
+from .waits import WaitWords, scheduled_line
 
 if TYPE_CHECKING:
     from eventlog.event import Event
@@ -169,7 +169,7 @@ def _finish_run(args: argparse.Namespace, states: dict[str, MachineState | None]
         con = out.console()
         con.print(out.counts_text(counts))
         if retries_moved:
-            con.print(f"retries run: {retries_moved}", style="yellow")
+            con.print(f"retries and timers run: {retries_moved}", style="yellow")
     if interrupted and pending:
         raise Interrupted(
             f"interrupted: {len(pending)} of {len(states)} machine(s) still running (e.g. {sorted(pending)[0]}); "
@@ -225,7 +225,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             con = out.console()
             for line in out.worker_summary(worker.stats, outcomes):
                 con.print(line, markup=False)
-            waiting = _next_retry(rt)
+            waiting = scheduled_line(rt.services.retries, time.time())
             if waiting is not None:
                 con.print(f"{waiting}:\nrun this command again then, or without --once to keep going",
                           style="yellow", markup=False)
@@ -246,21 +246,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
         for line in out.worker_summary(worker.stats, outcomes):
             con.print(line, markup=False)
     return 0
-
-
-def _next_retry(rt: Runtime) -> str | None:
-    """``N retr(ies) waiting, next due in 2.0s (10:04:05)``, or None when none waits (or the retry
-    source cannot tell)."""
-    from handlers.retries import WaitingRetries
-
-    retries = rt.services.retries
-    if not isinstance(retries, WaitingRetries):
-        return None
-    n, due = retries.pending(), retries.next_due()
-    if not n or due is None:
-        return None
-    wait = max(0.0, due - time.time())
-    return f"{n} retr{'y' if n == 1 else 'ies'} waiting, next due in {wait:.1f}s ({out.clock_time(due)[:8]})"
 
 
 # ---------------------------------------------------------------- status / history / abort

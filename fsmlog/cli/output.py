@@ -152,7 +152,7 @@ def worker_summary(stats: Any, outcomes: dict[str, int]) -> list[str]:
         ("nothing to run", f"{stats.skipped} (machine already ended, or step already done)"),
         ("parked", f"{stats.parked} (bad records; `fsmlog dead-letters list` shows them)"),
         ("handed back", f"{stats.failed} (a service failed; they are read again)"),
-        ("retries run", f"{stats.retries_moved} (due retries put back on the log)"),
+        ("retries run", f"{stats.retries_moved} (due retries and timers put back on the log)"),
     ]
     return ["worker summary:"] + [f"  {label:<15} {text}" for label, text in rows]
 

@@ -43,3 +43,12 @@ class WaitingRetries(Protocol):
     def pending(self) -> int: ...
 
     def next_due(self) -> float | None: ...
+
+
+@runtime_checkable
+class ListedRetries(Protocol):
+    """A retry store that can list what waits in it (the embedded one): the due-time store holds
+    both failed steps' retries and durable timers (``delay:``, ``timeout:``), and only their records
+    tell them apart, so ``fsmlog worker --once`` can say which of each waits."""
+
+    def scheduled(self) -> list[ScheduledRetry]: ...

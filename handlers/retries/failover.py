@@ -39,7 +39,7 @@ from eventlog.failover import (  # FAILOVERS: per source kind in this process, e
 )
 from eventlog.settings import Settings
 
-from . import DueRetry, ScheduledRetry, WaitingRetries
+from . import DueRetry, ListedRetries, ScheduledRetry, WaitingRetries
 
 log = logging.getLogger("fsmlog.retries")
 
@@ -111,6 +111,11 @@ class FailoverRetries(CircuitPair):
         """The earliest due time of a retry waiting on either side that can tell (None: none waits)."""
         dues = (side.next_due() for side in (self.primary, self.secondary) if isinstance(side, WaitingRetries))
         return min((d for d in dues if d is not None), default=None)
+
+    def scheduled(self) -> list[ScheduledRetry]:
+        """What waits on either side that can list it, earliest first (for the CLI)."""
+        sides = (side.scheduled() for side in (self.primary, self.secondary) if isinstance(side, ListedRetries))
+        return sorted((r for listed in sides for r in listed), key=lambda r: r.due)
 
     def __getattr__(self, attr: str) -> Any:
         if attr.startswith("_") or attr in ("primary", "secondary"):  # unset while unpickling

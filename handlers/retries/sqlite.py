@@ -72,6 +72,11 @@ class SqliteRetries(EmbeddedBackend):
         """How many retries wait (claimed or not), for the CLI and tests."""
         return int(self.db.execute("SELECT COUNT(*) FROM retries")[0][0])
 
+    def scheduled(self) -> list[ScheduledRetry]:
+        """Every waiting record (claimed or not) with its due time, earliest first, for the CLI."""
+        rows = self.db.execute("SELECT key, data, due FROM retries ORDER BY due, id")
+        return [ScheduledRetry(str(key), bytes(data), float(due)) for key, data, due in rows]
+
     def next_due(self) -> float | None:
         """When the earliest waiting retry is due (epoch seconds; None when none waits), for the CLI."""
         return self.db.execute("SELECT MIN(due) FROM retries")[0][0]

@@ -12,7 +12,7 @@ from rich.console import Console
 from eventlog.codec import decode
 from eventlog.event import RETRY
 from fsmlog.cli import output as out
-from fsmlog.cli.waits import WaitWords
+from fsmlog.cli.waits import WaitWords, scheduled_line
 from projections.state import MachineState
 
 HERE = __name__
@@ -118,3 +118,44 @@ def test_runs_lines_say_what_the_machine_waits_for_within_80_columns(waiting):
     lines = render(out.transition_line(start, timer, "step", f"waiting until {due}"))
     assert lines == [f"{out.clock_time(timer.time)}  {out.short_id(ids['timed'])}  a --start--> a  next: go  "
                      f"waiting until {due}"]
+
+
+def fails(context, obj):
+    raise RuntimeError("the gateway is down")
+
+
+def test_worker_once_tells_timers_from_retries_in_the_due_time_store(rig_factory):
+    failing = {"name": "failing", "states": [
+        {"name": "a", "initial": True, "do_action": f"{HERE}.fails", "transitions": [{"event": "go", "target": "b"}]},
+        {"name": "b", "final": True}]}
+    rig = rig_factory([*machines(), failing])
+    store = rig.services.retries
+    assert scheduled_line(store, rig.clock()) is None
+    rig.engine.start("timed", {})
+    rig.engine.start("timed", {})
+    rig.engine.handle(rig.next_batch())
+    due = rig.clock() + 3600
+    when = time.strftime("%H:%M:%S", time.localtime(due))
+    assert scheduled_line(store, rig.clock()) == f"2 timers waiting, next due in 3600.0s ({when})"
+    rig.engine.start("failing", {})
+    rig.engine.handle(rig.next_batch())
+    (retry,) = [r for r in store.scheduled() if r.due < due]
+    retry_when = time.strftime("%H:%M:%S", time.localtime(retry.due))
+    assert scheduled_line(store, rig.clock()) == (
+        f"2 timers and 1 retry waiting, next due in {retry.due - rig.clock():.1f}s ({retry_when})")
+
+
+class CountingOnly:
+    """A due-time store that can count what waits but not list it."""
+
+    def pending(self) -> int:
+        return 3
+
+    def next_due(self) -> float | None:
+        return 1_000_010.0
+
+
+def test_a_store_that_can_only_count_says_scheduled_records():
+    when = time.strftime("%H:%M:%S", time.localtime(1_000_010.0))
+    assert scheduled_line(CountingOnly(), 1_000_000.0) == f"3 scheduled records waiting, next due in 10.0s ({when})"
+    assert scheduled_line(object(), 1_000_000.0) is None
