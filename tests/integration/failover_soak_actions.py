@@ -19,6 +19,10 @@ The waiting machine (``failover_soak_waits``) journals one action per step the s
 of the event is being applied: they share an event_id and differ only in that tag). Each action
 appends its tag to ``context["trail"]``, and w4 appends the event's data to ``context["applied"]``:
 a step applied twice in sequence shows twice there. w1 sets ``additional_delay_seconds``.
+
+The fan-out machine (``failover_soak_children``) journals p0 (which starts CHILDREN children of
+``failover_soak_child``), p1 (entering its ``wait: children`` state) and p2 (on ``children_done``,
+with how many children it was handed); each child journals its two steps.
 """
 
 from __future__ import annotations
@@ -110,3 +114,33 @@ def wait_enter(context: Any, obj: dict[str, Any]) -> None:
 def wait_fired(context: Any, obj: dict[str, Any]) -> None:
     """The action of w2's ``expire`` transition: its timeout fired."""
     _waited(context, obj, "expire")
+
+
+# ------------------------------------------------------------------ fan-out / fan-in
+
+CHILD_MACHINE = "failover_soak_child"
+CHILDREN = 3  # started by each parent's p0
+
+
+def fan_out(context: Any, obj: dict[str, Any]) -> str:
+    """p0: start the children (a re-run starts the same ones: their ids come from the step's key)."""
+    _waited(context, obj, "p0")
+    obj["children"].start(CHILD_MACHINE, [{"k": k} for k in range(CHILDREN)])
+    return "next"
+
+
+def fan_wait(context: Any, obj: dict[str, Any]) -> None:
+    """p1's entry action (a ``wait: children`` state runs no do action)."""
+    _waited(context, obj, "p1")
+
+
+def fan_in(context: Any, obj: dict[str, Any]) -> None:
+    """p2, on ``children_done``: journals how many children it was handed."""
+    children = context.get("children")
+    _journaled(context, obj, {"tag": "p2", "children": len(children) if isinstance(children, list) else None})
+    context[TRAIL] = [*context.get(TRAIL, []), "p2"]
+
+
+def child_step(context: Any, obj: dict[str, Any]) -> str | None:
+    _journaled(context, obj, {"tag": context.current_state})
+    return "next" if context.current_state == "c0" else None

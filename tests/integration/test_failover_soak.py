@@ -40,6 +40,11 @@ action's ``additional_delay_seconds``, a ``wait: true`` state's ``timeout``/``on
 - no record of these machines is parked as a dead letter (the second send of an applied event_id is not a late
   event).
 
+And a few parents (``failover_soak_children``) that start three children each from an action and wait for them
+(``wait: children``): every parent has its three children, each child is held to the checks above, and the
+parent joins exactly once (one commit of the step on ``children_done``, never begun before every child's last
+execution ended, handed each child's id, status, state and final context).
+
 Re-executions of a step whose outcome was not recorded are expected (at least once) and reported, not failed.
 Figures are printed as one ``SOAK {...}`` line (``pytest -s`` shows it) and recorded as a property, also when
 the soak fails; the failure message names the offending machines with their journal lines.
@@ -81,6 +86,11 @@ WAIT_STEPS = 5  # w0, w1 (after a 1 s delay), w2 (enters the timed wait), expire
 WAIT_DELAYS = {1: 1.0, 2: 0.5, 3: 1.0}  # step -> seconds its record waits: delay: 1, additional 0.5, timeout 1s
 WAIT_EVENT_STEP = 4  # the step that applies the sent event (w3 --approve--> w4)
 WAIT_TRAIL = ["w0", "w1", "w2", "expire", "w4"]  # context["trail"] at the end: each action once
+FAN_MACHINE = "failover_soak_children"
+FAN_STEPS = 3  # p0 (starts the children), p1 (enters `wait: children`), p2 (on children_done)
+CHILD_STEPS = 2  # c0, c1 of failover_soak_child
+CHILDREN = 3  # per parent (failover_soak_actions.CHILDREN)
+JOIN_OVERDUE_S = 2.0  # a parent still in p1 this long after its last child ended gets what an operator does
 CLOCK_SLACK_S = 0.002  # one host, one clock (time.time); the slack is float rounding, not drift
 SENDERS = 3  # `fsmlog send` processes at once
 SEND_ATTEMPTS = 10  # per send, when the CLI fails (the send retried is one more send of the same event_id):
@@ -128,6 +138,7 @@ class Soak:
     settings: dict[str, Any]
     poll_s: float = 1.0
     wait_machines: int = 0  # machines of WAIT_MACHINE, beside ``machines`` of MACHINE
+    fan_machines: int = 0  # parents of FAN_MACHINE, each starting CHILDREN children
     journal: Path = field(init=False)
     settings_path: Path = field(init=False)
     env: dict[str, str] = field(init=False)
@@ -136,8 +147,10 @@ class Soak:
     logs: list[Path] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)  # every machine started, both kinds
     wait_ids: list[str] = field(default_factory=list)
+    fan_ids: list[str] = field(default_factory=list)
+    child_ids: list[str] = field(default_factory=list)  # every machine whose records name a parent here
     sends: dict[str, list[str]] = field(default_factory=dict)  # wait machine -> what each send answered
-    wait_records: dict[str, list[Any]] = field(default_factory=dict)  # wait machine -> its records (both sides)
+    wait_records: dict[str, list[Any]] = field(default_factory=dict)  # waiting/fan/child machine -> its records
     dead_letters: list[tuple[str, str]] = field(default_factory=list)  # (machine id, reason), both sides
     events: list[str] = field(default_factory=list)  # what the test did when (restarts ...)
     record_counts: dict[str, int] = field(default_factory=dict)  # records on each side's stream at the end
@@ -148,6 +161,8 @@ class Soak:
     _sending: list[Any] = field(default_factory=list)  # its futures
     _client_after: dict[str, Any] = field(default_factory=dict)  # cid -> the CLI send the client's waits for
     _client: Any = None  # fsmlog.client.Client on this soak's settings, opened on its first send
+    _operating: Any = None  # the operator's CLI calls under way for an overdue join (a Future)
+    overdue: dict[str, dict[str, Any]] = field(default_factory=dict)  # parent -> scan found it, redispatches
     client_env: dict[str, str] = field(default_factory=dict)  # beside FSMLOG_SETTINGS, for the client
 
     def __post_init__(self) -> None:
@@ -191,11 +206,14 @@ class Soak:
 
         waits = [f"fw{n:03d}-{uuid.uuid4().hex[:10]}" for n in range(self.wait_machines)]
         if waits:
-            self.start_by_client(waits)
+            self.wait_ids = self.start_by_client(WAIT_MACHINE, waits)
+        fans = [f"fc{n:03d}-{uuid.uuid4().hex[:10]}" for n in range(self.fan_machines)]
+        if fans:
+            self.fan_ids = self.start_by_client(FAN_MACHINE, fans)
         cids = [f"fo{n:03d}-{uuid.uuid4().hex[:10]}" for n in range(self.machines)]
         with ThreadPoolExecutor(max_workers=STARTERS) as pool:
             self.ids.extend(pool.map(start_one, cids))
-        self.note(f"started {len(self.ids)} machines ({len(waits)} of {WAIT_MACHINE})")
+        self.note(f"started {len(self.ids)} machines ({len(waits)} of {WAIT_MACHINE}, {len(fans)} of {FAN_MACHINE})")
 
     def client(self) -> Any:
         """``fsmlog.client.Client`` on this soak's settings (chaos included), used from this thread only."""
@@ -206,22 +224,21 @@ class Soak:
             self._client = Client(str(FSM), load_settings(environ=env))
         return self._client
 
-    def start_by_client(self, cids: list[str]) -> None:
-        """The waiting machines, in one ``fsmlog.client.start_state_machines`` (again with the same ids if
-        the primary's faults fail it: a start appended twice is run once)."""
+    def start_by_client(self, machine: str, cids: list[str]) -> list[str]:
+        """Machines in one ``fsmlog.client.start_state_machines`` (again with the same ids if the primary's
+        faults fail it: a start appended twice is run once)."""
         from eventlog.errors import FsmlogError
 
         for attempt in range(SEND_ATTEMPTS):
             try:
-                started = self.client().start_state_machines(WAIT_MACHINE, [{} for _ in cids], correlation_ids=cids)
+                started = self.client().start_state_machines(machine, [{} for _ in cids], correlation_ids=cids)
             except FsmlogError as exc:
                 self.note(f"client start attempt {attempt + 1} failed: {exc}"[:400])
                 time.sleep(0.2)
                 continue
             assert started == cids, started
             self.ids.extend(cids)
-            self.wait_ids = list(cids)
-            return
+            return list(cids)
         raise AssertionError("fsmlog.client.start_state_machines kept failing:\n" + "\n".join(self.events[-3:]))
 
     def send_waiting(self, states: dict[str, Any]) -> None:
@@ -287,6 +304,54 @@ class Soak:
             self.sends[cid].append(f"cli {tag} failed")
             self.note(f"fsmlog send {cid} ({tag}) attempt {attempt + 1} exited {proc.returncode}: "
                       f"{proc.stderr.strip()[-300:]}")
+            time.sleep(0.3)
+
+    def join_overdue(self, states: dict[str, Any]) -> None:
+        """What an operator does for a parent whose join did not come (its joiners could not read the log):
+        ``fsmlog replay scan`` must list it, ``fsmlog replay machine ID --redispatch`` moves it on. One
+        parent at a time, in the background, once it has waited JOIN_OVERDUE_S since its last child ended."""
+        if self._operating is not None and not self._operating.done():
+            return
+        now = time.time()
+        for parent in self.fan_ids:
+            s = states.get(parent)
+            if s is None or s.terminal or s.state != "p1" or s.last.event is not None:
+                continue
+            kids = [cs for cs in states.values() if cs.last.parent == parent]
+            if len(kids) < CHILDREN or not all(k.terminal for k in kids):
+                continue
+            if now - max(k.last.time for k in kids) < JOIN_OVERDUE_S:
+                continue
+            seen = self.overdue.setdefault(parent, {"scan_listed": None, "redispatches": 0, "at": 0.0})
+            if now - seen["at"] < JOIN_OVERDUE_S:
+                continue
+            seen["at"] = now
+            if self._senders is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._senders = ThreadPoolExecutor(max_workers=SENDERS)
+            self._operating = self._senders.submit(self.redispatch_join, parent)
+            self._sending.append(self._operating)
+            return
+
+    def redispatch_join(self, parent: str) -> None:
+        seen = self.overdue[parent]
+        for attempt in range(SEND_ATTEMPTS):
+            proc = self.cli("replay", "scan", "--stalled-after", f"{JOIN_OVERDUE_S:g}s", "--json", timeout=60.0,
+                            check=False)
+            if proc.returncode == 0:
+                listed = {row.get("correlation_id") or row.get("id") for row in json.loads(proc.stdout)["stalled"]}
+                seen["scan_listed"] = bool(seen["scan_listed"]) or parent in listed
+                break
+            self.note(f"replay scan attempt {attempt + 1} exited {proc.returncode}: {proc.stderr.strip()[-200:]}")
+        for attempt in range(SEND_ATTEMPTS):
+            proc = self.cli("replay", "machine", parent, "--redispatch", timeout=60.0, check=False)
+            if proc.returncode == 0:
+                seen["redispatches"] += 1
+                self.note(f"join of {parent} overdue: redispatched (scan listed it: {seen['scan_listed']})")
+                return
+            self.note(f"replay machine {parent} --redispatch attempt {attempt + 1} exited {proc.returncode}: "
+                      f"{proc.stderr.strip()[-200:]}")
             time.sleep(0.3)
 
     def finish_sends(self) -> None:
@@ -379,7 +444,7 @@ class UnionLog:
         return states
 
     def records(self, cids: set[str], page: int = 5000) -> dict[str, list[Any]]:
-        """The decoded records of these machines on both sides, in each side's order."""
+        """The decoded records of these machines and of their children on both sides, in each side's order."""
         from eventlog.codec import decode
 
         out: dict[str, list[Any]] = defaultdict(list)
@@ -388,7 +453,7 @@ class UnionLog:
             while records := log.read(after, page):
                 for r in records:
                     e = decode(r.data)
-                    if e.correlation_id in cids:
+                    if e.correlation_id in cids or e.parent in cids:
                         out[e.correlation_id].append(e)
                 after = records[-1].position
         return dict(out)
@@ -446,6 +511,8 @@ def run_soak(soak: Soak, worker_argv: list[str], *, on_tick: Callable[[Soak, int
                 break
             if soak.wait_ids:
                 soak.send_waiting(states)
+            if soak.fan_ids:
+                soak.join_overdue(states)
             if time.monotonic() > deadline:
                 timed_out = True
                 soak.note(f"deadline: {len(done)} of {len(soak.ids)} machines ended")
@@ -465,9 +532,11 @@ def run_soak(soak: Soak, worker_argv: list[str], *, on_tick: Callable[[Soak, int
     try:
         states = oracle.fold()
         soak.record_counts = dict(oracle.counts)
-        if soak.wait_ids:
-            soak.wait_records = oracle.records(set(soak.wait_ids))
+        if soak.wait_ids or soak.fan_ids:
+            soak.wait_records = oracle.records({*soak.wait_ids, *soak.fan_ids})
             soak.dead_letters = oracle.dead_letters()
+            fans = set(soak.fan_ids)
+            soak.child_ids = sorted(cid for cid, s in states.items() if s.last.parent in fans)
     finally:
         oracle.close()
     return states, codes, timed_out
@@ -489,6 +558,7 @@ class Execution:
     lines: list[str] = field(default_factory=list)
     tag: str | None = None  # the waiting machine's action (w0, w1, w2, expire, w4)
     send: str | None = None  # at w4: which of the two sends of the event it applies
+    extra: Any = None  # at p2: how many children it was handed
 
 
 def parse_journal(lines: list[str]) -> tuple[dict[str, list[Execution]], dict[str, list[str]], int]:
@@ -506,7 +576,8 @@ def parse_journal(lines: list[str]) -> tuple[dict[str, list[Execution]], dict[st
         raw[cid].append(line)
         if e["event"] == "start":
             execs[eid] = Execution(eid, cid, int(e["steps"]), int(e["retries"]), int(e["pid"]), e.get("token"),
-                                   float(e["t"]), tag=e.get("tag"), send=e.get("send"))
+                                   float(e["t"]), tag=e.get("tag"), send=e.get("send"),
+                                   extra=e.get("children"))
         elif eid in execs:
             execs[eid].end = float(e["t"])
         else:
@@ -524,10 +595,11 @@ def verdict(soak: Soak, states: dict[str, Any], timed_out: bool) -> tuple[dict[s
     by_cid, raw, bad_lines = parse_journal(soak.journal_lines())
     problems: dict[str, dict[str, Any]] = defaultdict(dict)
 
-    waits = set(soak.wait_ids)
-    for cid in soak.ids:
+    expected_steps = {**{cid: WAIT_STEPS for cid in soak.wait_ids}, **{cid: FAN_STEPS for cid in soak.fan_ids},
+                      **{cid: CHILD_STEPS for cid in soak.child_ids}}
+    for cid in [*soak.ids, *soak.child_ids]:
         s = states.get(cid)
-        expected = WAIT_STEPS if cid in waits else STEPS
+        expected = expected_steps.get(cid, STEPS)
         if s is None:
             problems["not_in_log"][cid] = "no record on either side"
         elif s.status != "completed" or s.steps != expected:
@@ -540,7 +612,7 @@ def verdict(soak: Soak, states: dict[str, Any], timed_out: bool) -> tuple[dict[s
                 problems["completed_without_running"][cid] = {"steps_never_ended": missing}
     for name, code in soak.exited_early.items():  # a worker must never die of faults
         problems["worker_exited"][name] = {"exit_code": code, "tail": soak.worker_tails(6).get(name, "")}
-    for cid in set(by_cid) - set(soak.ids):
+    for cid in set(by_cid) - set(soak.ids) - set(soak.child_ids):
         problems["unknown_machine"][cid] = len(by_cid[cid])
 
     overlaps = 0
@@ -576,6 +648,7 @@ def verdict(soak: Soak, states: dict[str, Any], timed_out: bool) -> tuple[dict[s
             problems["tokens_not_rising"][cid] = falling[:6]
 
     wait_figures = wait_verdict(soak, states, by_cid, problems) if soak.wait_ids else {}
+    fan_figures = fan_verdict(soak, states, by_cid, problems) if soak.fan_ids else {}
     never_ended = [x for xs in by_cid.values() for x in xs if x.end is None]
     per_step = Counter((x.cid, x.steps) for xs in by_cid.values() for x in xs)
     completed = sum(1 for cid in soak.ids if cid in states and states[cid].status == "completed")
@@ -603,6 +676,7 @@ def verdict(soak: Soak, states: dict[str, Any], timed_out: bool) -> tuple[dict[s
         "timed_out": timed_out,
         "wall_s": round(soak.elapsed(), 1),
         **wait_figures,
+        **fan_figures,
     }
     return problems, figures
 
@@ -613,6 +687,56 @@ def outcomes(records: list[Any], step: int) -> set[tuple]:
     commit of the step has another."""
     return {(r.kind, r.state, r.event, r.time) for r in records
             if r.steps == step + 1 and r.kind not in (START, RETRY) and r.event_id is None}
+
+
+def fan_verdict(soak: Soak, states: dict[str, Any], by_cid: dict[str, list[Execution]],
+                problems: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The parents' checks: CHILDREN children each, joined exactly once, after every child ended; figures."""
+    once = twice = join_records = 0
+    for parent in soak.fan_ids:
+        s = states.get(parent)
+        records = soak.wait_records.get(parent, [])
+        kids = sorted(cid for cid in soak.child_ids if states[cid].last.parent == parent)
+        if len(kids) != CHILDREN:
+            problems["children_not_started_once"][parent] = kids
+        joins = {r.time for r in records if r.event == "children_done" and r.event_id is not None}
+        join_records += len(joins)
+        runs = [x for x in by_cid.get(parent, []) if x.steps == FAN_STEPS - 1]
+        kid_ends = [x.end for cid in kids for x in by_cid.get(cid, []) if x.end is not None]
+        early = [f"p2 (pid {x.pid}) started at {x.start:.3f}, before a child's execution ended at {max(kid_ends):.3f}"
+                 for x in runs if kid_ends and x.start < max(kid_ends)]
+        if early:
+            problems["joined_before_children_ended"][parent] = early
+        if len(outcomes(records, FAN_STEPS - 1)) > 1:
+            twice += 1
+            problems["joined_twice"][parent] = sorted(outcomes(records, FAN_STEPS - 1))
+        if s is None or s.status != "completed":
+            continue  # not_completed says so
+        context = s.context
+        handed = context.get("children")
+        expected = [{"id": cid, "status": states[cid].status, "state": states[cid].state,
+                     "context": states[cid].context, "error": states[cid].error} for cid in kids]
+        ok = (context.get("trail") == ["p0", "p1", "p2"] and isinstance(handed, list)
+              and sorted(handed, key=lambda c: str(c.get("id"))) == expected
+              and all(c["status"] == "completed" for c in expected)
+              and {x.extra for x in runs} == {CHILDREN})
+        if ok and parent not in problems.get("joined_twice", {}):
+            once += 1
+        elif not ok:
+            problems["join_wrong"][parent] = {"trail": context.get("trail"), "children": handed, "expected": expected,
+                                              "p2_saw_children": sorted({str(x.extra) for x in runs})}
+    return {
+        "fan_parents": len(soak.fan_ids),
+        "children": len(soak.child_ids),
+        "joins_once": once,
+        "joined_twice": twice,
+        "join_records_in_log": join_records,  # distinct children_done records: several joiners may send one
+        # parents whose join had not come JOIN_OVERDUE_S after their last child ended (the engine's joins
+        # failed on a read of the log and are not retried): listed by `replay scan`, then redispatched
+        "joins_overdue": len(soak.overdue),
+        "joins_overdue_listed_by_scan": sum(1 for o in soak.overdue.values() if o["scan_listed"]),
+        "join_redispatches": sum(o["redispatches"] for o in soak.overdue.values()),
+    }
 
 
 def wait_verdict(soak: Soak, states: dict[str, Any], by_cid: dict[str, list[Execution]],
@@ -680,7 +804,8 @@ def wait_verdict(soak: Soak, states: dict[str, Any], by_cid: dict[str, list[Exec
                 "sends_applied_by_executions": tags, "applied": applied, "event_data": data,
                 "outcomes": len(outcomes(records, WAIT_EVENT_STEP)), "event_records": sorted(sent, key=str),
                 "sends": soak.sends.get(cid)}
-    parked = [(cid, reason) for cid, reason in soak.dead_letters if cid in waits]
+    watched = {*waits, *soak.fan_ids, *soak.child_ids}
+    parked = [(cid, reason) for cid, reason in soak.dead_letters if cid in watched]
     for cid, reason in parked:
         problems["dead_letters"].setdefault(cid, []).append(reason[:300])
     said = Counter(what for results in soak.sends.values() for what in results)
@@ -702,7 +827,7 @@ def wait_verdict(soak: Soak, states: dict[str, Any], by_cid: dict[str, list[Exec
         "event_records_in_log": event_records,  # distinct sent-event records: 1, or 2 when both sends raced
         "event_sent_after_s": {"mean": round(sum(send_latency) / len(send_latency), 1),
                                "max": round(max(send_latency), 1)} if send_latency else None,
-        "dead_letters": {"wait_machines": len(parked), "all": len(soak.dead_letters)},
+        "dead_letters": {"waiting_fan_child_machines": len(parked), "all": len(soak.dead_letters)},
     }
 
 
@@ -718,7 +843,8 @@ def assert_clean(soak: Soak, problems: dict[str, dict[str, Any]], figures: dict[
     offenders: list[str] = []
     for kind in ("overlapping_executions", "step_after_a_later_step", "tokens_not_rising", "timer_early",
                  "timer_fired_twice", "event_not_applied_once", "wait_trail_wrong", "timer_missing",
-                 "timer_due_wrong", "dead_letters", "event_send_refused", "completed_without_running", "not_completed", "not_in_log",
+                 "timer_due_wrong", "dead_letters", "event_send_refused", "joined_twice", "join_wrong",
+                 "joined_before_children_ended", "children_not_started_once", "completed_without_running", "not_completed", "not_in_log",
                  "unknown_machine"):
         offenders += [cid for cid in problems.get(kind, {}) if cid not in offenders]
     _, raw, _ = parse_journal(soak.journal_lines())
@@ -820,6 +946,7 @@ def finish(soak: Soak, states: dict[str, Any], codes: list[int | None], timed_ou
 
 EMBEDDED_MACHINES = 24
 WAIT_MACHINES = 6  # of failover_soak_waits, beside the others (each waits about 2.5 s plus the send)
+FAN_MACHINES = 3  # of failover_soak_children, each with CHILDREN children
 EMBEDDED_DEADLINE_S = 120.0
 
 
@@ -837,7 +964,7 @@ def test_failover_soak_embedded(tmp_path: Path, record_property, cooldown: str) 
         **sources,
         **tuning,
         "AWS_CHAOS": {primary: {"ServiceUnavailable": FAULT_P}},  # the primary's URL: the secondary is spared
-    }, wait_machines=WAIT_MACHINES)
+    }, wait_machines=WAIT_MACHINES, fan_machines=FAN_MACHINES)
     states, codes, timed_out = run_soak(soak, ["worker", str(FSM), "--batch", "10"])
 
     def extra() -> dict[str, Any]:
@@ -851,7 +978,8 @@ def test_failover_soak_embedded(tmp_path: Path, record_property, cooldown: str) 
 
 MOTO_MACHINES = 12
 MOTO_WAIT_MACHINES = 2  # one sent to through the client first, one through the CLI first
-MOTO_DEADLINE_S = 130.0
+MOTO_FAN_MACHINES = 1
+MOTO_DEADLINE_S = 160.0  # 130 s before the waiting machines; starts alone took 40 s on a loaded 2-core host
 
 
 def aws_sources(tag: str) -> tuple[dict[str, str], list[str]]:
@@ -885,7 +1013,7 @@ def test_failover_soak_moto(tmp_path: Path, moto_server: str, record_property) -
         "AWS_REGION": REGION,
         "ENDPOINTS": {arn: moto_server for arn in sources.values()},
         "AWS_CHAOS": {arn: {"ServiceUnavailable": FAULT_P} for arn in primaries},
-    }, poll_s=2.0, wait_machines=MOTO_WAIT_MACHINES)
+    }, poll_s=2.0, wait_machines=MOTO_WAIT_MACHINES, fan_machines=MOTO_FAN_MACHINES)
     soak.cli("resources", "create", "--shards", "1", timeout=120)
     soak.note("resources created")
     # `fsmlog dev` is the CLI's loop over AWS sources: Lambda's pollers (every shard of both streams, from
@@ -932,6 +1060,8 @@ def test_failover_soak_redis_restarted(tmp_path: Path, own_redis: Any, record_pr
         **TUNING,
         # the embedded primaries fail on purpose as in (1); Redis fails for real, by being restarted
         "AWS_CHAOS": {primary: {"ServiceUnavailable": FAULT_P}},
+        # no parents here: a join redispatched after the restart is parked as late, for good (the cache forgot
+        # the parent; tests/unit/test_redispatched_wait_cache_forgot.py, xfail): add FAN_MACHINES when it passes
     }, wait_machines=WAIT_MACHINES)
     restarted: list[float] = []
 
