@@ -34,8 +34,9 @@ class NoTransition(HandlerError):
 
 class EventRefused(HandlerError):
     """An event sent from outside that the machine cannot take now. ``code`` says why: ``UnknownMachine``,
-    ``Ended``, ``NotWaiting`` (its state runs its own actions), ``NoTransition`` (the state has no
-    transition on it) or ``EventPending`` (another event for this step is already in the log)."""
+    ``Ended``, ``NotWaiting`` (its state runs its own actions), ``NotWaitingYet`` (its start in a wait
+    state has not run: worth sending again later), ``NoTransition`` (the state has no transition on
+    it) or ``EventPending`` (another event for this step is already in the log)."""
 
     def __init__(self, message: str, *, code: str, correlation_id: str, machine: str | None = None,
                  state: str | None = None, event: str | None = None) -> None:

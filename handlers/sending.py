@@ -15,7 +15,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from eventlog.event import RETRY, STEP, Event
+from eventlog.event import RETRY, START, STEP, Event
 from projections.definition import MachineDef
 from projections.state import MachineState
 
@@ -55,6 +55,11 @@ def sent_event(state: MachineState | None, mdef: MachineDef | None, correlation_
                            code="Ended", correlation_id=correlation_id, machine=last.machine, state=last.state,
                            event=event)
     st = mdef.state(last.state)
+    if st is not None and st.wait and last.kind == START:  # a caller that started it just now may retry
+        raise EventRefused(f"{where} has not reached its wait yet: its start record waits for a worker "
+                           f"(`fsmlog worker`); event {event!r} not sent, send it once the start has run",
+                           code="NotWaitingYet", correlation_id=correlation_id, machine=last.machine,
+                           state=last.state, event=event)
     if st is None or not st.wait or last.kind not in (STEP, RETRY):  # (a retry: a wait redispatched)
         raise EventRefused(f"{where} is not waiting for an event (only 'wait: true' states are); "
                            f"event {event!r} not sent", code="NotWaiting", correlation_id=correlation_id,
@@ -75,6 +80,9 @@ def sent_event(state: MachineState | None, mdef: MachineDef | None, correlation_
     context = last.context
     if data is not None:
         context[EVENT_DATA] = data
-    record = Event.create(STEP, correlation_id, last.machine, last.definition_hash, last.steps, 0, last.state,
+    # at the attempt of the record it answers: below a redispatched wait's retry, a gate that asks the log
+    # (its cache forgot the machine) would judge the event handled already and park it
+    record = Event.create(STEP, correlation_id, last.machine, last.definition_hash, last.steps, last.retries,
+                          last.state,
                           event, now, context, event_id=event_id, seen=last.seen)
     return Sent(correlation_id, event_id, record, last.state)

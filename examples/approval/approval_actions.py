@@ -27,4 +27,5 @@ class PlaceOrder(Action):
 
 class Notify(Action):
     def execute(self, context, obj):
-        print(f"[{context.correlation_id}] request {context.current_state}: {context.get('event_data') or ''}")
+        data = context.get("event_data")  # a rejection's reason, if the sender gave one; an expiry has none
+        print(f"[{context.correlation_id}] request {context.current_state}" + (f": {data}" if data else ""))

@@ -62,7 +62,7 @@ def test_send_event_status_and_abort(app):
     app.engine.handle([])  # nothing ran yet: the start record waits for a worker
     with pytest.raises(EventRefused) as info:
         client.send_event(cid, "approve")  # the start has not run: the machine is not waiting yet
-    assert info.value.code == "NotWaiting"
+    assert (info.value.code, info.value.state, info.value.event) == ("NotWaitingYet", "asked", "approve")
     ended = client.abort(cid, "no longer needed")
     assert ended.kind == "aborted" and client.status(cid).status == "aborted"
     with pytest.raises(EventRefused) as info:
