@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from eventlog.event import RETRY, START, STEP, Event
-from projections.definition import MachineDef
+from projections.definition import MachineDef, StateDef
 from projections.state import MachineState
 
 from .errors import EventRefused
@@ -47,42 +47,69 @@ def sent_event(state: MachineState | None, mdef: MachineDef | None, correlation_
                            "`fsmlog status` lists machines", code="UnknownMachine",
                            correlation_id=correlation_id, event=event)
     last = state.last
-    where = f"machine {last.machine!r} ({correlation_id}) in state {last.state!r}"
     if event_id in last.seen or (last.event_id == event_id and last.event == event):
         return Sent(correlation_id, event_id, None, last.state)
-    if last.terminal:
-        raise EventRefused(f"{where} has ended ({last.kind}); event {event!r} not sent",
-                           code="Ended", correlation_id=correlation_id, machine=last.machine, state=last.state,
-                           event=event)
-    st = mdef.state(last.state)
-    if st is not None and st.wait and last.kind == START:  # a caller that started it just now may retry
-        raise EventRefused(f"{where} has not reached its wait yet: its start record waits for a worker "
-                           f"(`fsmlog worker`); event {event!r} not sent, send it once the start has run",
-                           code="NotWaitingYet", correlation_id=correlation_id, machine=last.machine,
-                           state=last.state, event=event)
-    if st is None or not st.wait or last.kind not in (STEP, RETRY):  # (a retry: a wait redispatched)
-        raise EventRefused(f"{where} is not waiting for an event (only 'wait: true' states are); "
-                           f"event {event!r} not sent", code="NotWaiting", correlation_id=correlation_id,
-                           machine=last.machine, state=last.state, event=event)
-    if st.children:
-        raise EventRefused(f"{where} waits for its child machines, not for an event from outside; "
-                           f"event {event!r} not sent", code="NotWaiting", correlation_id=correlation_id,
-                           machine=last.machine, state=last.state, event=event)
-    if st.transition(event) is None:
-        known = ", ".join(sorted(st.events())) or "none"
-        raise EventRefused(f"{where} has no transition on event {event!r} (its events: {known}); not sent",
-                           code="NoTransition", correlation_id=correlation_id, machine=last.machine,
-                           state=last.state, event=event)
-    if last.event_id is not None:
-        raise EventRefused(f"{where} already has event {last.event!r} (id {last.event_id}) waiting to be "
-                           f"applied; event {event!r} not sent", code="EventPending",
-                           correlation_id=correlation_id, machine=last.machine, state=last.state, event=event)
+    Admission(last, mdef.state(last.state), event).check()
     context = last.context
     if data is not None:
         context[EVENT_DATA] = data
-    # at the attempt of the record it answers: below a redispatched wait's retry, a gate that asks the log
-    # (its cache forgot the machine) would judge the event handled already and park it
-    record = Event.create(STEP, correlation_id, last.machine, last.definition_hash, last.steps, last.retries,
-                          last.state,
+    record = Event.create(STEP, correlation_id, last.machine, last.definition_hash, last.steps, 0, last.state,
                           event, now, context, event_id=event_id, seen=last.seen)
     return Sent(correlation_id, event_id, record, last.state)
+
+
+class Admission:
+    """Whether a waiting machine can take an event sent from outside: one rule per method, checked in
+    order, each refusing with its own ``code`` so the sender (CLI exit 1, HTTP 409) can branch on it.
+
+    ``last`` is the machine's latest record and ``st`` its state's definition (None: the state is gone
+    from the definitions)."""
+
+    def __init__(self, last: Event, st: StateDef | None, event: str) -> None:
+        self.last = last
+        self.st = st
+        self.event = event
+        self.where = f"machine {last.machine!r} ({last.correlation_id}) in state {last.state!r}"
+
+    def check(self) -> None:
+        for rule in (self.not_ended, self.started, self.waits_for_events, self.has_transition,
+                     self.nothing_pending):
+            rule()
+
+    def refuse(self, why: str, code: str) -> NoReturn:
+        last = self.last
+        raise EventRefused(f"{self.where} {why}", code=code, correlation_id=last.correlation_id,
+                           machine=last.machine, state=last.state, event=self.event)
+
+    def not_ended(self) -> None:
+        if self.last.terminal:
+            self.refuse(f"has ended ({self.last.kind}); event {self.event!r} not sent", "Ended")
+
+    def started(self) -> None:
+        """A machine started in a wait state waits only once a worker ran its start: worth sending again."""
+        if self.st is not None and self.st.wait and self.last.kind == START:
+            self.refuse(f"has not reached its wait yet: its start record waits for a worker (`fsmlog worker`); "
+                        f"event {self.event!r} not sent, send it once the start has run", "NotWaitingYet")
+
+    def waits_for_events(self) -> None:
+        st = self.st
+        if st is None or not st.wait or self.last.kind not in (STEP, RETRY):  # (a retry: a wait redispatched)
+            self.refuse(f"is not waiting for an event (only 'wait: true' states are); event {self.event!r} "
+                        "not sent", "NotWaiting")
+        if st.children:
+            self.refuse(f"waits for its child machines, not for an event from outside; event {self.event!r} "
+                        "not sent", "NotWaiting")
+
+    def has_transition(self) -> None:
+        st = self.st
+        if st is not None and st.transition(self.event) is None:
+            known = ", ".join(sorted(st.events())) or "none"
+            self.refuse(f"has no transition on event {self.event!r} (its events: {known}); not sent",
+                        "NoTransition")
+
+    def nothing_pending(self) -> None:
+        """Two events for one wait would race at the step gate; the second is refused while the sender sees it."""
+        last = self.last
+        if last.event_id is not None:
+            self.refuse(f"already has event {last.event!r} (id {last.event_id}) waiting to be applied; "
+                        f"event {self.event!r} not sent", "EventPending")
