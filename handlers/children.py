@@ -78,6 +78,7 @@ def join_record(parent: MachineState | None, definitions: Definitions,
         outcomes.append({"id": cid, "status": child.status, "state": child.state, "context": child.context,
                          "error": child.error})
     context[CHILDREN] = outcomes
-    return Event.create(STEP, last.correlation_id, last.machine, last.definition_hash, last.steps, 0, last.state,
-                        CHILDREN_DONE, now, context, event_id=f"{CHILDREN}:{last.steps}", seen=last.seen,
+    # at the attempt of the record it answers (a redispatched wait's retry included): see sending.py
+    return Event.create(STEP, last.correlation_id, last.machine, last.definition_hash, last.steps, last.retries,
+                        last.state, CHILDREN_DONE, now, context, event_id=f"{CHILDREN}:{last.steps}", seen=last.seen,
                         parent=last.parent)

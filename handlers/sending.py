@@ -53,8 +53,10 @@ def sent_event(state: MachineState | None, mdef: MachineDef | None, correlation_
     context = last.context
     if data is not None:
         context[EVENT_DATA] = data
-    record = Event.create(STEP, correlation_id, last.machine, last.definition_hash, last.steps, 0, last.state,
-                          event, now, context, event_id=event_id, seen=last.seen)
+    # at the attempt of the record it answers: below a redispatched wait's retry, a gate that asks the log
+    # (its cache forgot the machine) would judge the event handled already and park it
+    record = Event.create(STEP, correlation_id, last.machine, last.definition_hash, last.steps, last.retries,
+                          last.state, event, now, context, event_id=event_id, seen=last.seen)
     return Sent(correlation_id, event_id, record, last.state)
 
 

@@ -1060,9 +1060,9 @@ def test_failover_soak_redis_restarted(tmp_path: Path, own_redis: Any, record_pr
         **TUNING,
         # the embedded primaries fail on purpose as in (1); Redis fails for real, by being restarted
         "AWS_CHAOS": {primary: {"ServiceUnavailable": FAULT_P}},
-        # no parents here: a join redispatched after the restart is parked as late, for good (the cache forgot
-        # the parent; tests/unit/test_redispatched_wait_cache_forgot.py, xfail): add FAN_MACHINES when it passes
-    }, wait_machines=WAIT_MACHINES)
+        # parents too: a join redispatched after the restart must still be taken though the cache forgot
+        # the parent (tests/unit/test_redispatched_wait_cache_forgot.py)
+    }, wait_machines=WAIT_MACHINES, fan_machines=FAN_MACHINES)
     restarted: list[float] = []
 
     def on_tick(s: Soak, ended_lines: int) -> None:

@@ -4,11 +4,11 @@ Found by the failover soak's Redis variant: a parent in ``wait: children`` whose
 redispatched (``fsmlog replay machine ID --redispatch`` appends the wait as a retry record, retries 1);
 every ``children_done`` sent after that was parked as a late event ("arrived after step N had run on
 another event; machine now retry ...") and the parent never moved on. An event sent from outside
-does the same, shown here on the embedded backend: the event record is made with ``retries`` 0
+did the same, shown here on the embedded backend: the event record was made with ``retries`` 0
 (``handlers/sending.py`` ``sent_event``; ``handlers/children.py`` ``join_record`` likewise), below
 the log's latest record (the retry, retries 1). While the cache remembers the machine's progress the
 event runs; once it forgot, the step gate asks the log, reads attempt (N, 0) as handled, and the
-event is parked.
+event was parked. Both records now carry the attempt of the record they answer.
 """
 
 from __future__ import annotations
@@ -48,9 +48,6 @@ def test_a_redispatched_wait_takes_an_event_while_the_cache_remembers(rig):
     assert rig.engine.status(cid).state == "rejected" and RAN[(cid, "on_reject")] == 1
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="an event after a redispatched wait has retries 0, below the retry record: once the "
-                          "cache forgot, the gate reads it as handled and it is parked")
 def test_a_redispatched_wait_takes_an_event_after_the_cache_forgot(rig, tmp_path):
     cid = rig.engine.start("approval")
     settle(rig)
