@@ -575,12 +575,10 @@ class _Loader:
         wait = True if children else self.wait_flag(raw, where)
         timeout = self.duration(raw, "timeout", where)
         on_timeout = self.string(raw, "on_timeout", where, required=False)
-        self.check_wait(where, wait, final, actions["do_action"], raw, timeout, on_timeout, transitions)
+        self.problems.extend(WaitKeys(where, raw, wait, children, final, actions["do_action"], on_timeout,
+                                      tuple(t.event for t in transitions)).problems())
         if name is None:
             return None
-        if children and CHILDREN_DONE not in {t.event for t in transitions}:
-            self.problems.append(f"{where}: a 'wait: children' state needs a transition on event "
-                                 f"{CHILDREN_DONE!r} (fired once every child machine has ended)")
         return StateDef(name, initial, final, actions["entry_action"], actions["do_action"],
                         actions["exit_action"], tuple(transitions), wait, timeout, on_timeout, children)
 
@@ -600,25 +598,6 @@ class _Loader:
             self.problems.append(f"{where}: {key} {value!r} is not a duration; write seconds (90) or "
                                  "a string like '15m', '2h', '1d' or '1h30m'")
         return seconds
-
-    def check_wait(self, where: str, wait: bool, final: bool, do_action: str | None, raw: dict,
-                   timeout: float | None, on_timeout: str | None, transitions: list[Transition]) -> None:
-        """A wait state waits for an event from outside: no do action, not final; a timeout needs both keys."""
-        if wait and do_action is not None:
-            self.problems.append(f"{where}: a 'wait: true' state runs no do_action (its next event comes from "
-                                 "outside): move the action to entry_action or drop 'wait'")
-        if wait and final:
-            self.problems.append(f"{where}: a final state cannot wait: drop 'wait' or 'final'")
-        for key in ("timeout", "on_timeout"):
-            if raw.get(key) is not None and not wait:
-                self.problems.append(f"{where}: {key!r} belongs on a 'wait: true' state only")
-        if wait and (raw.get("timeout") is None) != (raw.get("on_timeout") is None):
-            have, missing = ("timeout", "on_timeout") if raw.get("timeout") is not None else ("on_timeout", "timeout")
-            self.problems.append(f"{where}: {have!r} needs {missing!r} too (the event fired when time is up)")
-        if on_timeout is not None and transitions and on_timeout not in {t.event for t in transitions}:
-            known = ", ".join(t.event for t in transitions)
-            self.problems.append(f"{where}: on_timeout {on_timeout!r} names no transition of this state "
-                                 f"(its events: {known})")
 
     def load_transition(self, raw: Any, k: int, swhere: str) -> Transition | None:
         if not isinstance(raw, dict):
@@ -689,6 +668,61 @@ class _Loader:
                 self.problems.append(
                     f"{where}, state {s.name!r}: unreachable from the initial state {initials[0]!r}"
                 )
+
+
+@dataclass(frozen=True)
+class WaitKeys:
+    """A state's wait keys as written (``wait``, ``timeout``, ``on_timeout``), checked one rule per
+    method so each mistake is its own one-line problem: a wait state's next event comes from outside
+    (or from its children), so what would make it run on its own, or wait forever unseen, is refused."""
+
+    where: str
+    raw: dict
+    wait: bool
+    children: bool
+    final: bool
+    do_action: str | None
+    on_timeout: str | None
+    events: tuple[str, ...]
+
+    def problems(self) -> list[str]:
+        rules = (self.no_do_action, self.not_final, self.timeout_on_waits_only, self.timeout_in_pairs,
+                 self.on_timeout_names_a_transition, self.children_done_handled)
+        return [problem for rule in rules for problem in rule()]
+
+    def no_do_action(self) -> list[str]:
+        if self.wait and self.do_action is not None:
+            return [f"{self.where}: a 'wait: true' state runs no do_action (its next event comes from "
+                    "outside): move the action to entry_action or drop 'wait'"]
+        return []
+
+    def not_final(self) -> list[str]:
+        return [f"{self.where}: a final state cannot wait: drop 'wait' or 'final'"] if self.wait and self.final else []
+
+    def timeout_on_waits_only(self) -> list[str]:
+        if self.wait:
+            return []
+        return [f"{self.where}: {key!r} belongs on a 'wait: true' state only"
+                for key in ("timeout", "on_timeout") if self.raw.get(key) is not None]
+
+    def timeout_in_pairs(self) -> list[str]:
+        has_timeout, has_event = self.raw.get("timeout") is not None, self.raw.get("on_timeout") is not None
+        if not self.wait or has_timeout == has_event:
+            return []
+        have, missing = ("timeout", "on_timeout") if has_timeout else ("on_timeout", "timeout")
+        return [f"{self.where}: {have!r} needs {missing!r} too (the event fired when time is up)"]
+
+    def on_timeout_names_a_transition(self) -> list[str]:
+        if self.on_timeout is None or not self.events or self.on_timeout in self.events:
+            return []
+        return [f"{self.where}: on_timeout {self.on_timeout!r} names no transition of this state "
+                f"(its events: {', '.join(self.events)})"]
+
+    def children_done_handled(self) -> list[str]:
+        if not self.children or CHILDREN_DONE in self.events:
+            return []
+        return [f"{self.where}: a 'wait: children' state needs a transition on event {CHILDREN_DONE!r} "
+                "(fired once every child machine has ended)"]
 
 
 def _yaml_problem(source: str, exc: yaml.YAMLError) -> str:
