@@ -103,7 +103,8 @@ def _read_key(backend: Any, key: str, after: str | None) -> list[LogRecord]:
 
 
 def read_machine(source: Any, key: str, after: str | None = None, *,
-                 reader: Reader | None = None) -> list[LogRecord]:
+                 reader: Reader | None = None,
+                 on_skipped: Callable[[str, BackendError], None] | None = None) -> list[LogRecord]:
     """Every record of one machine from every readable side (see the module docstring).
 
     ``after`` (a possibly tagged position) limits the side it names; the other
@@ -111,7 +112,8 @@ def read_machine(source: Any, key: str, after: str | None = None, *,
     A side that raises ``BackendError`` is skipped with a warning when another
     side answered; when none answered, the first error is raised. ``reader``
     (``(backend, key, after) -> records``) replaces ``backend.read_key``, e.g.
-    to follow Kinesis shard lineage.
+    to follow Kinesis shard lineage. ``on_skipped(side, error)`` hears of each
+    skipped side, so a caller that found nothing can say why instead of "no such machine".
     """
     read = reader or _read_key
     after_side, after_raw = split_position(after)
@@ -137,4 +139,6 @@ def read_machine(source: Any, key: str, after: str | None = None, *,
         for name, err in errors:
             log.warning("reading machine %s: the %s side of %s failed and was skipped: %s",
                         key, name, getattr(source, "name", source), err)
+            if on_skipped is not None:
+                on_skipped(name, err)
     return out

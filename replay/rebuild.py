@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeGuard
 
 from eventlog.codec import decode, encode
-from eventlog.errors import DecodeError
+from eventlog.errors import BackendError, DecodeError
 from eventlog.event import RETRY, Event
 from eventlog.log import EventLog, LogRecord, OutRecord
 from eventlog.settings import Settings
@@ -200,7 +200,8 @@ def side_reader(settings: Settings | None = None, on_gap: Callable[[str], None] 
 
 
 def read_tail(log: EventLog, key: str, after: str | None, *, settings: Settings | None = None,
-              on_gap: Callable[[str], None] | None = None) -> list[LogRecord]:
+              on_gap: Callable[[str], None] | None = None,
+              on_skipped: Callable[[str, BackendError], None] | None = None) -> list[LogRecord]:
     """The records of ``key`` after ``after`` on every readable side of the stream source.
 
     ``after`` may be tagged with its side (``eventlog.sides``); records read
@@ -212,7 +213,7 @@ def read_tail(log: EventLog, key: str, after: str | None, *, settings: Settings 
             f"log {getattr(log, 'name', log)!r} cannot be read back ({names}), so machines cannot be rebuilt "
             f"from it; rebuild needs the embedded sqlite: log or Kinesis as a stream source"
         )
-    return read_machine(log, key, after, reader=side_reader(settings, on_gap))
+    return read_machine(log, key, after, reader=side_reader(settings, on_gap), on_skipped=on_skipped)
 
 
 def rebuild(
@@ -239,7 +240,9 @@ def rebuild(
         log.warning("rebuilding %s: %s; folding the snapshot with every record still kept", cid, message)
         warnings.append(message)
 
-    records = read_tail(services.log, cid, after, settings=settings, on_gap=gap)
+    skipped: list[BackendError] = []
+    records = read_tail(services.log, cid, after, settings=settings, on_gap=gap,
+                        on_skipped=lambda side, err: skipped.append(err))
     events: list[Event] = []
     bad = 0
     for rec in records:
@@ -253,6 +256,8 @@ def rebuild(
             continue
         events.append(ev)
     state = fold(base, events)
+    if state is None and skipped:
+        raise skipped[0]  # its records may be on the side that failed: not "no such machine"
     if state is None:
         raise UnknownCorrelationId(cid, getattr(services.log, "name", "the log"))
     if definitions is not None and state.machine not in definitions:
