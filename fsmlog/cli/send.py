@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the sender's id: the same id sent again is applied once (default: a new one)")
     p.add_argument("--fsm", metavar="FSM.yaml", default=None,
                    help="machine definitions (default: FSMLOG_DEFINITIONS, else ./fsm.yaml)")
+    p.add_argument("--json", action="store_true",
+                   help="print what became of it as one JSON document (duplicate: the id was sent before)")
     p.set_defaults(func=cmd_send)
 
 
@@ -44,6 +46,10 @@ def cmd_send(args: argparse.Namespace) -> int:
     with open_runtime(args, definitions, fsm_path=path) as rt:
         cid = resolve_machine(rt, args.id)
         sent = rt.engine.send_event(cid, args.event, data, args.event_id)
+    if args.json:  # a script branches on ``duplicate``, not on the sentence below
+        out.print_json({"correlation_id": cid, "event": args.event, "event_id": sent.event_id,
+                        "state": sent.state, "duplicate": sent.duplicate})
+        return 0
     con = out.console()
     if sent.duplicate:
         con.print(f"event id {sent.event_id} was applied already to {cid}; nothing sent", markup=False)

@@ -3,7 +3,9 @@ the wait shows, an event is sent once, a refused one exits 1 naming state and ev
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,24 +33,43 @@ def fsmlog(tmp_path):
 def test_send_status_and_refusals(fsmlog):
     assert fsmlog("start", str(QUICK), "--machine", "purchase", "--id", "pr-1",
                   "--context", '{"item": "laptop"}').returncode == 0
-    assert fsmlog("worker", str(QUICK), "--once").returncode == 0
+    worker = fsmlog("worker", str(QUICK), "--once")
+    assert worker.returncode == 0
+    assert re.fullmatch(r"1 timer waiting, next due in [0-3]\.\d+s \(\d\d:\d\d:\d\d\):",
+                        worker.stdout.splitlines()[-2]), worker.stdout
     status = fsmlog("status", "pr-1")
-    assert "waiting until " in status.stdout and "then 'remind' from state 'requested'" in status.stdout
+    row = next(line for line in status.stdout.splitlines() if line.startswith("pr-1 "))
+    assert re.fullmatch(r"pr-1\s+purchase\s+waiting until \d\d:\d\d:\d\d\s+requested\s+1\s+0\s+[\d:]{8}\s*",
+                        row), row
+    assert re.search(r"^waiting until \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC, then 'remind' from state "
+                     r"'requested'$", status.stdout, re.M), status.stdout
 
     refused = fsmlog("send", "pr-1", "ship", "--fsm", str(QUICK))
-    assert refused.returncode == 1 and "Traceback" not in refused.stderr
-    assert "state 'requested' has no transition on event 'ship'" in refused.stderr
+    assert (refused.returncode, refused.stderr.splitlines()) == (1, [
+        "error: machine 'purchase' (pr-1) in state 'requested' has no transition on event 'ship' "
+        "(its events: approve, reject, remind); not sent"])
 
     sent = fsmlog("send", "pr", "approve", "--data", '{"by": "ana"}', "--event-id", "f-1", "--fsm", str(QUICK))
-    assert sent.returncode == 0 and "sent 'approve' to pr-1 in state 'requested' (event id f-1)" in sent.stdout
-    again = fsmlog("send", "pr-1", "approve", "--event-id", "f-1", "--fsm", str(QUICK))
-    assert again.returncode == 0 and "applied already" in again.stdout
+    assert (sent.returncode, sent.stdout) == (0, "sent 'approve' to pr-1 in state 'requested' (event id f-1)\n")
+    again = fsmlog("send", "pr-1", "approve", "--event-id", "f-1", "--fsm", str(QUICK), "--json")
+    assert again.returncode == 0
+    assert json.loads(again.stdout) == {"correlation_id": "pr-1", "event": "approve", "event_id": "f-1",
+                                        "state": "requested", "duplicate": True}
 
     done = fsmlog("worker", str(QUICK), "--once")
-    assert "approved by ana" in done.stdout
+    assert done.stdout.splitlines()[0] == "[pr-1] approved by ana: ordering 'laptop'"
     late = fsmlog("send", "pr-1", "reject", "--fsm", str(QUICK))
-    assert late.returncode == 1 and "in state 'approved' has ended" in late.stderr
+    assert (late.returncode, late.stderr.splitlines()) == (1, [
+        "error: machine 'purchase' (pr-1) in state 'approved' has ended (completed); event 'reject' not sent"])
     bad = fsmlog("send", "pr-1", "approve", "--data", "{oops", "--fsm", str(QUICK))
     assert bad.returncode == 2 and bad.stderr.splitlines() == [
         "error: --data is not valid JSON (Expecting property name enclosed in double quotes at character 1): "
         "'{oops'; give a JSON value like '{\"by\": \"ana\"}'"]
+
+
+def test_an_event_sent_before_the_start_ran_is_refused_as_not_waiting_yet(fsmlog):
+    assert fsmlog("start", str(QUICK), "--machine", "purchase", "--id", "pr-2").returncode == 0
+    early = fsmlog("send", "pr-2", "approve", "--fsm", str(QUICK))
+    assert (early.returncode, early.stderr.splitlines()) == (1, [
+        "error: machine 'purchase' (pr-2) in state 'requested' has not reached its wait yet: its start record "
+        "waits for a worker (`fsmlog worker`); event 'approve' not sent, send it once the start has run"])
