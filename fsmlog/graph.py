@@ -47,6 +47,11 @@ def _edge_label(s: StateDef, t: Transition) -> str:
     return label
 
 
+def _waits_for(s: StateDef) -> str:
+    """What a wait state waits for, the same words in both formats (and ``fsmlog status``'s)."""
+    return "waits for its children" if s.children else "waits for an event"
+
+
 def to_dot(machine: MachineDef, current: str | None = None) -> str:
     """Graphviz DOT for ``machine``; ``current`` (a state name) is filled in."""
     lines = [
@@ -61,7 +66,7 @@ def to_dot(machine: MachineDef, current: str | None = None) -> str:
         if s.do_action:
             label += f"\ndo: {_short(s.do_action)}"
         if s.wait:
-            label += "\nwaits for its children" if s.children else "\nwaits for an event"
+            label += f"\n{_waits_for(s)}"
         attrs.append(f"label={_dot_id(label)}")
         if s.final:
             attrs.append("peripheries=2")
@@ -115,8 +120,7 @@ def to_mermaid(machine: MachineDef, current: str | None = None) -> str:
         if s.final:
             lines.append(f"  {ids[s.name]} --> [*]")
         if s.wait:
-            what = "its children" if s.children else "an event"
-            lines.append(f"  note right of {ids[s.name]} : waits for {what}")
+            lines.append(f"  note right of {ids[s.name]} : {_waits_for(s)}")
     if current is not None and current in ids:
         lines.append(f"  classDef current fill:{HIGHLIGHT},stroke:#333,stroke-width:3px")
         lines.append(f"  class {ids[current]} current")
