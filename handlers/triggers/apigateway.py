@@ -132,6 +132,8 @@ def _truthy(value: Any) -> bool:
 
 
 def handle_api_event(event: dict[str, Any], engine: Engine) -> dict[str, Any]:
+    """One request: the route picks the handler (an event sent, a machine started, a status read);
+    every refusal is a ``_Fail`` or an error of ours turned into its status code here."""
     try:
         method, path, query, body = request(event)
         sent_to = events_route(path)
@@ -143,23 +145,9 @@ def handle_api_event(event: dict[str, Any], engine: Engine) -> dict[str, Any]:
         if target is None:
             raise _Fail(404, f"no route for {method} {path}; use POST /machines/{{machine}} or GET /machines/{{id}}")
         if method == "POST":
-            context = _context(body)
-            cid = query.get("correlation_id") or None
-            try:
-                cid = engine.start(target, context, correlation_id=cid)
-            except UnknownMachine as exc:
-                raise _Fail(404, str(exc)) from None
-            except ContextValueError as exc:
-                raise _Fail(400, str(exc)) from None
-            return response(201, {"correlation_id": cid, "machine": target}, {"Location": f"/machines/{cid}"})
+            return _start(engine, target, query, body)
         if method == "GET":
-            state = engine.status(target)
-            if state is None:
-                raise _Fail(404, f"no machine with id {target!r}")
-            out = state.as_dict()
-            if _truthy(query.get("context", "")):
-                out["context"] = state.context
-            return response(200, out)
+            return _status(engine, target, query)
         raise _Fail(405, f"method {method or '(none)'} not allowed on {path}", {"Allow": "GET, POST"})
     except _Fail as fail:
         return error(fail.status, fail.message, fail.headers)
@@ -167,6 +155,30 @@ def handle_api_event(event: dict[str, Any], engine: Engine) -> dict[str, Any]:
         return error(503, f"a backing service failed: {exc}", {"Retry-After": "1"})
     except FsmlogError as exc:
         return error(400, str(exc))
+
+
+def _start(engine: Engine, machine: str, query: dict[str, str], body: str | None) -> dict[str, Any]:
+    """``POST /machines/{machine}``: 201 with the new machine's id and where to read it."""
+    context = _context(body)
+    cid = query.get("correlation_id") or None
+    try:
+        cid = engine.start(machine, context, correlation_id=cid)
+    except UnknownMachine as exc:
+        raise _Fail(404, str(exc)) from None
+    except ContextValueError as exc:
+        raise _Fail(400, str(exc)) from None
+    return response(201, {"correlation_id": cid, "machine": machine}, {"Location": f"/machines/{cid}"})
+
+
+def _status(engine: Engine, cid: str, query: dict[str, str]) -> dict[str, Any]:
+    """``GET /machines/{id}``: the folded state (``?context=1`` adds the context)."""
+    state = engine.status(cid)
+    if state is None:
+        raise _Fail(404, f"no machine with id {cid!r}")
+    out = state.as_dict()
+    if _truthy(query.get("context", "")):
+        out["context"] = state.context
+    return response(200, out)
 
 
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:
