@@ -347,9 +347,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def waiting_line(state: MachineState, now: float | None = None) -> str | None:
-    """``waiting until <time>`` for a machine on a timer; what it waits for in a wait state; else None."""
+    """``waiting until <time>`` for a machine on a timer; what it waits for in a wait state (its children
+    or an event, with the command that helps); else None."""
     if state.terminal:
         return None
+    children = WaitWords().children(state)  # an idle children wait: sending it an event would be refused
+    if children:
+        return f"{children} in state {state.state!r} (`fsmlog history ID` lists them)"
     if state.waiting_for_event:
         return f"waiting for an event in state {state.state!r} (`fsmlog send ID EVENT`)"
     due = state.waiting_until

@@ -12,6 +12,7 @@ from rich.console import Console
 from eventlog.codec import decode
 from eventlog.event import RETRY
 from fsmlog.cli import output as out
+from fsmlog.cli.machines import waiting_line
 from fsmlog.cli.waits import WaitWords, scheduled_line
 from projections.state import MachineState
 
@@ -159,3 +160,11 @@ def test_a_store_that_can_only_count_says_scheduled_records():
     when = time.strftime("%H:%M:%S", time.localtime(1_000_010.0))
     assert scheduled_line(CountingOnly(), 1_000_000.0) == f"3 scheduled records waiting, next due in 10.0s ({when})"
     assert scheduled_line(object(), 1_000_000.0) is None
+
+
+def test_status_ids_line_names_a_children_wait_and_an_event_wait_apart(waiting):
+    rig, ids = waiting
+    assert waiting_line(rig.engine.status(ids["basket"])) == (
+        "waiting for 2 children in state 'joining' (`fsmlog history ID` lists them)")
+    assert waiting_line(rig.engine.status(ids["asking"])) == (
+        "waiting for an event in state 'asked' (`fsmlog send ID EVENT`)")
