@@ -53,6 +53,7 @@ step_log = logging.getLogger("fsmlog.step")
 log = logging.getLogger("fsmlog.engine")
 
 LOCAL_CHAIN_LIMIT = 100  # local transitions followed in one invocation before going through the log
+JOIN_ATTEMPTS = 6  # tries of a join against failing sources (backoff 0.05 s doubling, at most 1 s apart)
 
 # (dotted path, resolved action) -> the callable the engine runs in its place; see Engine
 ActionWrapper = Callable[[str, ActionCallable], ActionCallable]
@@ -731,14 +732,23 @@ class Engine:
             self._join(parent)
 
     def _join(self, parent: str) -> None:
+        """Join ``parent``'s children, trying again on a failing source: the end of its last child is the
+        only moment that joins by itself, so a join lost to one fault would wait for an operator.
+        (Repeating is safe: a join appended twice has one event id, and the gate applies it once.)"""
+        from eventlog.retrying import retrying
+
         try:
-            rec = join_record(self.authority.state(parent), self.definitions, self.authority.state, self.clock())
-            if rec is not None:
-                self.services.log.append([OutRecord(parent, encode(rec))])
-                self.metrics.count("ChildrenJoined", 1, {"machine": rec.machine})
+            retrying(sleep=self.sleep, attempts=JOIN_ATTEMPTS, retry_if=lambda e: isinstance(e, BackendError))(
+                self._join_once, parent)
         except BackendError as exc:  # the parent waits; `replay scan` reports it, a later end joins it
-            log.warning("could not join the children of %s: %s", parent, exc)
+            log.warning("could not join the children of %s after %d tries: %s", parent, JOIN_ATTEMPTS, exc)
             self.metrics.count("ServiceErrors")
+
+    def _join_once(self, parent: str) -> None:
+        rec = join_record(self.authority.state(parent), self.definitions, self.authority.state, self.clock())
+        if rec is not None:
+            self.services.log.append([OutRecord(parent, encode(rec))])
+            self.metrics.count("ChildrenJoined", 1, {"machine": rec.machine})
 
     @staticmethod
     def _ending(s: _Step, mark: str | None) -> Ending:

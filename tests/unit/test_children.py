@@ -163,3 +163,28 @@ def test_a_join_that_could_not_read_the_log_happens_when_the_wait_is_delivered_a
     rig.drive()
     assert rig.engine.status(cid).state == "summed" and JOINED[cid] == 1
     assert rig.records(cid)[2].state == "joining"  # the wait's entry ran once: no second wait record
+
+
+def test_a_join_whose_reads_fail_a_few_times_still_happens_by_itself(rig):
+    """Sources that flap: the join is tried again, so the parent needs no operator to move on."""
+    from eventlog.errors import ServiceUnavailable
+
+    cid = rig.engine.start("basket", {"prices": [2, 3]})
+    real = rig.engine.authority.state
+    failures = {"left": 3}
+    naps: list[float] = []
+
+    def flaky(c):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise ServiceUnavailable("log unreadable for a moment")
+        return real(c)
+
+    rig.engine.authority.state = flaky
+    rig.engine.sleep = naps.append
+    try:
+        rig.drive()
+    finally:
+        rig.engine.authority.state = real
+    assert failures["left"] == 0 and len(naps) == 3  # three failed tries, each followed by a pause
+    assert rig.engine.status(cid).state == "summed" and JOINED[cid] == 1
