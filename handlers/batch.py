@@ -180,8 +180,27 @@ class Batch:
         except BackendError as exc:
             log.warning("%s: cannot tell whether its event ran (%s); dropped as a duplicate", record.describe(), exc)
             return
+        if applied is not None and _wait_redelivered(record, applied):
+            self.reissue(inbound, record, applied)
+            return
         if self.engine.late_event(inbound, record, self.result, applied):
             self.result.skipped -= 1  # parked, not skipped
+
+    def reissue(self, inbound: Inbound, record: Event, applied: Event) -> None:
+        """The wait this event answers was delivered again as a later attempt (``replay machine
+        --redispatch``) after the event was sent: the event did not lose, it is sent again at that
+        attempt. (Its event id keeps it to one application whatever copies there are.)"""
+        from eventlog.codec import encode
+        from eventlog.log import OutRecord
+
+        again = record.evolve(retries=applied.retries)
+        try:
+            self.engine.services.log.append([OutRecord(record.correlation_id, encode(again))])
+        except BackendError as exc:  # handed back: judged again when it is delivered again
+            log.warning("%s: could not send it again after its wait was redispatched: %s", record.describe(), exc)
+            self.result.failed_item_ids.append(inbound.item_id)
+            return
+        self.engine.metrics.count("EventsReissued", 1, {"machine": record.machine})
 
     def give_back(self, record: Event, adm: Admission) -> None:
         if adm.token is not None:
@@ -209,3 +228,12 @@ class Batch:
             else:
                 kept.append(s)
         self.engine._commit(kept, self.ends, self.result)
+
+
+def _wait_redelivered(record: Event, latest: Event) -> bool:
+    """Whether the log's latest record of the machine is the wait ``record`` answers, delivered again at
+    a later attempt (what a redispatch of a wait appends): same step, not ended, no event sent to it,
+    and no event of its own but its timeout's (which carries a due time)."""
+    waits = latest.event_id is None and (latest.event is None or latest.due is not None)
+    return (record.event_id is not None and waits and not latest.terminal
+            and latest.steps == record.steps and latest.retries > record.retries)

@@ -60,3 +60,24 @@ def test_a_redispatched_wait_takes_an_event_after_the_cache_forgot(rig, tmp_path
     parked = [letter.reason for letter in rig.services.dead_letters.list()]
     assert rig.engine.status(cid).state == "rejected" and RAN[(cid, "on_reject")] == 1, parked
     assert parked == []
+
+
+def test_an_event_overtaken_by_a_second_redispatch_is_sent_again_not_parked(rig, tmp_path):
+    """The log reads: the wait redispatched (retry 1), the event sent against it (retry 1), the wait
+    redispatched again (retry 2) before the event was handled, and the cache forgot the machine. The
+    log's latest record is then a later attempt of the same wait, which took no event: the event did
+    not lose to anything, so it is sent again at that attempt and applied once (found by the soak)."""
+    cid = rig.engine.start("approval")
+    settle(rig)
+    redispatch(rig, cid)
+    sent = rig.engine.send_event(cid, "reject", event_id="e-1")  # appended, not handled yet
+    assert sent.record.retries == 1
+    rig.log.append([OutRecord(cid, encode(retry_record(rig.engine.status(cid), rig.clock)))])  # retry 2
+    with sqlite3.connect(tmp_path / "engine.db") as db:
+        for table in CACHE_TABLES:
+            db.execute(f'DELETE FROM "{table}"')
+    settle(rig)
+    assert [letter.reason for letter in rig.services.dead_letters.list()] == []
+    assert rig.engine.status(cid).state == "rejected" and RAN[(cid, "on_reject")] == 1
+    events = [r for r in rig.records(cid) if r.event_id == "e-1"]
+    assert [(r.steps, r.retries) for r in events] == [(sent.record.steps, 1), (sent.record.steps, 2)]
