@@ -295,10 +295,9 @@ class Soak:
         data = json.dumps({"n": n, "send": tag})
         for attempt in range(SEND_ATTEMPTS):
             proc = self.cli("send", cid, "approve", "--data", data, "--event-id", f"approve-{cid}", "--fsm",
-                            str(FSM), timeout=30.0, check=False)
-            if proc.returncode == 0:
-                said = ("duplicate" if "applied already" in proc.stdout
-                        else "sent" if proc.stdout.startswith("sent ") else proc.stdout.strip()[:60])
+                            str(FSM), "--json", timeout=30.0, check=False)
+            if proc.returncode == 0:  # one JSON document: branch on its field, not on the sentence
+                said = "duplicate" if json.loads(proc.stdout)["duplicate"] else "sent"
                 self.sends[cid].append(f"cli {tag} {said}")
                 return
             self.sends[cid].append(f"cli {tag} failed")
