@@ -57,8 +57,10 @@ def test_a_loop_breaks_p2_from_the_count_that_never_reaches_zero(broken):
 
 def test_hidden_process_state_breaks_p3(broken):
     report = _check(broken, "remember")
-    assert report.properties() == ["P3"]  # judged before P5 on every case, so the only one raised
-    (v,) = report.violations
+    # P3 is judged before P5 on each case; a case with a fault can still differ from its fault-free run
+    # (P5) before the search meets one that shows P3 alone: hypothesis 6.168 (Python 3.10) does
+    assert report.properties()[0] == "P3" and set(report.properties()) <= {"P3", "P5"}
+    (v,) = [v for v in report.violations if v.prop == "P3"]
     assert (v.state, v.event, v.case.contexts, v.applied) == ("done", None, ({"amount": 0, "n": 0},), ())
     assert v.detail == ("run again from the same inputs with no fault, its context at the end differs "
                         "(route: 'fresh' then 'again')")
