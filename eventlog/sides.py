@@ -19,7 +19,7 @@ order- and duplicate-insensitive, so a union is exactly right.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .errors import BackendError
@@ -142,3 +142,16 @@ def read_machine(source: Any, key: str, after: str | None = None, *,
             if on_skipped is not None:
                 on_skipped(name, err)
     return out
+
+
+def pages(source: Any, page_size: int) -> Iterator[list[LogRecord]]:
+    """Every record on every readable side, a page at a time: the whole-log reads (status tables, id
+    prefixes) that cannot name a key."""
+    for _side, backend in readable_sides(source):
+        after = None
+        while True:
+            page = backend.read(after, page_size)
+            if not page:
+                break
+            yield page
+            after = page[-1].position

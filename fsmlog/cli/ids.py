@@ -93,17 +93,11 @@ def resolve(given: str, known: Iterable[str], *, kind: str, where: str, listing:
 
 def machine_ids(log: EventLog) -> set[str]:
     """The correlation id of every machine with a record in a readable side of the stream."""
-    from eventlog.sides import readable_sides
+    from eventlog.sides import pages
 
     ids: set[str] = set()
-    for _side, backend in readable_sides(log):
-        after = None
-        while True:
-            page = backend.read(after, READ_PAGE)
-            if not page:
-                break
-            ids.update(r.key for r in page)
-            after = page[-1].position
+    for page in pages(log, READ_PAGE):
+        ids.update(r.key for r in page)
     return ids
 
 

@@ -253,18 +253,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def _all_states(log: EventLog) -> list[MachineState]:
     """Every machine folded from every readable side of the stream source, newest first."""
-    from eventlog.sides import readable_sides
+    from eventlog.sides import pages
     from projections.fold import fold_records
 
     states: dict[str, MachineState] = {}
-    for _side, backend in readable_sides(log):
-        after = None
-        while True:
-            page = backend.read(after, READ_PAGE)
-            if not page:
-                break
-            states = fold_records(states, (r.data for r in page))
-            after = page[-1].position
+    for page in pages(log, READ_PAGE):
+        states = fold_records(states, (r.data for r in page))
     return sorted(states.values(), key=lambda s: s.time, reverse=True)
 
 
