@@ -96,12 +96,14 @@ class Gate:
         doubt = sorted({k.cid for k, a in zip(keys, admissions) if a.token is not None and not a.known})
         if not doubt or self.authority is None:
             return admissions
-        try:
-            last = self.authority(doubt)
-        except BackendError:  # no verdict: those records stay unknown and are handed back, never run blind
-            return admissions
-        self.verified += len(doubt)
-        return [a if a.token is None or a.known else _decided(k, a, last.get(k.cid))
+        last: dict[str, Event | None] = {}
+        for cid in doubt:  # one machine at a time: a failing read costs that machine's verdict only
+            try:
+                last.update(self.authority([cid]))
+            except BackendError:  # no verdict: its records stay unknown and are handed back, never run blind
+                continue
+        self.verified += len(last)
+        return [a if a.token is None or a.known or k.cid not in last else _decided(k, a, last[k.cid])
                 for k, a in zip(keys, admissions)]
 
     def superseded(self, cid: str, steps: int, retries: int) -> bool | None:

@@ -343,6 +343,29 @@ def test_the_gate_asks_the_log_when_the_other_side_cannot_be_read(sides):
     assert adm.token is not None and adm.known and not adm.done
 
 
+def test_a_failing_log_read_leaves_only_its_own_machine_unknown(sides):
+    """After a cache forgot every machine, a batch asks the log of each; a read that fails must not
+    cost the other machines their verdict (with every record handed back, a batch of machines the
+    cache forgot would rarely get through a flapping primary)."""
+    p, s = sides
+    pair = _pair(p, s)
+    ok1, bad, ok2 = _cid(), _cid(), _cid()
+    asked: list[list[str]] = []
+
+    def authority(cids):
+        asked.append(list(cids))
+        if bad in cids:
+            raise ServiceUnavailable("the log's primary failed this read")
+        return dict.fromkeys(cids)
+
+    s.down = True
+    gate = Gate(pair, "w", HOLD, DEDUPE, authority=authority)
+    a1, b, a2 = gate.begin_many([(ok1, 3, 0), (bad, 3, 0), (ok2, 3, 0)])
+    assert sorted(asked) == sorted([[ok1], [bad], [ok2]]) and gate.verified == 2
+    assert (a1.known, a1.done, a2.known, a2.done) == (True, False, True, False)
+    assert b.token is not None and (b.known, b.done) == (False, False)  # handed back, never run blind
+
+
 def test_peek_reads_both_sides_and_takes_no_lease(sides):
     p, s = sides
     pair = _pair(p, s)
