@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import ChaosError, SettingsError
+from .proxy import declaring
 from .settings import SOURCES, Settings
 
 # the public methods of each interface: these are the ones that fail on purpose
@@ -106,7 +107,13 @@ def _validated(source: str, entry: Any) -> dict[str, float]:
 
 
 class ChaosProxy:
-    """Wraps a backend; its interface methods fail on purpose, everything else passes through."""
+    """Wraps a backend; its interface methods fail on purpose, everything else passes through.
+
+    It declares the backend's methods (``eventlog.proxy``), so it passes for every protocol the
+    backend serves, fast paths included, on every Python."""
+
+    def __new__(cls, backend: Any, *args: Any, **kwargs: Any) -> ChaosProxy:
+        return object.__new__(declaring(cls, backend))
 
     def __init__(self, backend: Any, target: str, kind: str | None, faults: dict[str, float],
                  rng: random.Random, service: str | None = None) -> None:

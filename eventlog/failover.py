@@ -40,6 +40,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import BackendError, ServiceUnavailable, SettingsError
+from .proxy import declaring
 from .settings import Settings
 from .sides import SECONDARY, tag_position
 
@@ -198,7 +199,13 @@ class CircuitPair(SidePair):
 
 
 class FailoverProxy(CircuitPair):
-    """Serves one source kind from the primary, falling over to the secondary."""
+    """Serves one source kind from the primary, falling over to the secondary.
+
+    It declares the methods both sides have (``eventlog.proxy``), so it passes for the protocols
+    they serve (batched checkpoints, a readable log) on every Python."""
+
+    def __new__(cls, kind: str, primary: Any, secondary: Any, *args: Any, **kwargs: Any) -> FailoverProxy:
+        return object.__new__(declaring(cls, primary, secondary))
 
     def __getattr__(self, attr: str) -> Any:
         if attr.startswith("_") or attr in ("primary", "secondary"):  # unset while unpickling
@@ -207,6 +214,8 @@ class FailoverProxy(CircuitPair):
             return getattr(self.primary, attr)
         if not callable(getattr(self.primary, attr, None)):
             return getattr(self.primary, attr)
+        if not callable(getattr(self.secondary, attr, None)):  # an optional call only one side has
+            raise AttributeError(f"{attr}: the secondary {self.kind.lower()} source {self.secondary.name} lacks it")
 
         def failing_over(*args: Any, **kwargs: Any) -> Any:
             return self._call(attr, args, kwargs)

@@ -32,6 +32,7 @@ from eventlog.codec import decode
 from eventlog.embedded import EmbeddedBackend
 from eventlog.event import Event
 from eventlog.log import LogRecord, ReadableLog
+from eventlog.proxy import declaring
 from eventlog.settings import SOURCES, load_settings
 from handlers.engine import Engine, Inbound
 from handlers.errors import HandlerError
@@ -83,7 +84,13 @@ def chdir_world(path: Path) -> Iterator[Path]:
 
 
 class _Crashable:
-    """A log or retry store whose next write can be made to fail as if the process died."""
+    """A log or retry store whose next write can be made to fail as if the process died.
+
+    It declares the store's methods (``eventlog.proxy``), so the engine sees the same optional
+    interfaces through it on every Python."""
+
+    def __new__(cls, backend: Any, write: str) -> _Crashable:
+        return object.__new__(declaring(cls, backend))
 
     def __init__(self, backend: Any, write: str) -> None:
         self.wrapped = backend

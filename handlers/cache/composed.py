@@ -60,9 +60,14 @@ class ComposedSteps:
             out.append(StepView(token, self._mark(key), self.cache.marked(abort_key(key.cid))))
         return out
 
-    def peek_steps(self, cids: Sequence[str]) -> list[StepView]:
-        """A plain cache cannot list a machine's flags: it answers 'unknown', so the gate asks the log."""
-        return [StepView(None, None, self.cache.marked(abort_key(cid))) for cid in cids]
+    def peek_steps(self, items: Sequence[StepKey]) -> list[StepView]:
+        """What this side's flags tell of each record, taking no lease.
+
+        As the other side of a failover pair this is the proof that a record was handled there: a
+        worker cut off from the primary ran the step on this side, and the primary's own flags (the
+        step before it done) make the record look new. Answering by machine alone ("nothing known")
+        let the step run again once the primary was back (the model test found it)."""
+        return [StepView(None, self._mark(key), self.cache.marked(abort_key(key.cid))) for key in items]
 
     def end_steps(self, items: Sequence[Ending], owner: str, dedupe_s: float) -> None:
         for e in items:

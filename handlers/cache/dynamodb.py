@@ -227,15 +227,15 @@ class DynamoDBCache:
 
         return self._each(begin, items)
 
-    def peek_steps(self, cids: Sequence[str]) -> list[StepView]:
+    def peek_steps(self, items: Sequence[StepKey]) -> list[StepView]:
         from eventlog.aws import call
 
-        def peek(cid: str) -> StepView:
+        def peek(key: StepKey) -> StepView:
             response = call(self._client.get_item, resource=self.arn, TableName=self.table,
-                            Key={"key": {"S": f"L|lease:{cid}"}}, ConsistentRead=True)
+                            Key={"key": {"S": f"L|lease:{key.cid}"}}, ConsistentRead=True)
             return self._view(None, response.get("Item", {}), self._clock())
 
-        return self._each(peek, cids)
+        return self._each(peek, items)
 
     def check_leases(self, items: Sequence[tuple[str, int]], owner: str, ttl_s: float) -> list[bool]:
         """The fence counters of a batch's machines with consistent BatchGetItem reads (100 keys a call,

@@ -136,7 +136,7 @@ class FailoverSteps(SidePair):
             if side == SECONDARY:
                 self.split += sum(1 for v in views if v.token is not None)
         try:
-            others = self._side(other).peek_steps([k.cid for k in items])
+            others = self._side(other).peek_steps(items)
         except BackendError:
             with self._lock:
                 self.unverified += len(items)
@@ -159,13 +159,13 @@ class FailoverSteps(SidePair):
             views[i] = view
         return views
 
-    def peek_steps(self, cids: Sequence[str]) -> list[StepView]:
+    def peek_steps(self, items: Sequence[StepKey]) -> list[StepView]:
         answers = []
         for side in (self.primary, self.secondary):
             try:
-                answers.append(side.peek_steps(cids))
+                answers.append(side.peek_steps(items))
             except BackendError:
-                answers.append([StepView(None, None, False)] * len(cids))
+                answers.append([StepView(None, None, False)] * len(items))
         return [_merged(a, b, PRIMARY) for a, b in zip(*answers)]
 
     # ---------------------------------------------------------------- leases

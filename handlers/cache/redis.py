@@ -240,16 +240,16 @@ class RedisCache:
                 out.append(StepView(int(token), None if int(mark) < -1 else int(mark), bool(int(aborted))))
         return out
 
-    def peek_steps(self, cids: Sequence[str]) -> list[StepView]:
+    def peek_steps(self, items: Sequence[StepKey]) -> list[StepView]:
         def run() -> list[Any]:
             with self._client.pipeline(transaction=False) as pipe:
-                for cid in cids:
-                    _, _, done, abort = self._gate_keys(cid)
+                for key in items:
+                    _, _, done, abort = self._gate_keys(key.cid)
                     pipe.get(done)
                     pipe.exists(abort)
                 return pipe.execute()
 
-        answers = self._call("peek_steps", run) if cids else []
+        answers = self._call("peek_steps", run) if items else []
         return [StepView(None, None if mark is None else int(mark), bool(int(aborted)))
                 for mark, aborted in zip(answers[0::2], answers[1::2])]
 

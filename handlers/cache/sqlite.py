@@ -98,10 +98,10 @@ class SqliteCache(EmbeddedBackend):
         mark = int(row[0]) if row[1] > now else None  # -1: known, nothing handled (a registered start)
         return mark, row[2] > now
 
-    def peek_steps(self, cids: Sequence[str]) -> list[StepView]:
+    def peek_steps(self, items: Sequence[StepKey]) -> list[StepView]:
         now = self.clock()
         with self.db.transaction() as conn:
-            return [StepView(None, *self._progress(conn, cid, now)) for cid in cids]
+            return [StepView(None, *self._progress(conn, key.cid, now)) for key in items]
 
     def end_steps(self, items: Sequence[Ending], owner: str, dedupe_s: float) -> None:
         """Marks first, then releases, in one transaction.

@@ -144,8 +144,9 @@ class StepCache(Protocol):
         the lease since), read only: what a holder asks just before it appends."""
         ...
 
-    def peek_steps(self, cids: Sequence[str]) -> list[StepView]:
-        """Marks and abort flags, taking no lease (token None): the other side of a failover pair."""
+    def peek_steps(self, items: Sequence[StepKey]) -> list[StepView]:
+        """Each record's machine's mark and abort flag, taking no lease (token None): the other side of a
+        failover pair. A store that keeps flags per step (``ComposedSteps``) answers for the record."""
         ...
 
     def abort_machine(self, cid: str, dedupe_s: float) -> None: ...

@@ -477,13 +477,11 @@ def test_peek_reads_marks_and_aborts_and_takes_no_lease(store):
     _run(gate, ran, 1)
     held = gate.begin(ran, 2)
     gate.abort(aborted)
-    views = steps.peek_steps([ran, aborted, unknown])
+    views = steps.peek_steps([StepKey(ran, 1, 0), StepKey(aborted, 0, 0), StepKey(unknown, 0, 0)])
     assert [v.token for v in views] == [None, None, None]
     assert [v.aborted for v in views] == [False, True, False]
-    if isinstance(store, StepCache):  # a high-water store tells the mark
-        assert [v.mark for v in views] == [completed_ordinal(1), None, None]
-    else:  # a plain cache cannot list a machine's flags: unknown, so the gate asks the log
-        assert [v.mark for v in views] == [None, None, None]
+    # a high-water store tells the machine's mark; a plain cache's flags tell the record's (its step done)
+    assert [v.mark for v in views] == [completed_ordinal(1), None, None]
     assert _gate(store, "b").begin(ran, 2).token is None  # a's lease is untouched
     assert gate.renew([(ran, held.token)]) == [True]
     for cid in (aborted, unknown):  # and the peek took none
@@ -620,7 +618,7 @@ def test_redis_batch_is_one_pipeline_to_begin_and_one_to_end(redis_cache, monkey
         sizes[k] = trips.take()[0]
     assert sizes[1] == sizes[20]
     assert all(v.token is not None for v in views)
-    assert all(v.mark == completed_ordinal(1) for v in steps.peek_steps(cids))
+    assert all(v.mark == completed_ordinal(1) for v in steps.peek_steps([StepKey(c, 1, 0) for c in cids]))
 
 
 @pytest.mark.parametrize("n", [1, 20])
@@ -636,5 +634,5 @@ def test_redis_batch_costs_one_round_trip_to_begin_and_one_to_end(redis_cache, m
     assert (begin[0], end[0]) == (1, 1), f"begin sent {begin[2]}, end sent {end[2]}"
     assert len(steps.renew_leases([(cid, v.token) for cid, v in zip(cids, views)], "a", HOLD)) == n
     assert trips.take()[0] == 1
-    steps.peek_steps(cids)
+    steps.peek_steps([StepKey(c, 1, 0) for c in cids])
     assert trips.take()[0] == 1

@@ -205,7 +205,7 @@ def test_every_admission_asks_the_primary_first_while_leases_go_to_the_secondary
     assert FAILOVERS["CACHE"] - before == 5
     assert isinstance(pair.last_error, ChaosError) and pair.name == REDIS_ARN
     # the leases and marks really are on the secondary, and the leases were given back there
-    assert [v.mark for v in secondary.peek_steps(cids)] == [completed_ordinal(1)] * 5
+    assert [v.mark for v in secondary.peek_steps([StepKey(c, 1, 0) for c in cids])] == [completed_ordinal(1)] * 5
     assert all(v.token is not None for v in secondary.begin_steps([StepKey(c, 2, 0) for c in cids], "other", LEASE))
 
 
@@ -234,9 +234,9 @@ def test_a_lease_taken_on_the_secondary_stays_there_while_admissions_return_to_t
     assert raw_primary.acquire("lease:A", "other", LEASE) is not None  # the primary never held A
     gate.end("A", 1, a.token, True)
     assert secondary.holder("lease:A") is None
-    assert raw_primary.peek_steps(["A"])[0].mark == completed_ordinal(1)  # the mark was copied over
+    assert raw_primary.peek_steps([StepKey("A", 1, 0)])[0].mark == completed_ordinal(1)  # the mark was copied over
     gate.end("B", 1, b.token, True)
-    assert secondary.peek_steps(["B"])[0].mark == completed_ordinal(1)
+    assert secondary.peek_steps([StepKey("B", 1, 0)])[0].mark == completed_ordinal(1)
     assert (pair.failovers, pair.split) == (1, 1)
 
 
@@ -289,7 +289,7 @@ def test_a_stopped_redis_server_fails_over_to_dynamodb_and_back(redis_server_pro
         assert gate.renew([("during", during.token)]) == [True]
         gate.end("during", 1, during.token, True)
         assert isinstance(pair.last_error, ServiceUnavailable) and pair.split == 1
-        assert secondary.peek_steps(["during"])[0].mark == completed_ordinal(1)
+        assert secondary.peek_steps([StepKey("during", 1, 0)])[0].mark == completed_ordinal(1)
     finally:
         redis_server_process.restart()
     # back (and empty: no persistence): admissions are on the primary, which learns from DynamoDB

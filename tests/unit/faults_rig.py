@@ -22,8 +22,10 @@ from eventlog.codec import decode
 from eventlog.errors import ServiceUnavailable
 from eventlog.event import Event
 from eventlog.log import LogRecord
+from eventlog.proxy import declaring
 from eventlog.settings import SOURCES, load_settings
 from handlers import wiring
+from handlers.cache.steps import completed_ordinal, ordinal
 from handlers.engine import BatchResult, Engine, Inbound
 from handlers.services import Services
 from projections.definition import from_dict
@@ -46,7 +48,11 @@ class Reach:
     """One side backend as one worker sees it: every call fails while ``up()`` says the side is cut off.
 
     Like ``eventlog.chaos.ChaosProxy`` it names the backend it wraps (``wrapped``), for the tools
-    that look behind wrappers (e.g. to list snapshots)."""
+    that look behind wrappers (e.g. to list snapshots), and declares the backend's methods
+    (``eventlog.proxy``): the engine takes the same paths through it on every Python."""
+
+    def __new__(cls, backend: Any, up: Callable[[], bool], label: str) -> Reach:
+        return object.__new__(declaring(cls, backend))
 
     def __init__(self, backend: Any, up: Callable[[], bool], label: str) -> None:
         self.__dict__["wrapped"] = backend
@@ -73,8 +79,39 @@ class Reach:
     def __setattr__(self, name: str, value: Any) -> None:
         setattr(self._backend, name, value)
 
+    @property
+    def name(self) -> str:
+        return self._backend.name
+
     def __repr__(self) -> str:
         return f"Reach({self._label})"
+
+
+class PlainCache:
+    """A cache side with only the basic ``Cache`` calls, as Memcached has: the gate composes its
+    per-step flags (``handlers.cache.composed.ComposedSteps``) instead of a high-water mark."""
+
+    def __init__(self, cache: Any) -> None:
+        self.wrapped = cache
+        self.name = cache.name
+
+    def acquire(self, key: str, owner: str, ttl_s: float, floor: int = 0) -> int | None:
+        return self.wrapped.acquire(key, owner, ttl_s, floor)
+
+    def release(self, key: str, owner: str, token: int) -> None:
+        self.wrapped.release(key, owner, token)
+
+    def extend(self, key: str, owner: str, token: int, ttl_s: float) -> bool:
+        return self.wrapped.extend(key, owner, token, ttl_s)
+
+    def mark(self, key: str, ttl_s: float) -> bool:
+        return self.wrapped.mark(key, ttl_s)
+
+    def marked(self, key: str) -> bool:
+        return self.wrapped.marked(key)
+
+    def close(self) -> None:
+        self.wrapped.close()
 
 
 class Worker:
@@ -110,7 +147,9 @@ class Worker:
 class FaultRig:
     """Two SQLite files (the primary and the secondary side of every source), one clock, many workers."""
 
-    def __init__(self, tmp_path: Any, machines: list[dict], **settings: Any) -> None:
+    def __init__(self, tmp_path: Any, machines: list[dict], *, plain_cache: bool = False, **settings: Any) -> None:
+        """``plain_cache``: every worker's cache sides offer only the basic calls (``PlainCache``)."""
+        self.plain_cache = plain_cache
         self.urls = {PRIMARY: f"sqlite:///{tmp_path}/primary.db", SECONDARY: f"sqlite:///{tmp_path}/secondary.db"}
         values: dict[str, Any] = {}
         for kind in SOURCES:
@@ -147,6 +186,8 @@ class FaultRig:
             if hasattr(backend, "clock"):
                 backend.clock = self.clock
             self._closing.append(backend)
+            if kind == "CACHE" and self.plain_cache:
+                backend = PlainCache(backend)
             return Reach(backend, lambda: up[(kind, name)], f"{who}'s {name} {kind}")
 
         wiring.open_backend = reached
@@ -199,6 +240,26 @@ class FaultRig:
         db = self.raw[side]["CACHE"].db
         rows = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         return sorted(r[0] for r in rows if r[0] not in NOT_CACHE)
+
+    def marks(self, side: str) -> dict[str, int]:
+        """What the cache side knows each machine handled, as an ordinal: its high-water mark, or (a
+        plain cache) the highest of its per-step flags."""
+        db = self.raw[side]["CACHE"].db
+        if not self.plain_cache:
+            return {cid: int(done) for cid, done in db.execute("SELECT cid, done FROM progress")}
+        out: dict[str, int] = {}
+        for (key,) in db.execute("SELECT key FROM flags"):
+            kind, _, rest = key.partition(":")
+            if kind == "done":
+                cid, _, steps = rest.rpartition(":")
+                mark = completed_ordinal(int(steps))
+            elif kind == "tried":
+                cid, steps, retries = rest.rsplit(":", 2)
+                mark = ordinal(int(steps), int(retries))
+            else:
+                continue
+            out[cid] = max(mark, out.get(cid, mark))
+        return out
 
     def forget_cache(self, side: str, cid: str | None = None) -> None:
         """Empty every cache table of ``side`` (a flush or a restart), or evict one machine's rows."""

@@ -77,9 +77,9 @@ class Side:
         self._enter("renew_leases")
         return self.cache.renew_leases(items, owner, ttl_s)
 
-    def peek_steps(self, cids):
+    def peek_steps(self, items):
         self._enter("peek_steps")
-        return self.cache.peek_steps(cids)
+        return self.cache.peek_steps(items)
 
     def abort_machine(self, cid, dedupe_s):
         self._enter("abort_machine")
@@ -110,7 +110,7 @@ def _holder(side: Side, cid: str) -> tuple[str, int] | None:
 
 
 def _mark(side: Side, cid: str) -> int | None:
-    return side.cache.peek_steps([cid])[0].mark
+    return side.cache.peek_steps([StepKey(cid, 0, 0)])[0].mark
 
 
 @pytest.fixture
@@ -373,12 +373,12 @@ def test_peek_reads_both_sides_and_takes_no_lease(sides):
     p.cache.end_steps([Ending(hi, 1, 0, None, DONE), Ending(lo, 4, 0, None, DONE)], "x", DEDUPE)
     s.cache.end_steps([Ending(hi, 3, 0, None, DONE), Ending(lo, 2, 0, None, DONE)], "x", DEDUPE)
     s.cache.abort_machine(lo, DEDUPE)
-    views = pair.peek_steps([hi, lo, gone])
+    views = pair.peek_steps([StepKey(c, 0, 0) for c in (hi, lo, gone)])
     assert [(v.token, v.mark, v.aborted) for v in views] == [
         (None, completed_ordinal(3), False), (None, completed_ordinal(4), True), (None, None, False)]
     assert all(_holder(side, c) is None for side in (p, s) for c in (hi, lo, gone))
     s.down = True  # one side unreadable: the other's answer
-    assert pair.peek_steps([hi])[0].mark == completed_ordinal(1)
+    assert pair.peek_steps([StepKey(hi, 0, 0)])[0].mark == completed_ordinal(1)
 
 
 def test_abort_reaches_every_side_that_answers(sides):
@@ -627,3 +627,36 @@ def test_each_record_of_a_batch_is_judged_against_the_other_sides_proof(sides):
     assert start.token == nxt.token and start.side == "primary"
     assert start.done  # never run again
     assert not nxt.done and not nxt.known  # the primary never followed the machine to step 2: the log decides
+
+
+# ---------------------------------------------------------------- the other side's proof, per store kind
+
+
+@pytest.mark.parametrize("composed", [False, True], ids=["high-water", "composed"])
+def test_a_step_handled_only_on_the_secondary_is_proven_there_once_the_primary_answers(files, composed):
+    """A worker cut off from the primary ran step 2 on the secondary; the primary knows only that step 1
+    completed, so by its own flags record 2 looks new. The secondary's answer proves it handled, for a
+    plain cache's per-step flags (``ComposedSteps``) as for a high-water mark. (The model test found
+    the composed pair running the step again once the primary was back.)"""
+    from handlers.cache.composed import ComposedSteps
+
+    raw = [SqliteCache(files[0]), SqliteCache(files[1])]
+    p, s = (Side(ComposedSteps(c) if composed else c, label) for c, label in zip(raw, ("primary", "secondary")))
+    try:
+        pair = _pair(p, s)
+        cid = _cid()
+        gate = Gate(pair, "w", HOLD, DEDUPE)
+        first = gate.begin(cid, 1)  # both reach: steps 0 and 1 on the primary, copied to the secondary
+        gate.end(cid, 1, first.token, True)
+        p.down = True
+        cut = gate.begin(cid, 2)  # the primary unreachable: step 2 runs on the secondary
+        assert cut.side == "secondary" and not cut.done  # (unknown: the primary cannot be read, the log is asked)
+        gate.end(cid, 2, cut.token, True)  # its mark is not copied: the primary is still down
+        p.down = False
+        again = Gate(pair, "other", HOLD, DEDUPE).begin(cid, 2)  # record 2 delivered again
+        assert again.side == "primary" and again.token is not None
+        assert again.done, "the secondary's mark proves step 2 completed"
+        assert not Gate(pair, "other", HOLD, DEDUPE).begin(cid, 3).done  # the next step still runs
+    finally:
+        for cache in raw:
+            cache.close()

@@ -11,6 +11,7 @@ from eventlog.backends.sqlite import SqliteLog
 from eventlog.embedded import FORMAT_VERSION, EmbeddedBackend, Tables, open_db, parse_target
 from eventlog.errors import BackendError
 from handlers.cache.sqlite import SqliteCache
+from handlers.cache.steps import StepKey
 from handlers.deadletters.sqlite import SqliteDeadLetters
 from handlers.environment.sqlite import SqliteEnvironment
 from handlers.metrics.sqlite import SqliteMetrics
@@ -106,7 +107,7 @@ def test_a_file_written_before_backends_owned_their_tables_opens_with_its_data(t
         assert cache.holder("lease:m9") == ("o", 1)
         assert cache.acquire("lease:m9", "o", 10) == 2  # the old fence counter goes on
         assert cache.marked("m1:3")
-        assert cache.peek_steps(["m1"])[0].mark == 3145727  # the old high-water mark
+        assert cache.peek_steps([StepKey("m1", 1, 0)])[0].mark == 3145727  # the old high-water mark
         assert environment.get("env") == b"big"
         assert metrics.read() == {("n", (("a", "1"),)): 2.0}
         assert dead.get("542c14fdd7a6dd8b8c1b9526c9a6718e").data == b"\xff"
