@@ -2,7 +2,7 @@
 
 Each test runs twice per backend: on the cache as it is (its batch store
 ``handlers.cache.steps.StepCache`` when it offers one; Memcached offers none)
-and on ``BasicOnly``, which hides it so the gate composes each call from
+and on ``tests.plain_cache.PlainCache``, which hides it so the gate composes each call from
 ``acquire``/``release``/``extend``/``mark``/``marked``. Both paths must keep the
 same contract.
 """
@@ -26,39 +26,17 @@ from handlers.cache.steps import (
     token_floor,
 )
 from handlers.gate import Admission, Gate, lease_key
+from tests.plain_cache import PlainCache
 
 HOLD = 30.0  # a lease that does not run out during a test
 DEDUPE = 300.0
 FAST_BACKENDS = {"sqlite_cache", "redis_cache", "dynamodb_cache"}  # caches that must offer the fast path
 
 
-class BasicOnly:
-    """A cache with only the basic ``Cache`` calls, so the gate takes its composed path."""
-
-    def __init__(self, cache) -> None:
-        self._cache = cache
-        self.name = cache.name
-
-    def acquire(self, key: str, owner: str, ttl_s: float, floor: int = 0) -> int | None:
-        return self._cache.acquire(key, owner, ttl_s, floor)
-
-    def release(self, key: str, owner: str, token: int) -> None:
-        self._cache.release(key, owner, token)
-
-    def extend(self, key: str, owner: str, token: int, ttl_s: float) -> bool:
-        return self._cache.extend(key, owner, token, ttl_s)
-
-    def mark(self, key: str, ttl_s: float) -> bool:
-        return self._cache.mark(key, ttl_s)
-
-    def marked(self, key: str) -> bool:
-        return self._cache.marked(key)
-
-
 @pytest.fixture(params=["as_is", "composed"])
 def store(request, cache):
     """The cache under test, as it is or with its fast path hidden."""
-    return cache if request.param == "as_is" else BasicOnly(cache)
+    return cache if request.param == "as_is" else PlainCache(cache)
 
 
 @pytest.fixture
@@ -87,7 +65,7 @@ def empty_twin(request, store, tmp_path):
         twin = DynamoDBCache.create(arn, settings_for(request.getfixturevalue("moto_server"), [arn]))
     else:
         raise AssertionError(f"no empty twin for {backend}")
-    yield BasicOnly(twin) if isinstance(store, BasicOnly) else twin
+    yield PlainCache(twin) if isinstance(store, PlainCache) else twin
     close = getattr(twin, "close", None)
     if close is not None:
         close()
@@ -96,7 +74,7 @@ def empty_twin(request, store, tmp_path):
 def _forget(store, cid: str) -> None:
     """Everything the store keeps of machine ``cid`` is gone (evicted, flushed, restarted): its lease,
     fence counter, mark, flags."""
-    cache = store._cache if isinstance(store, BasicOnly) else store
+    cache = store.wrapped if isinstance(store, PlainCache) else store
     kind = type(cache).__name__
     if kind == "SqliteCache":
         with cache.db.transaction() as conn:
@@ -147,7 +125,7 @@ def _run(gate: Gate, cid: str, steps: int) -> int:
 def test_the_batch_store_is_offered_by_the_fast_backends(request, cache):
     backend = request.node.callspec.params["cache"]
     assert isinstance(cache, StepCache) == (backend in FAST_BACKENDS)
-    assert not isinstance(BasicOnly(cache), StepCache)
+    assert not isinstance(PlainCache(cache), StepCache)
 
 
 def test_begin_admits_a_fresh_step_with_a_token(store):

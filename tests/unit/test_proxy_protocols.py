@@ -26,7 +26,7 @@ from handlers.retries import WaitingRetries
 from handlers.retries.sqlite import SqliteRetries
 from projections.checkpoints import BatchCheckpoints, CheckpointStore
 from projections.checkpoints.sqlite import SqliteCheckpoints
-from tests.unit.faults_rig import PlainCache
+from tests.plain_cache import PlainCache
 
 
 def _chaos(backend, faults=None):
