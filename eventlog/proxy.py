@@ -10,7 +10,7 @@ it: on 3.13 a cache under ``AWS_CHAOS`` took the composed path of a plain cache.
 
 ``declaring(Proxy, backend, ...)`` is a subclass of ``Proxy`` that declares every public method
 the backends all have, each forwarded through the proxy's own ``__getattr__`` (so the proxy
-still decides what a call does). Instances pickle by naming the proxy class and the backend
+still decides what a call does), and ``name``, the one field the protocols declare. Instances pickle by naming the proxy class and the backend
 types, for worker processes started with ``spawn``.
 """
 
@@ -56,6 +56,8 @@ def _make(proxy: type, types: tuple[type, ...]) -> type:
     shared = set.intersection(*(_public_methods(t) for t in types)) if types else set()
     own = {name for name in dir(proxy) if not name.startswith("_")}
     body: dict[str, Any] = {name: _forwarded(name) for name in sorted(shared - own)}
+    if inspect.getattr_static(proxy, "name", None) is None:  # the one field the protocols declare
+        body["name"] = property(lambda self: type(self).__getattr__(self, "name"), doc="The backend's name.")
     body["__reduce__"] = _reduce
     body["__module__"] = proxy.__module__
     body["_declared_for"] = types

@@ -103,3 +103,21 @@ def test_proxies_pickle_as_their_declaring_class(target):
         back.close()
     finally:
         checkpoints.close()
+
+
+def test_a_proxy_without_its_own_name_passes_for_protocols_that_declare_one(target):
+    """The testing kit's crash proxy has no ``name`` of its own: its log and retry store must still
+    pass for ``ReadableLog`` and ``RetryStore`` (on 3.13 they did not)."""
+    from eventlog.backends.sqlite import SqliteLog
+    from eventlog.log import ReadableLog
+    from fsmlog.testing.runner import _Crashable
+    from handlers.retries import RetryStore
+
+    log, retries = SqliteLog(target), SqliteRetries(target)
+    try:
+        crash_log, crash_retries = _Crashable(log, "append"), _Crashable(retries, "schedule")
+        assert isinstance(crash_log, ReadableLog) and crash_log.name == log.name
+        assert isinstance(crash_retries, RetryStore) and isinstance(crash_retries, WaitingRetries)
+    finally:
+        log.close()
+        retries.close()
