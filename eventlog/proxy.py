@@ -10,8 +10,9 @@ it: on 3.13 a cache under ``AWS_CHAOS`` took the composed path of a plain cache.
 
 ``declaring(Proxy, backend, ...)`` is a subclass of ``Proxy`` that declares every public method
 the backends all have, each forwarded through the proxy's own ``__getattr__`` (so the proxy
-still decides what a call does), and ``name``, the one field the protocols declare. Instances pickle by naming the proxy class and the backend
-types, for worker processes started with ``spawn``.
+still decides what a call does), and ``name``, the one field the protocols declare. Instances
+pickle by naming the proxy class and the backend types, for worker processes started with
+``spawn``.
 """
 
 from __future__ import annotations
