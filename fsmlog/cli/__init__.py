@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from eventlog.errors import FsmlogError
+from eventlog.errors import FsmlogError, ServiceUnavailable
 from eventlog.settings import SOURCES, Settings, load_settings
 
 if TYPE_CHECKING:  # the engine and its backends are imported by the commands that run them
@@ -58,6 +58,9 @@ class Interrupted(FsmlogError):
 
 
 EXIT_INTERRUPTED = 130  # what a shell reports for a process ended by SIGINT
+# a source could not be reached (after its retries): worth trying again, unlike a refusal or a mistake
+# (exit status 1), which a script must not retry blindly
+EXIT_UNAVAILABLE = 3
 
 
 class Parser(argparse.ArgumentParser):
@@ -133,6 +136,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print("error: interrupted", file=sys.stderr)
         return 1
+    except ServiceUnavailable as exc:
+        _report(exc, args.debug)
+        return EXIT_UNAVAILABLE
     except (FsmlogError, OSError) as exc:
         _report(exc, args.debug)
         return 1

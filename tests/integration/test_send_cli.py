@@ -23,9 +23,10 @@ def fsmlog(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("FSMLOG_") and not k.endswith("_SOURCE")}
     env.update(PYTHONPATH=str(ROOT), COLUMNS="200")
 
-    def run(*args: str) -> subprocess.CompletedProcess:
+    def run(*args: str, **more_env: str) -> subprocess.CompletedProcess:
         argv = [sys.executable, "-m", "fsmlog.cli", "--db", str(tmp_path / "a.db"), *args]
-        return subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        return subprocess.run(argv, cwd=tmp_path, env={**env, **more_env}, capture_output=True, text=True,
+                              timeout=120)
 
     return run
 
@@ -73,3 +74,18 @@ def test_an_event_sent_before_the_start_ran_is_refused_as_not_waiting_yet(fsmlog
     assert (early.returncode, early.stderr.splitlines()) == (1, [
         "error: machine 'purchase' (pr-2) in state 'requested' has not reached its wait yet: its start record "
         "waits for a worker (`fsmlog worker`); event 'approve' not sent, send it once the start has run"])
+
+
+def test_a_source_that_cannot_be_reached_exits_3_and_a_refusal_exits_1(fsmlog):
+    """A script retries exit status 3 (the source failed: the event was not sent, try again) and never
+    a refusal (exit status 1: the machine cannot take the event)."""
+    assert fsmlog("start", str(QUICK), "--machine", "purchase", "--id", "pr-1",
+                  "--context", '{"item": "laptop"}').returncode == 0
+    assert fsmlog("worker", str(QUICK), "--once").returncode == 0  # it waits for the event
+    down = fsmlog("send", "pr-1", "approve", "--fsm", str(QUICK),
+                  AWS_CHAOS=json.dumps({"sqlite": {"ConnectionError": 1.0}}))
+    assert down.returncode == 3, down.stderr
+    [line] = down.stderr.splitlines()
+    assert line.startswith("error: chaos: injected ConnectionError on sqlite:") and "a.db" in line
+    assert fsmlog("send", "pr-1", "ship", "--fsm", str(QUICK)).returncode == 1
+    assert fsmlog("send", "pr-1", "approve", "--fsm", str(QUICK)).returncode == 0
