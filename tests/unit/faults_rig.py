@@ -25,7 +25,6 @@ from eventlog.log import LogRecord
 from eventlog.proxy import declaring
 from eventlog.settings import SOURCES, load_settings
 from handlers import wiring
-from handlers.cache.steps import completed_ordinal, ordinal
 from handlers.engine import BatchResult, Engine, Inbound
 from handlers.services import Services
 from projections.definition import from_dict
@@ -215,25 +214,17 @@ class FaultRig:
         rows = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         return sorted(r[0] for r in rows if r[0] not in NOT_CACHE)
 
-    def marks(self, side: str) -> dict[str, int]:
-        """What the cache side knows each machine handled, as an ordinal: its high-water mark, or (a
-        plain cache) the highest of its per-step flags."""
-        db = self.raw[side]["CACHE"].db
+    def known_only_on(self, side: str) -> set[str]:
+        """Machines whose progress ``side`` knows and the other cache side does not: a higher
+        high-water mark, or (a plain cache) a step's done or tried flag the other side lacks. Per-step
+        flags carry no high-water mark, so a later step marked on the other side does not cover them."""
+        other = SIDES[1] if side == SIDES[0] else SIDES[0]
         if not self.plain_cache:
-            return {cid: int(done) for cid, done in db.execute("SELECT cid, done FROM progress")}
-        out: dict[str, int] = {}
-        for (key,) in db.execute("SELECT key FROM flags"):
-            kind, _, rest = key.partition(":")
-            if kind == "done":
-                cid, _, steps = rest.rpartition(":")
-                mark = completed_ordinal(int(steps))
-            elif kind == "tried":
-                cid, steps, retries = rest.rsplit(":", 2)
-                mark = ordinal(int(steps), int(retries))
-            else:
-                continue
-            out[cid] = max(mark, out.get(cid, mark))
-        return out
+            marks = {s: dict(self.raw[s]["CACHE"].db.execute("SELECT cid, done FROM progress")) for s in SIDES}
+            return {cid for cid, done in marks[side].items() if done > marks[other].get(cid, -2)}
+        flags = {s: {key for (key,) in self.raw[s]["CACHE"].db.execute("SELECT key FROM flags")
+                     if key.startswith(("done:", "tried:"))} for s in SIDES}
+        return {key.split(":")[1] for key in flags[side] - flags[other]}
 
     def forget_cache(self, side: str, cid: str | None = None) -> None:
         """Empty every cache table of ``side`` (a flush or a restart), or evict one machine's rows."""

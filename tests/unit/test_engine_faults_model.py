@@ -395,10 +395,7 @@ class FaultsModel(RuleBasedStateMachine):
     def cache_forgets(self, side, data):
         """A flush or restart of one cache side, or one machine's rows evicted from it."""
         cid = data.draw(st.one_of(st.none(), st.sampled_from(self.cids)), label="evict") if self.cids else None
-        marks = {s: self.rig.marks(s) for s in SIDES}
-        other = SIDES[1] if side == SIDES[0] else SIDES[0]
-        self.sole_marks_lost.update(c for c, done in marks[side].items()
-                                    if (cid is None or c == cid) and done > marks[other].get(c, -2))
+        self.sole_marks_lost.update(c for c in self.rig.known_only_on(side) if cid is None or c == cid)
         self.rig.forget_cache(side, cid)
         for c in ([cid] if cid else self.cids):
             self.epoch[(side, c)] += 1
@@ -560,9 +557,10 @@ def record(i: int):
     return lambda model: model.rig.all_records()[i]
 
 
-def replay(setup: dict, draws: list, steps: list[tuple[str, dict]], model_class: type = FaultsModel) -> None:
+def replay(setup: dict, draws: list, steps: list[tuple[str, dict]], model_class: type = FaultsModel) -> set[str]:
     """Run the model through ``steps`` (rule name, arguments; ``data`` is a list of draws), checking the
-    invariants after each, then settle and check the endings as the hypothesis run does."""
+    invariants after each, then settle and check the endings as the hypothesis run does. Returns the
+    machines excused as the documented double fault (``sole_marks_lost``)."""
     model = model_class()
     try:
         model.setup(data=Draws(model, *draws), **setup)
@@ -576,7 +574,9 @@ def replay(setup: dict, draws: list, steps: list[tuple[str, dict]], model_class:
         model.broken = True
         model.teardown()
         raise
+    excused = set(model.sole_marks_lost)
     model.teardown()
+    return excused
 
 
 ONE_MACHINE = dict(n_steps=3, max_retries=0, snapshot_every=1)
@@ -629,3 +629,21 @@ def test_model_a_step_run_on_the_secondary_alone_is_not_run_again_when_the_prima
            [("deliver_any", dict(data=[[0]], worker=0, dt=0.0)),
             ("deliver_any", dict(data=[[0]], worker=1, dt=1.5)),
             ("deliver_any", dict(data=[[1]], worker=0, dt=0.0))], model_class)
+
+
+@pytest.mark.parametrize("model_class", [FaultsModel, PlainCacheModel], ids=["high-water", "plain"])
+def test_model_the_documented_double_fault_is_wider_for_plain_caches(model_class):
+    """worker-a, cut off from the primary cache, runs step 2 on the secondary alone; back on the primary it
+    runs step 3 there; then the secondary is flushed. A high-water primary (completed 3) still proves step
+    2 done: nothing to excuse. A plain primary holds done flags for steps 0, 1 and 3 but not 2, so a
+    redelivered record 2 may run again: the README's double fault (a step marked on the secondary alone,
+    then the secondary flushed), which the model counts instead of failing on (found on Python 3.10)."""
+    excused = replay(ONE_MACHINE, [0, 0, {"CACHE"}, set(), [0]],
+                     [("deliver_next", dict(worker=0, side=PRIMARY, dt=0.0)),
+                      ("deliver_any", dict(data=[[0]], worker=1, dt=0.0)),
+                      ("clock_jumps_past_the_lease", dict(extra=1.0)),
+                      ("slow_action", dict(data=[record(1)], worker=0, overrun=False, nested=False)),
+                      ("heal", dict(worker=0)),
+                      ("slow_action", dict(data=[record(2)], worker=0, overrun=False, nested=False)),
+                      ("cache_forgets", dict(side=SECONDARY, data=[None]))], model_class)
+    assert excused == ({"m0"} if model_class.PLAIN_CACHE else set())
