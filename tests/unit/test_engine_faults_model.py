@@ -452,6 +452,9 @@ class FaultsModel(RuleBasedStateMachine):
                 got = w.engine.status(cid)
                 if got is not None and got.last != whole.last and _siblings(got.last, whole.last):
                     continue  # two holders of a split lease appended one step: the snapshot may keep either
+                if cid in self.sole_marks_lost:
+                    continue  # the documented double fault: a completed step ran again and may have saved
+                    # a snapshot built without the records after it (README, "Under faults")
                 assert got is not None and got.last == whole.last, (
                     f"{cid}: {w.name}'s status {_show(got and got.last)} != the fold of both logs {_show(whole.last)}")
         self.broken = False
@@ -647,3 +650,20 @@ def test_model_the_documented_double_fault_is_wider_for_plain_caches(model_class
                       ("slow_action", dict(data=[record(2)], worker=0, overrun=False, nested=False)),
                       ("cache_forgets", dict(side=SECONDARY, data=[None]))], model_class)
     assert excused == ({"m0"} if model_class.PLAIN_CACHE else set())
+
+
+def test_model_a_step_run_again_under_the_double_fault_may_leave_a_stale_snapshot():
+    """The plain-cache double fault above, then the re-run of step 2 saves a snapshot of step 3 at a
+    position after the machine's completion (its other sides' snapshot was on the secondary): status
+    (snapshot + tail) shows step 3 while the log holds the completion. Excused with the re-run; the
+    log, and every fold of it, still say completed (found on Python 3.10, 3.11 and 3.13)."""
+    excused = replay(ONE_MACHINE, [0, 0, {"CACHE", "CHECKPOINT"}, set(), [0]],
+                     [("deliver_next", dict(worker=0, side=PRIMARY, dt=0.0)),
+                      ("clock_jumps_past_the_lease", dict(extra=1.0)),
+                      ("deliver_any", dict(data=[[0]], worker=1, dt=0.0)),
+                      ("slow_action", dict(data=[record(1)], worker=0, overrun=False, nested=False)),
+                      ("heal", dict(worker=0)),
+                      ("slow_action", dict(data=[record(2)], worker=0, overrun=False, nested=False)),
+                      ("clock_jumps_past_the_lease", dict(extra=1.0)),
+                      ("cache_forgets", dict(side=SECONDARY, data=[None]))], PlainCacheModel)
+    assert excused == {"m0"}
