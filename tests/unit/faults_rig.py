@@ -79,10 +79,6 @@ class Reach:
     def __setattr__(self, name: str, value: Any) -> None:
         setattr(self._backend, name, value)
 
-    @property
-    def name(self) -> str:
-        return self._backend.name
-
     def __repr__(self) -> str:
         return f"Reach({self._label})"
 
